@@ -1,0 +1,411 @@
+"""The layers of the NumPy forward pass, one small class per Keras layer type.
+
+Tensors are float32 NHWC, as in Keras. Each layer class knows its Keras name,
+checks the config options it supports (`check`; export calls the same method,
+so a model the forward pass cannot run is refused before it is written), and
+turns its inputs into its output.
+
+Speed notes. Pyodide's NumPy has no BLAS and no SIMD: there `a @ b` is slower
+than `np.einsum("ij,kj->ik", a, b_t)`, while natively `@` (BLAS) wins by ~10x.
+`matmul` picks the kernel per platform; weights are stored pre-transposed
+(out, in) at load time for it. Convolutions become one matrix product: a plain
+reshape when stride == kernel size (the default model's convolutions), else an
+im2col copy of kernel_h * kernel_w shifted views.
+"""
+
+import sys
+
+import numpy as np
+
+from .errors import ModelError
+
+if sys.platform == "emscripten":
+
+    def matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+        """(M, K) x (N, K) -> (M, N), fastest without BLAS."""
+        return np.einsum("ij,kj->ik", a, w_t)
+
+else:
+
+    def matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+        """(M, K) x (N, K) -> (M, N) through BLAS."""
+        return a @ w_t.T
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x):
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "sigmoid": _sigmoid,
+    "softmax": _softmax,
+    "swish": lambda x: x * _sigmoid(x),
+    "silu": lambda x: x * _sigmoid(x),
+    "tanh": np.tanh,
+}
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple:
+    """TensorFlow's 'same' padding: (before, after) so that out = ceil(size / stride)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_for(x: np.ndarray, kernel, strides, padding: str, value: float = 0.0) -> np.ndarray:
+    """Pad an NHWC tensor as Keras does for `padding` ('valid' or 'same')."""
+    if padding == "valid":
+        return x
+    pad_h = same_padding(x.shape[1], kernel[0], strides[0])
+    pad_w = same_padding(x.shape[2], kernel[1], strides[1])
+    if pad_h == (0, 0) and pad_w == (0, 0):
+        return x
+    return np.pad(x, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=value)
+
+
+def windows(x: np.ndarray, kernel, strides) -> np.ndarray:
+    """All kernel windows of a padded NHWC tensor: (N, out_h, out_w, kh, kw, C).
+
+    When stride == kernel and the windows tile the input, this is a reshape
+    and a transpose; otherwise kh * kw strided copies.
+    """
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = kernel, strides
+    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if (kh, kw) == (sh, sw):
+        tiles = x[:, : out_h * kh, : out_w * kw].reshape(n, out_h, kh, out_w, kw, c)
+        return tiles.transpose(0, 1, 3, 2, 4, 5)
+    cols = np.empty((n, out_h, out_w, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+    return cols
+
+
+class Layer:
+    """A layer: `config` is the Keras config subset written by export; `weights` maps names to arrays."""
+
+    keras_type = ""
+    weight_names: tuple = ()
+    activation_key = None  # config key naming a fused activation, if any
+
+    def __init__(self, name: str, config: dict, weights: dict):
+        self.name = name
+        self.config = config
+        self.check(config, name)
+        missing = [key for key in self.weight_names if key not in weights]
+        if missing:
+            raise ModelError(f"layer {name!r} ({self.keras_type}) has no weights {missing} in weights.npz")
+        self.weights = {key: np.asarray(value, dtype=np.float32) for key, value in weights.items()}
+        self.activation = ACTIVATIONS[config.get(self.activation_key, "linear")] if self.activation_key else None
+
+    @classmethod
+    def check(cls, config: dict, name: str) -> None:
+        """Raise ModelError naming the layer if an option is one the forward pass does not implement."""
+        if config.get("data_format", "channels_last") != "channels_last":
+            raise ModelError(f"layer {name!r}: only data_format='channels_last' is supported")
+        if cls.activation_key and config.get(cls.activation_key, "linear") not in ACTIVATIONS:
+            raise ModelError(
+                f"layer {name!r}: activation {config.get(cls.activation_key)!r} is not supported "
+                f"(supported: {', '.join(sorted(ACTIVATIONS))})"
+            )
+        for key in ("dilation_rate",):
+            if key in config and _pair(config[key]) != (1, 1):
+                raise ModelError(f"layer {name!r}: {key}={config[key]} is not supported (only 1)")
+        if config.get("groups", 1) != 1:
+            raise ModelError(f"layer {name!r}: groups={config['groups']} is not supported (only 1)")
+        if "padding" in config and config["padding"] not in ("valid", "same"):
+            raise ModelError(f"layer {name!r}: padding={config['padding']!r} is not supported")
+
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Rescaling(Layer):
+    keras_type = "Rescaling"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        for key in ("scale", "offset"):
+            if isinstance(config.get(key), (list, tuple, dict)):
+                raise ModelError(f"layer {name!r}: only scalar Rescaling {key} is supported")
+
+    def __call__(self, x):
+        return x * np.float32(self.config["scale"]) + np.float32(self.config["offset"])
+
+
+class Conv2D(Layer):
+    """Conv2D as one matrix product over kernel windows; kernel kept as (filters, kh*kw*C)."""
+
+    keras_type = "Conv2D"
+    weight_names = ("kernel",)
+    activation_key = "activation"
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        kernel = self.weights["kernel"]
+        self.kernel_size = kernel.shape[:2]
+        self.strides = _pair(config["strides"])
+        self.kernel_t = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
+        self.bias = self.weights.get("bias")
+
+    def scale_outputs(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """Fold a following per-channel affine map (a BatchNormalization) into this layer."""
+        self.kernel_t = np.ascontiguousarray(self.kernel_t * scale[:, None], dtype=np.float32)
+        bias = self.bias if self.bias is not None else np.zeros_like(shift)
+        self.bias = (bias * scale + shift).astype(np.float32)
+
+    def __call__(self, x):
+        x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
+        cols = windows(x, self.kernel_size, self.strides)
+        n, out_h, out_w = cols.shape[:3]
+        y = matmul(cols.reshape(n * out_h * out_w, -1), self.kernel_t)
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y.reshape(n, out_h, out_w, -1))
+
+
+class DepthwiseConv2D(Conv2D):
+    """Depthwise conv as kh*kw shifted multiply-adds; output channel c*multiplier + m, as Keras."""
+
+    keras_type = "DepthwiseConv2D"
+    weight_names = ("kernel",)
+
+    def __init__(self, name, config, weights):
+        Layer.__init__(self, name, config, weights)
+        kernel = self.weights["kernel"]  # (kh, kw, C, multiplier)
+        self.kernel_size = kernel.shape[:2]
+        self.strides = _pair(config["strides"])
+        self.multiplier = kernel.shape[3]
+        self.kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
+        self.bias = self.weights.get("bias")
+
+    def scale_outputs(self, scale, shift):
+        self.kernel = (self.kernel * scale).astype(np.float32)
+        bias = self.bias if self.bias is not None else np.zeros_like(shift)
+        self.bias = (bias * scale + shift).astype(np.float32)
+
+    def depthwise(self, x):
+        """Sum of shifted, per-channel-scaled views, computed channels-first so each
+        NumPy inner loop runs along an image row; taps that are zero everywhere are skipped."""
+        x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if self.multiplier > 1:
+            x = np.repeat(x, self.multiplier, axis=1)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        out_h, out_w = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+        y = np.zeros((x.shape[0], x.shape[1], out_h, out_w), dtype=np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                if not self.kernel[i, j].any():
+                    continue
+                view = x[:, :, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+                y += view * self.kernel[i, j][:, None, None]
+        return y.transpose(0, 2, 3, 1)
+
+    def __call__(self, x):
+        y = self.depthwise(x)
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y)
+
+
+class SeparableConv2D(DepthwiseConv2D):
+    """Depthwise conv followed by a 1x1 pointwise conv (one matrix product)."""
+
+    keras_type = "SeparableConv2D"
+    weight_names = ("depthwise_kernel", "pointwise_kernel")
+
+    def __init__(self, name, config, weights):
+        weights = dict(weights, kernel=weights.get("depthwise_kernel"))
+        super().__init__(name, config, weights)
+        pointwise = self.weights["pointwise_kernel"]  # (1, 1, C*m, filters)
+        self.kernel_t = np.ascontiguousarray(pointwise.reshape(pointwise.shape[2], -1).T)
+
+    def scale_outputs(self, scale, shift):
+        Conv2D.scale_outputs(self, scale, shift)
+
+    def __call__(self, x):
+        y = self.depthwise(x)
+        n, h, w, c = y.shape
+        y = matmul(y.reshape(-1, c), self.kernel_t)
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y.reshape(n, h, w, -1))
+
+
+class Dense(Conv2D):
+    """Dense on the last axis; shares Conv2D's pre-transposed kernel and BN folding."""
+
+    keras_type = "Dense"
+
+    def __init__(self, name, config, weights):
+        Layer.__init__(self, name, config, weights)
+        self.kernel_t = np.ascontiguousarray(self.weights["kernel"].T)
+        self.bias = self.weights.get("bias")
+
+    def __call__(self, x):
+        y = matmul(x.reshape(-1, x.shape[-1]), self.kernel_t)
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y.reshape(*x.shape[:-1], -1))
+
+
+class BatchNormalization(Layer):
+    """Inference-mode batch norm as a per-channel affine map; usually folded into the layer before."""
+
+    keras_type = "BatchNormalization"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        axis = config.get("axis", -1)
+        if axis not in (-1, 3, [-1], [3]):
+            raise ModelError(f"layer {name!r}: only BatchNormalization on the channel axis is supported")
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        mean, variance = self.weights["moving_mean"], self.weights["moving_variance"]
+        gamma = self.weights.get("gamma", np.ones_like(mean))
+        beta = self.weights.get("beta", np.zeros_like(mean))
+        self.scale = (gamma / np.sqrt(variance + np.float32(config["epsilon"]))).astype(np.float32)
+        self.shift = (beta - mean * self.scale).astype(np.float32)
+
+    def __call__(self, x):
+        return x * self.scale + self.shift
+
+
+class _Pooling(Layer):
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        self.pool_size = _pair(config["pool_size"])
+        self.strides = _pair(config.get("strides") or config["pool_size"])
+
+    def window_view(self, x, fill):
+        x = pad_for(x, self.pool_size, self.strides, self.config["padding"], value=fill)
+        return windows(x, self.pool_size, self.strides)
+
+
+class MaxPooling2D(_Pooling):
+    keras_type = "MaxPooling2D"
+
+    def __call__(self, x):
+        return self.window_view(x, -np.inf).max(axis=(3, 4))
+
+
+class AveragePooling2D(_Pooling):
+    """Average pooling; with 'same' padding the padded cells are not counted, as in Keras."""
+
+    keras_type = "AveragePooling2D"
+
+    def __call__(self, x):
+        total = self.window_view(x, 0.0).sum(axis=(3, 4))
+        if self.config["padding"] == "valid":
+            return total / np.float32(self.pool_size[0] * self.pool_size[1])
+        counts = self.window_view(np.ones((1, *x.shape[1:3], 1), np.float32), 0.0).sum(axis=(3, 4))
+        return total / counts
+
+
+class _GlobalPooling(Layer):
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("keepdims"):
+            raise ModelError(f"layer {name!r}: keepdims=True is not supported")
+
+
+class GlobalAveragePooling2D(_GlobalPooling):
+    keras_type = "GlobalAveragePooling2D"
+
+    def __call__(self, x):
+        return x.mean(axis=(1, 2), dtype=np.float32)
+
+
+class GlobalMaxPooling2D(_GlobalPooling):
+    keras_type = "GlobalMaxPooling2D"
+
+    def __call__(self, x):
+        return x.max(axis=(1, 2))
+
+
+class Flatten(Layer):
+    keras_type = "Flatten"
+
+    def __call__(self, x):
+        return x.reshape(x.shape[0], -1)
+
+
+class Dropout(Layer):
+    keras_type = "Dropout"
+
+    def __call__(self, x):
+        return x
+
+
+class Activation(Layer):
+    keras_type = "Activation"
+    activation_key = "activation"
+
+    def __call__(self, x):
+        return self.activation(x)
+
+
+class ReLU(Layer):
+    keras_type = "ReLU"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("negative_slope", 0.0) != 0.0 or config.get("threshold", 0.0) != 0.0:
+            raise ModelError(f"layer {name!r}: ReLU with negative_slope or threshold is not supported")
+
+    def __call__(self, x):
+        limit = self.config.get("max_value")
+        return np.maximum(x, 0.0) if limit is None else np.clip(x, 0.0, np.float32(limit))
+
+
+class Softmax(Layer):
+    keras_type = "Softmax"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("axis", -1) not in (-1, [-1]):
+            raise ModelError(f"layer {name!r}: Softmax only on the last axis is supported")
+
+    def __call__(self, x):
+        return _softmax(x)
+
+
+class Add(Layer):
+    keras_type = "Add"
+
+    def __call__(self, *inputs):
+        total = inputs[0] + inputs[1]
+        for extra in inputs[2:]:
+            total += extra
+        return total
+
+
+LAYER_TYPES = {
+    cls.keras_type: cls
+    for cls in (
+        Rescaling, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization,
+        MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+        Flatten, Dropout, Activation, ReLU, Softmax, Add,
+    )
+}
+FOLDABLE = (Conv2D,)  # layer classes a following BatchNormalization folds into

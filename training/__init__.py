@@ -1,0 +1,1 @@
+"""rendernet training: dataset building, the Keras model, training and export."""

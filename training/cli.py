@@ -1,0 +1,108 @@
+"""The `rendernet` command: `train`, `classify`, `dataset build`, `dataset sample`.
+
+Imports are lazy so `rendernet classify` needs NumPy and Pillow only, and
+`--help` answers without loading TensorFlow.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CACHE = Path.home() / ".cache" / "rendernet"
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    train(args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+          seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), verbose=args.verbose)
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from rendernet import ModelError, load_model
+    from rendernet.classify import classify_file
+
+    try:
+        model = load_model(args.model)
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = False
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as error:
+            result = {"file": name, "error": f"cannot read: {error.strerror or error}"}
+        else:
+            result = classify_file(model, name, data)
+            result.pop("ms", None)
+        failed |= "error" in result
+        print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+def cmd_dataset_build(args) -> int:
+    from .dataset.build import build
+
+    manifest = build(Path(args.out), Path(args.cache), only=args.only, contact_sheet=args.contact_sheet)
+    print(json.dumps({"stats": manifest["stats"], "skipped": len(manifest["skipped"]),
+                      "build_seconds": manifest["build_seconds"]}, indent=1))
+    return 0
+
+
+def cmd_dataset_sample(args) -> int:
+    from .dataset.sample import make_sample
+
+    make_sample(Path(args.dataset), Path(args.out), args.per_class)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="rendernet", description="Train small image classifiers and run them "
+                                   "in the browser with NumPy.")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train on DATA_DIR/<class>/*, export every format to --out")
+    train.add_argument("data_dir")
+    train.add_argument("--out", required=True, help="model folder to write, e.g. models/mine")
+    train.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")
+    train.add_argument("--patience", type=int, default=12, help="EarlyStopping patience in epochs (default 12)")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--seed", type=int, default=1234)
+    train.add_argument("--strategy", choices=("default", "mirrored"), default="default",
+                       help="mirrored: tf.distribute.MirroredStrategy over all local GPUs")
+    train.add_argument("--quantize", action="append", choices=("float16", "int8"),
+                       help="also write model.<mode>.tflite (repeatable)")
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    train.set_defaults(run=cmd_train)
+
+    classify = commands.add_parser("classify", help="classify image files; one JSON object per line")
+    classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    classify.add_argument("files", nargs="+")
+    classify.set_defaults(run=cmd_classify)
+
+    dataset = commands.add_parser("dataset", help="build the default render-vs-photo dataset")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    build = dataset_commands.add_parser("build", help="fetch packages, render scenes, write real/ and render/")
+    build.add_argument("--out", required=True)
+    build.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download/render cache (default {DEFAULT_CACHE})")
+    build.add_argument("--only", nargs="+", help="build only these sources (names in sources.json)")
+    build.add_argument("--contact-sheet", help="also write a PNG grid of thumbnails here")
+    build.set_defaults(run=cmd_dataset_build)
+    sample = dataset_commands.add_parser("sample", help="pick the small committed sample from a built dataset")
+    sample.add_argument("dataset")
+    sample.add_argument("--out", default="data/sample")
+    sample.add_argument("--per-class", type=int, default=70)
+    sample.set_defaults(run=cmd_dataset_sample)
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

