@@ -111,7 +111,6 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
             {"name": layer.name, "type": kind, "config": config, "inputs": inputs,
              "weights": weights, "output_shape": output_shape[1:], "macs": macs}
         )
-    conv_layers = [spec["name"] for spec in layers if len(spec["output_shape"]) == 3]
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -122,7 +121,6 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
         "threshold": threshold,
         "layers": layers,
         "output": layers[-1]["name"],
-        "feature_map": conv_layers[-1] if conv_layers else None,
         "params": int(model.count_params()),
         "macs": int(total_macs),
         **(extra or {}),

@@ -57,7 +57,6 @@ class Model:
                     )
             self.layers.append((layer_type(spec["name"], spec.get("config", {}), layer_weights), spec["inputs"]))
         self.output_name = manifest.get("output", self.layers[-1][0].name)
-        self.feature_name = manifest.get("feature_map")
         self._fold_batch_norms()
 
     def _fold_batch_norms(self) -> None:
@@ -76,7 +75,6 @@ class Model:
                 and isinstance(source, FOLDABLE)
                 and consumers.get(source.name) == 1
                 and source.config.get("activation", "linear") == "linear"
-                and layer.name not in (self.feature_name,)
             ):
                 source.scale_outputs(layer.scale, layer.shift)
                 renamed[layer.name] = source.name

@@ -1,0 +1,107 @@
+"""End to end: a tiny training run exports every format, each reloads, and they agree."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, sample_files
+from helpers import tflite_run
+from rendernet import load_model, preprocess
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """12 real + 12 render sample images, plus files training must skip."""
+    root = tmp_path_factory.mktemp("data")
+    for name in ("real", "render"):
+        (root / name).mkdir()
+        for path in sample_files(name)[:12]:
+            (root / name / path.name).write_bytes(path.read_bytes())
+    (root / "real" / "empty.jpg").write_bytes(b"")
+    (root / "render" / "notes.txt").write_text("not an image")
+    (root / "render" / "truncated.jpg").write_bytes(sample_files("render")[0].read_bytes()[:500])
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("model")
+    cache = tmp_path_factory.mktemp("cache")
+    metrics = train(tiny_dataset, out, epochs=1, batch_size=8, quantize=("float16", "int8"), cache_dir=cache, verbose=0)
+    return out, metrics, cache
+
+
+def test_exports_every_format(trained):
+    out, metrics, _ = trained
+    for name in ("model.keras", "model.tflite", "model.float16.tflite", "model.int8.tflite", "weights.npz",
+                 "model.json", "metrics.json", "training.png", "confusion.png", "skipped.txt"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["classes"] == ["real", "render"]
+    for key in ("accuracy", "per_class", "confusion", "roc_auc"):
+        assert key in saved["validation"]
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["params"] == metrics["params"]
+    assert manifest["threshold"] == metrics["threshold"]
+
+
+def test_skipped_files_are_reported(trained):
+    out, metrics, _ = trained
+    skipped = (out / "skipped.txt").read_text()
+    assert metrics["skipped_files"] == 3
+    for name in ("empty.jpg", "notes.txt", "truncated.jpg"):
+        assert name in skipped
+
+
+def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
+    _, _, cache = trained
+    cached = list(Path(cache).glob("*.u8"))
+    assert len(cached) == 24
+    sample = sorted((tiny_dataset / "real").glob("*.jpg"))[1]
+    import hashlib
+
+    key = hashlib.sha256(sample.read_bytes()).hexdigest()
+    stored = np.frombuffer((Path(cache) / f"{key}.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
+    assert np.array_equal(stored, preprocess(sample))
+
+
+def test_all_formats_agree_on_real_images(trained):
+    import keras
+
+    out, _, _ = trained
+    batch = np.stack([preprocess(path) for path in sample_files()[::7][:16]])
+    keras_probabilities = np.asarray(keras.saving.load_model(out / "model.keras")(batch.astype(np.float32)))
+    numpy_probabilities = load_model(out).forward(batch)
+    tflite_probabilities = tflite_run(out / "model.tflite", batch.astype(np.float32))
+    assert np.abs(numpy_probabilities - keras_probabilities).max() <= 1e-5
+    assert np.abs(tflite_probabilities - keras_probabilities).max() <= 1e-5
+    # documented tolerances of the quantized exports
+    assert np.abs(tflite_run(out / "model.float16.tflite", batch.astype(np.float32)) - keras_probabilities).max() <= 1e-2
+    assert np.abs(tflite_run(out / "model.int8.tflite", batch.astype(np.float32)) - keras_probabilities).max() <= 0.1
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny_dataset, tmp_path):
+    """MirroredStrategy over 2 logical CPU devices (what a 2-GPU machine would use), in a fresh process."""
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from training.train import make_strategy, train
+strategy = make_strategy("mirrored")
+print("REPLICAS", strategy.num_replicas_in_sync)
+train({str(tiny_dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, strategy="mirrored",
+      cache_dir={str(tmp_path / 'cache')!r}, verbose=0)
+"""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REPLICAS 2" in result.stdout
+    assert load_model(tmp_path / "model").forward(np.zeros((1, 200, 200, 3), np.uint8)).shape == (1, 2)
