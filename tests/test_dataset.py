@@ -81,7 +81,7 @@ def test_split_is_by_source_picture():
     assert abs(shares["train"] - 0.70) < 0.04 and abs(shares["validation"] - 0.15) < 0.03
     # every crop of a large picture belongs to the picture's group, so to one split
     buffer = io.BytesIO()
-    Image.fromarray(np.zeros((1400, 2000, 3), np.uint8)).save(buffer, "PNG")
+    Image.fromarray(np.zeros((1000, 1500, 3), np.uint8)).save(buffer, "PNG")
     assert len(crops(buffer.getvalue())) == 5
 
 

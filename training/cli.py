@@ -16,7 +16,8 @@ def cmd_train(args) -> int:
     from .train import train
 
     train(args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-          seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), verbose=args.verbose)
+          seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), widths=args.widths,
+          verbose=args.verbose)
     return 0
 
 
@@ -71,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=12, help="EarlyStopping patience in epochs (default 12)")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--seed", type=int, default=1234)
+    train.add_argument("--widths", type=lambda text: tuple(int(part) for part in text.split(",")), default=(16, 32, 64),
+                       help="filters of each conv block, comma-separated (default 16,32,64; up to 5 blocks)")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default",
                        help="mirrored: tf.distribute.MirroredStrategy over all local GPUs")
     train.add_argument("--quantize", action="append", choices=("float16", "int8"),

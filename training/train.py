@@ -29,7 +29,7 @@ def make_strategy(name: str):
 
 
 def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
-          strategy="default", quantize=(), cache_dir=None, verbose=1) -> dict:
+          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), verbose=1) -> dict:
     import keras
     import tensorflow as tf
 
@@ -62,7 +62,7 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
 
     # ---- model
     with make_strategy(strategy).scope():
-        model = build_model(len(dataset.classes))
+        model = build_model(len(dataset.classes), widths=widths)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
     train_data = data_module.tf_dataset(splits["train"], len(dataset.classes), batch_size, True, seed)

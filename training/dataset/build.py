@@ -24,6 +24,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from rendernet.errors import ImageError
@@ -47,10 +48,12 @@ def log(message: str) -> None:
 
 def normalise(data: bytes) -> bytes:
     """Any image -> WebP bytes, RGB, short side SHORT_SIDE px, quality WEBP_QUALITY, no metadata."""
-    image = to_rgb(ImageOps.exif_transpose(load_image(data)))
+    image = to_rgb(ImageOps.exif_transpose(load_image(data, reduce=False)))
     width, height = image.size
     if min(width, height) < MIN_SHORT_SIDE:
         raise ImageError(f"too small ({width}x{height}, short side under {MIN_SHORT_SIDE} px)")
+    if np.asarray(image.resize((64, 64))).std() < 4:
+        raise ImageError("blank: one flat colour (a failed render?)")
     scale = SHORT_SIDE / min(width, height)
     image = image.resize((max(SHORT_SIDE, round(width * scale)), max(SHORT_SIDE, round(height * scale))),
                          Image.Resampling.LANCZOS)
@@ -60,11 +63,12 @@ def normalise(data: bytes) -> bytes:
 
 
 def crops(data: bytes) -> list:
-    """A large picture -> the whole picture plus its four quadrants when each is still >= 2x SHORT_SIDE."""
-    image = to_rgb(ImageOps.exif_transpose(load_image(data)))
+    """A large picture -> the whole picture plus its four quadrants when their short side is still
+    >= 1.5x SHORT_SIDE (so every crop is downscaled, never upscaled, by the normalisation)."""
+    image = to_rgb(ImageOps.exif_transpose(load_image(data, reduce=False)))
     width, height = image.size
     pieces = [image]
-    if min(width, height) >= 4 * SHORT_SIDE:
+    if min(width, height) >= 3 * SHORT_SIDE:
         half_w, half_h = width // 2, height // 2
         pieces += [image.crop((x, y, x + half_w, y + half_h)) for x in (0, half_w) for y in (0, half_h)]
     encoded = []
@@ -201,18 +205,18 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
                 pieces = crops(data) if source.get("crops") else [data]
                 for index, piece in enumerate(pieces):
                     try:
-                        jpeg = normalise(piece)
+                        normalised = normalise(piece)
                     except ImageError as error:
                         skipped.append({"source": source["name"], "original": original, "reason": str(error)})
                         continue
-                    digest = hashlib.sha256(jpeg).hexdigest()
+                    digest = hashlib.sha256(normalised).hexdigest()
                     if digest in seen:
                         continue
                     seen.add(digest)
                     relative = f"{source['class']}/{source['name']}-{digest[:12]}.webp"
                     (staging / source["class"]).mkdir(exist_ok=True)
-                    (staging / relative).write_bytes(jpeg)
-                    with Image.open(io.BytesIO(jpeg)) as image:
+                    (staging / relative).write_bytes(normalised)
+                    with Image.open(io.BytesIO(normalised)) as image:
                         size = list(image.size)
                     entries.append({
                         "path": relative, "class": source["class"], "source": source["name"],
