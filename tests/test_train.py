@@ -87,8 +87,13 @@ def test_all_formats_agree_on_real_images(trained):
     assert np.abs(tflite_run(out / "model.int8.tflite", batch.astype(np.float32)) - keras_probabilities).max() <= 0.1
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tiny_dataset, tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """MirroredStrategy over 2 logical CPU devices (what a 2-GPU machine would use), in a fresh process."""
+    dataset = tmp_path / "data"
+    for name in ("real", "render"):
+        (dataset / name).mkdir(parents=True)
+        for path in sample_files(name)[:30]:
+            (dataset / name / path.name).write_bytes(path.read_bytes())
     script = f"""
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -96,7 +101,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from training.train import make_strategy, train
 strategy = make_strategy("mirrored")
 print("REPLICAS", strategy.num_replicas_in_sync)
-train({str(tiny_dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, strategy="mirrored",
+train({str(dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, strategy="mirrored",
       cache_dir={str(tmp_path / 'cache')!r}, verbose=0)
 """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -37,7 +37,7 @@ def cmd_classify(args) -> int:
         except OSError as error:
             result = {"file": name, "error": f"cannot read: {error.strerror or error}"}
         else:
-            result = classify_file(model, name, data)
+            result, _ = classify_file(model, name, data)
             result.pop("ms", None)
         failed |= "error" in result
         print(json.dumps(result), flush=True)

@@ -130,7 +130,7 @@ def load_pixels(examples) -> np.ndarray:
     ]) if examples else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
 
 
-def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int):
+def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, even_batches: bool = False):
     """Stream cached examples as (float32 pixels 0..255, one-hot label) batches.
 
     Training batches are shuffled and augmented with flips, 90-degree rotations
@@ -161,4 +161,9 @@ def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed
     if training:
         data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Training drops a ragged last batch (shuffling varies it each epoch); `even_batches` does the same
+    # for validation under MirroredStrategy, where a batch smaller than the replica count fails.
+    if even_batches:
+        batch_size = min(batch_size, len(examples))
+    drop_remainder = (training or even_batches) and len(examples) >= batch_size
+    return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

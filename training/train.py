@@ -61,12 +61,18 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     print("split sizes: " + ", ".join(f"{name} {len(items)}" for name, items in splits.items()))
 
     # ---- model
-    with make_strategy(strategy).scope():
+    distribution = make_strategy(strategy)
+    replicas = distribution.num_replicas_in_sync
+    if replicas > 1 and len(splits["validation"]) < replicas:
+        raise SystemExit(f"error: {len(splits['validation'])} validation image(s) cannot be shared by {replicas} "
+                         "replicas; add more images")
+    with distribution.scope():
         model = build_model(len(dataset.classes), widths=widths)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
     train_data = data_module.tf_dataset(splits["train"], len(dataset.classes), batch_size, True, seed)
-    validation_data = data_module.tf_dataset(splits["validation"], len(dataset.classes), batch_size, False, seed)
+    validation_data = data_module.tf_dataset(splits["validation"], len(dataset.classes), batch_size, False, seed,
+                                             even_batches=strategy != "default")
 
     # ---- fit
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]

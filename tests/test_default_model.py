@@ -1,0 +1,32 @@
+"""The shipped default model: NumPy forward pass == Keras == LiteRT on every committed sample image."""
+
+import keras
+import numpy as np
+
+from conftest import DEFAULT_MODEL
+from helpers import tflite_run
+from rendernet import load_model, preprocess
+
+
+def test_numpy_matches_keras_and_litert_on_the_sample(sample_images):
+    batch = np.stack([preprocess(path) for path in sample_images])
+    numpy_probabilities = load_model(DEFAULT_MODEL).forward(batch)
+    keras_probabilities = np.asarray(keras.saving.load_model(DEFAULT_MODEL / "model.keras")(batch.astype(np.float32)))
+    litert_probabilities = tflite_run(DEFAULT_MODEL / "model.tflite", batch.astype(np.float32))
+    for reference in (keras_probabilities, litert_probabilities):
+        assert np.abs(numpy_probabilities - reference).max() <= 1e-5
+        assert np.array_equal(numpy_probabilities.argmax(axis=1), reference.argmax(axis=1))
+
+
+def test_default_model_budget(default_manifest):
+    assert default_manifest["params"] <= 50_000
+    assert default_manifest["macs"] <= 15_000_000
+    assert (DEFAULT_MODEL / "weights.npz").stat().st_size <= 150 * 1024
+    assert default_manifest["classes"] == ["real", "render"]
+    assert 0.0 < default_manifest["threshold"] < 1.0
+
+
+def test_feature_map_for_heatmaps():
+    model = load_model(DEFAULT_MODEL)
+    probabilities, features = model.forward(np.zeros((2, 200, 200, 3), np.uint8), return_features=True)
+    assert probabilities.shape == (2, 2) and features.shape == (2, 12, 12, 64)
