@@ -19,6 +19,7 @@ the build. The lock file shipped in dist/ is pruned to the packages the page use
 """
 
 import argparse
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -255,10 +256,8 @@ def serve(dist: Path, port: int) -> None:
     handler = functools.partial(Handler, directory=str(dist))
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
         log(f"serving {dist} at http://127.0.0.1:{server.server_address[1]}/  (Ctrl+C to stop)")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ can be cancelled. Nothing is sent anywhere: files are read in the page.
 
 import asyncio
 import base64
+import contextlib
 import csv
 import io
 import json
@@ -20,13 +21,13 @@ from PIL import Image
 from pyodide.ffi import create_proxy, to_js
 from pyodide.http import pyfetch
 from pyscript import document, window
-
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
 from rendernet.model import model_from_bytes
 
 MODEL_DIR = "./model"
-state = {"model": None, "last_pixels": None, "queue": [], "running": False, "cancel": False, "results": [], "done": 0, "total": 0}
+state = {"model": None, "last_pixels": None, "task": None, "queue": [], "running": False, "cancel": False,
+         "results": [], "done": 0, "total": 0}
 
 
 def element(element_id):
@@ -55,10 +56,8 @@ async def load_model():
     model = model_from_bytes(manifest_bytes, weights_bytes)
     metrics = {}
     if "metrics" in model.manifest:  # models exported by `rendernet train` ship metrics.json
-        try:
+        with contextlib.suppress(ModelError, ValueError):
             metrics = json.loads(await fetch_bytes(f"{MODEL_DIR}/metrics.json"))
-        except (ModelError, ValueError):
-            pass
     show_about(model, metrics, len(weights_bytes))
     return model
 
@@ -88,7 +87,7 @@ def show_about(model, metrics: dict, weights_size: int) -> None:
     if confusion:
         parts.append("<p>Confusion matrix on the test split (rows: actual, columns: predicted)</p><table><tr><th></th>")
         parts += [f"<th scope='col'>{html_escape(name)}</th>" for name in model.classes] + ["</tr>"]
-        for name, row in zip(model.classes, confusion):
+        for name, row in zip(model.classes, confusion, strict=False):
             parts.append(f"<tr><th scope='row'>{html_escape(name)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
         parts.append("</table>")
     element("about-body").innerHTML = "".join(parts)
@@ -186,7 +185,7 @@ def enqueue(files) -> None:
     state["queue"] += files
     state["total"] += len(files)
     update_batch()
-    asyncio.ensure_future(run_queue())
+    state["task"] = asyncio.ensure_future(run_queue())
 
 
 # ---------------------------------------------------------------- events
@@ -309,4 +308,4 @@ async def start() -> None:
     document.body.dataset.state = "ready"
 
 
-await start()  # noqa: F704 (PyScript runs this file with top-level await)
+await start()

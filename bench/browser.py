@@ -23,10 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "tests")]
 
-import build  # noqa: E402
-from rendernet import load_model  # noqa: E402
-from rendernet.classify import classify_file  # noqa: E402
-from test_site import CHROMIUM, CHROMIUM_FLAGS, READY  # noqa: E402
+from rendernet import load_model
+from rendernet.classify import classify_file
+from test_site import CHROMIUM, CHROMIUM_FLAGS, READY
+
+import build
 
 
 def percentile(values, fraction):

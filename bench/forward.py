@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from rendernet import load_model, preprocess  # noqa: E402
+from rendernet import load_model, preprocess
 
 
 def median_ms_per_image(run, batch, runs: int) -> float:

@@ -5,6 +5,7 @@ import numpy as np
 
 def export_and_load(model, folder, classes=None):
     from rendernet import load_model
+
     from training.export import export_numpy
 
     classes = classes or [f"class{index}" for index in range(model.output_shape[-1])]

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model, preprocess
 
@@ -21,7 +20,7 @@ def test_classifies_sample_images_like_the_module():
     code, lines, _ = classify("--model", DEFAULT_MODEL, *files)
     assert code == 0
     model = load_model(DEFAULT_MODEL)
-    for path, line in zip(files, lines):
+    for path, line in zip(files, lines, strict=False):
         expected = model.forward(preprocess(path)[None])[0]
         assert line["file"] == str(path)
         assert line["label"] in model.classes

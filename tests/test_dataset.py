@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_DIR
 from PIL import Image
 
-from conftest import SAMPLE_DIR
 from training.dataset.build import SHORT_SIDE, crops, normalise, split_for
 from training.dataset.rcc import RccError, read_rcc
 

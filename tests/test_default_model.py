@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-
 from conftest import DEFAULT_MODEL
 from helpers import tflite_run
 from rendernet import load_model, preprocess

@@ -7,7 +7,6 @@ second one. Float32 tolerance 1e-5 (outputs here are O(1) values).
 import keras
 import numpy as np
 import pytest
-
 from helpers import export_and_load, tflite_run
 
 L = keras.layers
@@ -46,7 +45,7 @@ def randomise(model, rng):
     """Random weights everywhere, and BatchNormalization statistics far from the identity."""
     for layer in model.layers:
         layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) + (1.0 if "variance" in v.name else 0.0)
-                           for w, v in zip(layer.get_weights(), layer.weights)])
+                           for w, v in zip(layer.get_weights(), layer.weights, strict=False)])
         for variable in layer.weights:
             if "variance" in variable.name:
                 variable.assign(np.abs(variable.numpy()) + 0.1)
@@ -123,7 +122,7 @@ def test_residual_functional_model(tmp_path):
     numpy_model = export_and_load(model, tmp_path)
     batch = rng.integers(0, 256, (5, 15, 13, 3)).astype(np.float32)
     check_parity(model, numpy_model, batch, tmp_path)
-    probabilities, features = numpy_model.forward(batch, return_features=True)
+    _, features = numpy_model.forward(batch, return_features=True)
     assert features.shape == (5, 4, 3, 8)  # the last spatial map (after the pooling), for heatmaps
 
 

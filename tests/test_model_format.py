@@ -6,9 +6,9 @@ import shutil
 import keras
 import numpy as np
 import pytest
-
 from rendernet import ModelError, load_model
 from rendernet.model import model_from_bytes
+
 from training.export import export_numpy
 
 
@@ -55,7 +55,7 @@ def test_round_trip(model_dir):
 def test_bad_manifest(model_dir, tmp_path, change, message):
     folder = copy(model_dir, tmp_path)
     edit_manifest(folder, change)
-    with pytest.raises(ModelError, match=None) as error:
+    with pytest.raises(ModelError) as error:
         load_model(folder)
     assert message in str(error.value)
 
@@ -64,7 +64,7 @@ def test_truncated_weights(model_dir, tmp_path):
     folder = copy(model_dir, tmp_path)
     data = (folder / "weights.npz").read_bytes()
     (folder / "weights.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError, match="weights.npz does not match model.json: sha256 expected"):
+    with pytest.raises(ModelError, match=r"weights\.npz does not match model\.json: sha256 expected"):
         load_model(folder)
 
 
@@ -78,7 +78,7 @@ def test_altered_weights(model_dir, tmp_path):
 
 
 def test_missing_files_and_bad_json(model_dir, tmp_path):
-    with pytest.raises(ModelError, match="cannot read .*model.json"):
+    with pytest.raises(ModelError, match=r"cannot read .*model\.json"):
         load_model(tmp_path)
     with pytest.raises(ModelError, match="not valid JSON"):
         model_from_bytes(b"{not json", b"")

@@ -5,7 +5,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
 from rendernet import ImageError, preprocess
 from rendernet.preprocess import INPUT_SIZE, MAX_PIXELS
 
@@ -29,7 +28,7 @@ MODES = {
     "RGB": lambda: Image.fromarray(gradient()),
     "RGBA": lambda: Image.fromarray(gradient()).convert("RGBA"),
     "CMYK": lambda: Image.fromarray(gradient()).convert("CMYK"),
-    "I;16": lambda: Image.fromarray((gradient()[..., 0].astype(np.uint16) * 257)),
+    "I;16": lambda: Image.fromarray(gradient()[..., 0].astype(np.uint16) * 257),
     "I": lambda: Image.fromarray(gradient()[..., 0].astype(np.int32) * 1000),
     "F": lambda: Image.fromarray(gradient()[..., 0].astype(np.float32) / 255),
 }

@@ -11,14 +11,15 @@ import io
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DEFAULT_MODEL, sample_files
 from PIL import Image
+from rendernet import load_model, preprocess
 
 import build
-from conftest import DEFAULT_MODEL, sample_files
-from rendernet import load_model, preprocess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -78,7 +79,7 @@ def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, s
     rows = page.upload(files, len(files))
     model = load_model(DEFAULT_MODEL)
     assert [row["file"] for row in rows] == [path.name for path in files]
-    for path, row in zip(files, rows):
+    for path, row in zip(files, rows, strict=False):
         native = model.classify(preprocess(path))
         assert row["label"] == native["label"], path.name
         for name in model.classes:
@@ -118,7 +119,7 @@ def test_bad_files_get_messages_and_the_page_stays_usable(site, browser, tmp_pat
     page = Page(browser, site)
     bad = write_bad_files(tmp_path)
     good = sample_files("render")[0]
-    rows = {row["file"]: row for row in page.upload(bad + [good], len(bad) + 1)}
+    rows = {row["file"]: row for row in page.upload([*bad, good], len(bad) + 1)}
     assert rows["notes.txt"]["error"] == "not an image Pillow can read"
     assert rows["empty.jpg"]["error"] == "empty file (0 bytes)"
     assert "corrupt or truncated" in rows["truncated.jpg"]["error"]
@@ -140,7 +141,7 @@ def test_twenty_images_twenty_rows_and_csv(site, browser):
     assert len(page.upload(files, 20)) == 20
     with page.page.expect_download() as download:
         page.page.click("#download-csv")
-    records = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    records = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
     assert len(records) == 20
     assert [record["file"] for record in records] == [path.name for path in files]
     assert all(record["label"] in ("real", "render") for record in records)

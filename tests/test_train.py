@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, sample_files
 from helpers import tflite_run
 from rendernet import load_model, preprocess

@@ -17,7 +17,7 @@ def cmd_train(args) -> int:
 
     train(args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
           seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), widths=args.widths,
-          verbose=args.verbose)
+          loso=args.leave_one_source_out, verbose=args.verbose)
     return 0
 
 
@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
                        help="mirrored: tf.distribute.MirroredStrategy over all local GPUs")
     train.add_argument("--quantize", action="append", choices=("float16", "int8"),
                        help="also write model.<mode>.tflite (repeatable)")
+    train.add_argument("--leave-one-source-out", action="store_true",
+                       help="also retrain once per source without it and score that source (slow)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     train.set_defaults(run=cmd_train)
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from rendernet.errors import ImageError
 from rendernet.preprocess import INPUT_SIZE, preprocess
 

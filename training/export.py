@@ -14,7 +14,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
 from rendernet.model import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes

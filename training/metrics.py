@@ -46,7 +46,7 @@ def evaluate(labels, probabilities, classes, threshold=None, sources=None) -> di
             "recall": round(float(confusion[index, index] / actual_here), 4) if actual_here else None,
             "count": int(actual_here),
         }
-    result = {"count": int(len(labels)), "accuracy": round(float(np.mean(predicted == labels)), 4),
+    result = {"count": len(labels), "accuracy": round(float(np.mean(predicted == labels)), 4),
               "per_class": per_class, "confusion": confusion.tolist()}
     if len(classes) == 2:
         result["roc_auc"] = roc_auc(labels, probabilities[:, 1])
@@ -67,7 +67,7 @@ def plot_history(history: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for axis, key in zip(axes, ("loss", "accuracy")):
+    for axis, key in zip(axes, ("loss", "accuracy"), strict=False):
         axis.plot(history[key], label="train")
         axis.plot(history[f"val_{key}"], label="validation")
         axis.set_xlabel("epoch")

@@ -14,7 +14,6 @@ matrix product, and the whole network is ~4.5M multiply-adds and ~12k weights.
 
 import keras
 import numpy as np
-
 from rendernet.preprocess import INPUT_SIZE
 
 LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
@@ -32,7 +31,7 @@ def build_model(num_classes: int, widths=(16, 32, 64), dropout: float = 0.2) -> 
     high_pass = keras.layers.DepthwiseConv2D(3, padding="valid", use_bias=False, trainable=False, name="high_pass")
     x = high_pass(x)
     high_pass.set_weights([high_pass_kernel()])
-    for index, (width, size) in enumerate(zip(widths, (4, 2, 2, 2, 2)), start=1):
+    for index, (width, size) in enumerate(zip(widths, (4, 2, 2, 2, 2), strict=False), start=1):
         x = keras.layers.Conv2D(width, size, strides=size, use_bias=False, name=f"conv{index}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)

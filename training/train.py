@@ -28,18 +28,67 @@ def make_strategy(name: str):
     raise SystemExit(f"error: unknown strategy {name!r} (choose default or mirrored)")
 
 
-def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
-          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), verbose=1) -> dict:
+def fit(classes, train_examples, validation_examples, *, epochs, batch_size, patience, learning_rate, seed,
+        strategy, widths, verbose):
+    """Build and train one model; returns (model, history) with the best validation-loss weights restored."""
     import keras
-    import tensorflow as tf
 
-    from .export import export_numpy, export_tflite
     from .model import build_model
+
+    keras.utils.set_random_seed(seed)
+    counts = np.bincount([example.label for example in train_examples], minlength=len(classes))
+    if counts.min() == 0:
+        raise SystemExit(f"error: class {classes[int(counts.argmin())]!r} has no training images")
+    class_weight = {index: len(train_examples) / (len(counts) * count) for index, count in enumerate(counts)}
+    if verbose:
+        print("train images per class: " + ", ".join(f"{name} {count}" for name, count in zip(classes, counts, strict=False))
+              + "; class weights " + ", ".join(f"{weight:.2f}" for weight in class_weight.values()))
+    distribution = make_strategy(strategy)
+    replicas = distribution.num_replicas_in_sync
+    if replicas > 1 and len(validation_examples) < replicas:
+        raise SystemExit(f"error: {len(validation_examples)} validation image(s) cannot be shared by {replicas} "
+                         "replicas; add more images")
+    with distribution.scope():
+        model = build_model(len(classes), widths=widths)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed)
+    validation_data = data_module.tf_dataset(validation_examples, len(classes), batch_size, False, seed,
+                                             even_batches=replicas > 1)
+    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
+    history = model.fit(train_data, validation_data=validation_data, epochs=epochs, class_weight=class_weight,
+                        callbacks=callbacks, verbose=verbose)
+    return model, history
+
+
+def predict(model, examples, num_classes: int, batch_size: int) -> np.ndarray:
+    pixels = data_module.load_pixels(examples).astype(np.float32)
+    return model.predict(pixels, batch_size=batch_size, verbose=0) if len(pixels) else np.zeros((0, num_classes))
+
+
+def leave_one_source_out(dataset, splits, settings) -> dict:
+    """For each source: train without it, then score every image of that source (all splits)."""
+    results = {}
+    sources = sorted({example.source for example in dataset.examples})
+    for number, source in enumerate(sources, start=1):
+        held_out = [example for example in dataset.examples if example.source == source]
+        train_examples = [example for example in splits["train"] if example.source != source]
+        validation_examples = [example for example in splits["validation"] if example.source != source]
+        print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)")
+        model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
+        labels = np.array([example.label for example in held_out], dtype=int)
+        predicted = predict(model, held_out, len(dataset.classes), settings["batch_size"]).argmax(axis=1)
+        results[source] = {"accuracy": round(float(np.mean(predicted == labels)), 4), "count": len(held_out)}
+    return results
+
+
+def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
+          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), loso=False, verbose=1) -> dict:
+    from .export import export_numpy, export_tflite
 
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(seed)
 
     # ---- data
     dataset = data_module.scan(data_dir)
@@ -52,52 +101,30 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
     if not splits["train"] or not splits["validation"]:
         raise SystemExit("error: need images in both the train and validation splits; add more images")
-    counts = np.bincount([example.label for example in splits["train"]], minlength=len(dataset.classes))
-    if counts.min() == 0:
-        raise SystemExit(f"error: class {dataset.classes[int(counts.argmin())]!r} has no training images")
-    class_weight = {index: len(splits["train"]) / (len(counts) * count) for index, count in enumerate(counts)}
-    print("train images per class: " + ", ".join(f"{name} {count}" for name, count in zip(dataset.classes, counts))
-          + "; class weights " + ", ".join(f"{weight:.2f}" for weight in class_weight.values()))
     print("split sizes: " + ", ".join(f"{name} {len(items)}" for name, items in splits.items()))
 
-    # ---- model
-    distribution = make_strategy(strategy)
-    replicas = distribution.num_replicas_in_sync
-    if replicas > 1 and len(splits["validation"]) < replicas:
-        raise SystemExit(f"error: {len(splits['validation'])} validation image(s) cannot be shared by {replicas} "
-                         "replicas; add more images")
-    with distribution.scope():
-        model = build_model(len(dataset.classes), widths=widths)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                      metrics=["accuracy"])
-    train_data = data_module.tf_dataset(splits["train"], len(dataset.classes), batch_size, True, seed)
-    validation_data = data_module.tf_dataset(splits["validation"], len(dataset.classes), batch_size, False, seed,
-                                             even_batches=strategy != "default")
-
     # ---- fit
-    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
-    history = model.fit(train_data, validation_data=validation_data, epochs=epochs, class_weight=class_weight,
-                        callbacks=callbacks, verbose=verbose)
+    settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "learning_rate": learning_rate,
+                "seed": seed, "strategy": strategy, "widths": widths, "verbose": verbose}
+    model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
     train_seconds = time.time() - started
 
     # ---- threshold and evaluation (on the restored best weights)
-    def probabilities(examples):
-        pixels = data_module.load_pixels(examples).astype(np.float32)
-        return model.predict(pixels, batch_size=batch_size, verbose=0) if len(pixels) else np.zeros((0, len(dataset.classes)))
-
-    validation_probabilities = probabilities(splits["validation"])
+    validation_probabilities = predict(model, splits["validation"], len(dataset.classes), batch_size)
     validation_labels = np.array([example.label for example in splits["validation"]])
     threshold = choose_threshold(validation_labels, validation_probabilities) if len(dataset.classes) == 2 else None
     metrics = {"classes": dataset.classes, "threshold": threshold}
     for name in ("validation", "test"):
         examples = splits[name]
         metrics[name] = evaluate(np.array([example.label for example in examples], dtype=int),
-                                 probabilities(examples), dataset.classes, threshold,
-                                 [example.source for example in examples])
+                                 predict(model, examples, len(dataset.classes), batch_size), dataset.classes,
+                                 threshold, [example.source for example in examples])
     metrics["epochs_run"] = len(history.history["loss"])
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["skipped_files"] = len(dataset.skipped)
     metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
+    if loso:
+        metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings)
 
     # ---- export
     model.save(out / "model.keras")
@@ -124,8 +151,10 @@ def summary(metrics: dict, out: Path) -> str:
     lines = [f"exported to {out}/ ({', '.join(sorted(os.listdir(out)))})",
              f"params {metrics['params']}, multiply-adds {metrics['macs']:,} per image, weights {metrics['weights_bytes']:,} bytes",
              f"epochs {metrics['epochs_run']}, {metrics['train_seconds']} s; threshold {metrics['threshold']}",
-             f"validation accuracy {metrics['validation'].get('accuracy')}, test accuracy {test.get('accuracy')}, "
-             f"test ROC AUC {test.get('roc_auc')}"]
+             (f"validation accuracy {metrics['validation'].get('accuracy')}, test accuracy {test.get('accuracy')}, "
+              f"test ROC AUC {test.get('roc_auc')}")]
     for source, values in sorted(test.get("per_source", {}).items()):
         lines.append(f"  test source {source}: accuracy {values['accuracy']} on {values['count']} images")
+    for source, values in sorted(metrics.get("leave_one_source_out", {}).items()):
+        lines.append(f"  left out {source}: accuracy {values['accuracy']} on {values['count']} images")
     return "\n".join(lines)

@@ -6,8 +6,8 @@ in the browser.
 """
 
 from .errors import ImageError, ModelError, RendernetError
-from .preprocess import INPUT_SIZE, load_image, preprocess
 from .model import Model, load_model
+from .preprocess import INPUT_SIZE, load_image, preprocess
 
 __all__ = [
     "INPUT_SIZE",

@@ -62,7 +62,7 @@ class Model:
     def _fold_batch_norms(self) -> None:
         """Fold each BatchNormalization into a linear conv/dense that feeds only it."""
         consumers = {}
-        for layer, inputs in self.layers:
+        for _, inputs in self.layers:
             for name in inputs:
                 consumers[name] = consumers.get(name, 0) + 1
         by_name = {layer.name: layer for layer, _ in self.layers}
@@ -118,7 +118,7 @@ class Model:
         probabilities = self.forward(pixels[None])[0]
         return {
             "label": self.label(probabilities),
-            "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities)},
+            "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities, strict=False)},
         }
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-
 from rendernet.errors import ImageError
 from rendernet.preprocess import load_image, to_rgb
 
