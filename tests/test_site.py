@@ -146,3 +146,16 @@ def test_twenty_images_twenty_rows_and_csv(site, browser):
     assert [record["file"] for record in records] == [path.name for path in files]
     assert all(record["label"] in ("real", "render") for record in records)
     assert page.errors == []
+
+
+def test_repeat_visit_works_offline(site, browser):
+    first = Page(browser, site)
+    first.page.close()
+    browser.set_offline(True)
+    try:
+        again = Page(browser, site)
+        rows = again.upload([sample_files("render")[2]], 1)
+        assert "label" in rows[0]
+        assert again.errors == []
+    finally:
+        browser.set_offline(False)
