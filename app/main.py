@@ -292,6 +292,7 @@ def time_forward(repeats: int = 30):
 # ---------------------------------------------------------------- start
 
 async def start() -> None:
+    timings = {"python_started": js.performance.now()}  # ms since navigation, read by bench/browser.py
     element("python-version").textContent = sys.version.split()[0]
     set_loading(2, "Loading the model…")
     try:
@@ -299,12 +300,15 @@ async def start() -> None:
     except ModelError as error:
         set_loading(2, f"The model could not be loaded: {error}", failed=True)
         return
+    timings["model_loaded"] = js.performance.now()
     set_loading(3, "Preparing offline use…")
     await window.rendernetOffline
     connect()
     element("file-input").disabled = False
     set_loading(4, f"Ready: choose images to classify as {' or '.join(state['model'].classes)}.")
     element("loading").classList.add("ready")
+    timings["ready"] = js.performance.now()
+    window.rendernet_timings = to_js(timings, dict_converter=js.Object.fromEntries)
     document.body.dataset.state = "ready"
 
 
