@@ -209,7 +209,11 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
         shutil.copytree(CORE_PACKAGE, staging / "rendernet", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(ROOT / "app" / "static", staging / "static")
         shutil.copyfile(ROOT / "app" / "main.py", staging / "main.py")
-        shutil.copyfile(ROOT / "app" / "index.html", staging / "index.html")
+        preload = [f"./pyodide/{name}" for name in ("pyodide.asm.wasm", "python_stdlib.zip")]
+        preload += [f"./pyodide/{path.name}" for path in wheels.values()]
+        links = "\n".join(f'<link rel="preload" href="{url}" as="fetch" crossorigin>' for url in preload)
+        page = (ROOT / "app" / "index.html").read_text().replace("<!--PRELOAD-->", links)
+        (staging / "index.html").write_text(page)
         core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}"
                       for path in sorted((staging / "rendernet").glob("*.py"))}
         config = {"interpreter": "./pyodide/pyodide.mjs", "packages": list(PACKAGES),
@@ -243,10 +247,6 @@ def size_report(dist: Path) -> str:
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
-
-    def end_headers(self):
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
 
     def log_message(self, format, *args):
         pass

@@ -302,7 +302,7 @@ async def start() -> None:
         return
     timings["model_loaded"] = js.performance.now()
     set_loading(3, "Preparing offline use…")
-    await window.rendernetOffline
+    await window.rendernetEnableOffline()
     connect()
     element("file-input").disabled = False
     set_loading(4, f"Ready: choose images to classify as {' or '.join(state['model'].classes)}.")

@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from conftest import DEFAULT_MODEL
 
 import build
-from conftest import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
