@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
     parser.add_argument("--images", type=int, default=40, help="images timed after 5 warm-up images")
+    parser.add_argument("--screenshot", help="also save a PNG of the page with its results here")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -78,6 +79,11 @@ def main() -> None:
                                timeout=300_000)
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         forward = page.evaluate("window.rendernet_time_forward(60)")
+        timings = page.evaluate("window.rendernet_timings")
+        if args.screenshot:
+            page.set_viewport_size({"width": 1000, "height": 900})
+            page.click("#about summary")
+            page.screenshot(path=args.screenshot, full_page=True)
         context.close()
     server.shutdown()
 
@@ -104,6 +110,7 @@ def main() -> None:
                                                  "p95": percentile(native_full, 0.95)},
         },
         "images_timed": len(rows),
+        "repeat_visit_ms_since_navigation": {key: round(value) for key, value in timings.items()},
     }
     per_image = results["per_image_ms"]
     results["browser_to_native_ratio"] = {
