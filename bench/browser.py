@@ -53,7 +53,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rendernet-bench-"))
     dist = work / "dist"
     build.build(dist, Path(args.model), build.DEFAULT_CACHE)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
+    served = []  # (path, bytes) of every response body the server sent
+
+    class CountingHandler(build.Handler):
+        def copyfile(self, source, outputfile):
+            start = source.tell()
+            super().copyfile(source, outputfile)
+            served.append((self.path, source.tell() - start))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))
@@ -62,15 +70,14 @@ def main() -> None:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             work / "profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        transferred = {}
-        context.on("requestfinished", lambda request: transferred.__setitem__(
-            request.url, request.sizes()["responseBodySize"] + request.sizes()["responseHeadersSize"]))
         page = context.new_page()
         fresh = open_until_ready(page, url)
-        first_load_bytes = sum(transferred.values())
-        first_load_gzip = sum(len(gzip.compress((dist / u.split("/", 3)[3]).read_bytes()))
-                              for u in transferred if (dist / u.split("/", 3)[3]).is_file())
+        first_load = list(served)
+        first_load_bytes = sum(size for _, size in first_load)
+        files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
+        first_load_gzip = sum(len(gzip.compress((dist / name).read_bytes())) for name in files)
         repeat = open_until_ready(page, url)
+        repeat_bytes = sum(size for _, size in served[len(first_load):])
         page.set_input_files("#file-input", [str(path) for path in images[:5]])
         page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 5", timeout=120_000)
         page.click("#clear")
@@ -99,7 +106,8 @@ def main() -> None:
     results = {
         "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit": round(repeat, 3)},
         "first_load": {"bytes_transferred": first_load_bytes, "gzip_bytes_of_those_files": first_load_gzip,
-                       "requests": len(transferred)},
+                       "responses": len(first_load)},
+        "repeat_visit_bytes_transferred": repeat_bytes,
         "per_image_ms": {
             "browser_forward": {"p50": percentile(forward, 0.5), "p95": percentile(forward, 0.95)},
             "browser_decode_preprocess_forward": {"p50": percentile(browser_full, 0.5),
@@ -117,8 +125,8 @@ def main() -> None:
         "forward": round(statistics.median(forward) / statistics.median(native_forward), 1),
         "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1)}
     print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s")
-    print(f"first load: {first_load_bytes:,} bytes over {len(transferred)} requests "
-          f"({first_load_gzip:,} bytes if gzip-served)")
+    print(f"first load: {first_load_bytes:,} bytes in {len(first_load)} responses "
+          f"({first_load_gzip:,} bytes if gzip-served); repeat visit: {repeat_bytes:,} bytes")
     print(f"{'per image (ms)':<36}{'p50':>8}{'p95':>8}")
     for name, values in per_image.items():
         print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
