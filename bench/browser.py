@@ -88,9 +88,8 @@ def main() -> None:
         forward = page.evaluate("window.rendernet_time_forward(60)")
         timings = page.evaluate("window.rendernet_timings")
         if args.screenshot:
-            page.set_viewport_size({"width": 1000, "height": 900})
-            page.click("#about summary")
-            page.screenshot(path=args.screenshot, full_page=True)
+            page.set_viewport_size({"width": 1000, "height": 1000})
+            page.screenshot(path=args.screenshot)
         context.close()
     server.shutdown()
 
