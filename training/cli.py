@@ -47,7 +47,8 @@ def cmd_classify(args) -> int:
 def cmd_dataset_build(args) -> int:
     from .dataset.build import build
 
-    manifest = build(Path(args.out), Path(args.cache), only=args.only, contact_sheet=args.contact_sheet)
+    manifest = build(Path(args.out), Path(args.cache), only=args.only, contact_sheet=args.contact_sheet,
+                     render_new=not args.cached_renders_only)
     print(json.dumps({"stats": manifest["stats"], "skipped": len(manifest["skipped"]),
                       "build_seconds": manifest["build_seconds"]}, indent=1))
     return 0
@@ -95,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download/render cache (default {DEFAULT_CACHE})")
     build.add_argument("--only", nargs="+", help="build only these sources (names in sources.json)")
     build.add_argument("--contact-sheet", help="also write a PNG grid of thumbnails here")
+    build.add_argument("--cached-renders-only", action="store_true",
+                       help="use the POV-Ray/Blender renders already in the cache; render nothing new")
     build.set_defaults(run=cmd_dataset_build)
     sample = dataset_commands.add_parser("sample", help="pick the small committed sample from a built dataset")
     sample.add_argument("dataset")

@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def package_files(source: dict, cache: Path):
         yield str(path.relative_to(root)), path.read_bytes()
 
 
-def povray_renders(source: dict, cache: Path):
+def povray_renders(source: dict, cache: Path, render_new: bool = True):
     """Render allow-listed POV-Ray example scenes at each size; yield (scene + size, PNG bytes)."""
     if shutil.which("povray") is None:
         raise RuntimeError("the `povray` program is missing (Debian package povray)")
@@ -159,6 +160,8 @@ def povray_renders(source: dict, cache: Path):
             output = renders / (hashlib.sha256(original.encode()).hexdigest()[:16] + ".png")
             failed_marker = output.with_suffix(".failed")
             if failed_marker.exists():
+                continue
+            if not output.exists() and not render_new:
                 continue
             if not output.exists():
                 log(f"  povray [{number}/{len(scenes)}] {scene.name} {width}x{height}")
@@ -180,8 +183,10 @@ def povray_renders(source: dict, cache: Path):
 
 # ---------------------------------------------------------------- build
 
-def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
-    """Build the dataset into `out` (replaced atomically); returns the manifest."""
+def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True) -> dict:
+    """Build the dataset into `out` (replaced atomically); returns the manifest.
+
+    With render_new=False only renders already in the cache are used (a quick rebuild)."""
     started = time.time()
     config = json.loads(SOURCES_FILE.read_text())
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent if out.parent.exists() else None))
@@ -190,7 +195,8 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None) -> dict:
         if only and source["name"] not in only:
             continue
         log(f"{source['name']} ({source['package']})")
-        candidates = povray_renders(source, cache) if source["kind"] == "povray" else package_files(source, cache)
+        render = {"povray": povray_renders, "blender": blender_renders}.get(source["kind"])
+        candidates = render(source, cache, render_new) if render else package_files(source, cache)
         try:
             for original, data in candidates:
                 group = f"{source['name']}:{original.split('@')[0]}"
@@ -260,3 +266,88 @@ def write_contact_sheet(root: Path, entries: list, path: Path, per_class: int = 
             sheet.paste(thumb, ((index % columns) * tile, row * tile))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
+
+
+# ---------------------------------------------------------------- Blender renders
+
+BLENDER_SCENE = Path(__file__).with_name("blender_scene.py")
+EXCLUDED_CATEGORIES = ("Doors and windows", "Exterior", "Staircases")
+
+
+def bpy_python() -> str:
+    """A Python that can `import bpy`: $RENDERNET_BPY_PYTHON, else this one."""
+    python = os.environ.get("RENDERNET_BPY_PYTHON", sys.executable)
+    probe = subprocess.run([python, "-c", "import bpy"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise RuntimeError(f"{python} cannot import bpy: install bpy==5.0.1 into a Python 3.11 venv and set "
+                           "RENDERNET_BPY_PYTHON to its python")
+    return python
+
+
+def furniture_models(source: dict, cache: Path) -> list:
+    """The OBJ models of the allow-listed Sweet Home 3D catalogs, with their sizes in cm (icons are never used)."""
+    root = fetch_package("deb", source["package"], cache)
+    models = []
+    for name in source["catalogs"]:
+        catalog = next(root.rglob(name))
+        target = cache / "sh3d" / catalog.stem
+        with zipfile.ZipFile(catalog) as archive:
+            if not (target / ".complete").exists():
+                archive.extractall(target)
+                (target / ".complete").touch()
+            properties = archive.read("PluginFurnitureCatalog.properties").decode("latin-1")
+        entries = {}
+        for line in properties.splitlines():
+            key, _, value = line.partition("=")
+            field, _, number = key.strip().partition("#")
+            if number:
+                entries.setdefault(number, {})[field] = value.strip()
+        for entry in entries.values():
+            try:
+                size = [float(entry[key]) for key in ("width", "depth", "height")]
+            except (KeyError, ValueError):
+                continue
+            if entry.get("category") in EXCLUDED_CATEGORIES or entry.get("doorOrWindow") == "true" or max(size) > 300:
+                continue
+            obj = target / entry.get("model", "").lstrip("/")
+            if obj.suffix.lower() == ".obj" and obj.exists():
+                models.append({"obj": str(obj), "width": size[0], "depth": size[1], "height": size[2],
+                               "category": entry.get("category", "")})
+    return models
+
+
+def blender_renders(source: dict, cache: Path, render_new: bool = True):
+    """Render seeded rooms and product shots with bpy (Cycles, CPU); yield (scene id, PNG bytes)."""
+    python = bpy_python()
+    models = furniture_models(source, cache)
+    hdri_dir = subprocess.run([python, "-c", "import bpy, os; print(os.path.join(bpy.utils.system_resource('DATAFILES'), "
+                               "'studiolights', 'world'))"], capture_output=True, text=True, check=True).stdout.strip()
+    hdris = sorted(str(path) for path in Path(hdri_dir).glob("*.exr"))
+    renders = cache / "blender"
+    renders.mkdir(parents=True, exist_ok=True)
+    width, height = source["size"]
+    jobs = [(kind, seed) for kind, count in source["count"].items() for seed in range(count)]
+    for number, (kind, seed) in enumerate(jobs, start=1):
+        original = f"{kind}-seed{seed}@{width}x{height}"
+        output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}.png"
+        failed_marker = output.with_suffix(".failed")
+        if failed_marker.exists():
+            continue
+        if not output.exists() and not render_new:
+            continue
+        if not output.exists():
+            log(f"  blender [{number}/{len(jobs)}] {kind} seed {seed}")
+            arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
+                         "samples": source["samples"], "models": models, "hdris": hdris}
+            try:
+                subprocess.run([python, str(BLENDER_SCENE), "--", json.dumps(arguments)], capture_output=True,
+                               timeout=source["timeout_seconds"])
+            except subprocess.TimeoutExpired:
+                failed_marker.write_text("timeout")
+                log(f"  blender: {kind} seed {seed} timed out after {source['timeout_seconds']} s, skipped")
+                continue
+            if not output.exists():
+                failed_marker.write_text("failed")
+                log(f"  blender: {kind} seed {seed} failed to render, skipped")
+                continue
+        yield original, output.read_bytes()
