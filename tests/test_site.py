@@ -159,3 +159,23 @@ def test_repeat_visit_works_offline(site, browser):
         assert again.errors == []
     finally:
         browser.set_offline(False)
+
+
+def test_long_batch_shows_progress_and_can_be_cancelled(site, browser, tmp_path):
+    page = Page(browser, site)
+    files = []
+    for index in range(150):  # distinct names, real images
+        source = sample_files()[index % 40]
+        files.append(tmp_path / f"{index:03d}-{source.name}")
+        files[-1].write_bytes(source.read_bytes())
+    page.page.set_input_files("#file-input", [str(path) for path in files])
+    page.page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 3", timeout=60_000)
+    page.page.click("#cancel")
+    page.page.wait_for_selector("#cancel:disabled", timeout=30_000)
+    done = len(page.rows())
+    assert 3 <= done < len(files)
+    assert "cancelled" in page.page.inner_text("#batch-status")
+    assert page.page.get_attribute("#batch-progress", "max") == str(len(files))
+    rows = page.upload([sample_files("real")[3]], done + 1)  # still usable
+    assert "label" in rows[-1]
+    assert page.errors == []
