@@ -98,4 +98,8 @@ def test_committed_sample_follows_the_rules():
     counts = {name: sum(entry["class"] == name for entry in manifest["files"]) for name in ("real", "render")}
     assert min(counts.values()) >= 60
     assert sum(path.stat().st_size for path in SAMPLE_DIR.rglob("*")) <= 10 * 1024 * 1024
-    assert (SAMPLE_DIR / "ATTRIBUTION.md").read_text().count("|") > 4 * len(manifest["files"])
+    attribution = (SAMPLE_DIR / "ATTRIBUTION.md").read_text()
+    assert all(f"| {entry['path']} | {entry['package']} |" in attribution for entry in manifest["files"])
+    for source, credits in manifest.get("credits", {}).items():
+        if any(entry["source"] == source for entry in manifest["files"]):
+            assert credits and all(f"- {line}" in attribution for line in credits), f"{source}: model credits missing"

@@ -2,7 +2,9 @@
 
 Run by the dataset builder in a Python that has `bpy` installed:
 
-    python blender_scene.py -- '{"seed": 1, "kind": "room", "out": "x.png", ...}'
+    echo '{"seed": 1, "kind": "room", "out": "x.png", ...}' | python blender_scene.py
+
+(the arguments come on stdin: the furniture list is too long for a command line)
 
 Two kinds of scene, to match the content of real-estate photographs:
 - "room": a room with a window opening, walls/floor/ceiling with random colours
@@ -22,7 +24,7 @@ import sys
 import bpy
 from mathutils import Vector
 
-ARGS = json.loads(sys.argv[sys.argv.index("--") + 1])
+ARGS = json.load(sys.stdin)
 rng = random.Random(ARGS["seed"])
 
 

@@ -190,7 +190,7 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
     started = time.time()
     config = json.loads(SOURCES_FILE.read_text())
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out.parent if out.parent.exists() else None))
-    entries, skipped, seen = [], [], set()
+    entries, skipped, seen, credits = [], [], set(), {}
     for source in config["sources"]:
         if only and source["name"] not in only:
             continue
@@ -226,9 +226,12 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
             detail = getattr(error, "stderr", "") or ""
             log(f"  {source['name']}: source skipped: {error} {detail.strip()[:300]}")
             skipped.append({"source": source["name"], "original": "*", "reason": str(error)})
+            continue
+        if source["kind"] == "blender":
+            credits[source["name"]] = furniture_credits(source, cache)
     manifest = {"format": "rendernet-dataset", "format_version": 1, "short_side": SHORT_SIDE,
                 "webp_quality": WEBP_QUALITY, "files": entries, "skipped": skipped,
-                "stats": statistics(entries), "build_seconds": round(time.time() - started, 1)}
+                "credits": credits, "stats": statistics(entries), "build_seconds": round(time.time() - started, 1)}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if contact_sheet:
         write_contact_sheet(staging, entries, Path(contact_sheet))
@@ -296,12 +299,14 @@ def furniture_models(source: dict, cache: Path) -> list:
                 archive.extractall(target)
                 (target / ".complete").touch()
             properties = archive.read("PluginFurnitureCatalog.properties").decode("latin-1")
-        entries = {}
+        entries, catalog_fields = {}, {}
         for line in properties.splitlines():
             key, _, value = line.partition("=")
             field, _, number = key.strip().partition("#")
             if number:
                 entries.setdefault(number, {})[field] = value.strip()
+            elif field:
+                catalog_fields[field] = value.strip()
         for entry in entries.values():
             try:
                 size = [float(entry[key]) for key in ("width", "depth", "height")]
@@ -312,8 +317,16 @@ def furniture_models(source: dict, cache: Path) -> list:
             obj = target / entry.get("model", "").lstrip("/")
             if obj.suffix.lower() == ".obj" and obj.exists():
                 models.append({"obj": str(obj), "width": size[0], "depth": size[1], "height": size[2],
-                               "category": entry.get("category", "")})
+                               "category": entry.get("category", ""), "name": entry.get("name", obj.stem),
+                               "creator": entry.get("creator", "unknown"), "catalog": catalog.name,
+                               "license": catalog_fields.get("license", "see the catalog")})
     return models
+
+
+def furniture_credits(source: dict, cache: Path) -> list:
+    """One credit line per furniture model the Blender scenes draw from (CC-BY asks for the author's name)."""
+    return sorted({f"{model['name']} by {model['creator']} ({model['catalog']}, {model['license']})"
+                   for model in furniture_models(source, cache)})
 
 
 def blender_renders(source: dict, cache: Path, render_new: bool = True):
@@ -340,7 +353,7 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
             arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
                          "samples": source["samples"], "models": models, "hdris": hdris}
             try:
-                subprocess.run([python, str(BLENDER_SCENE), "--", json.dumps(arguments)], capture_output=True,
+                subprocess.run([python, str(BLENDER_SCENE)], input=json.dumps(arguments), text=True, capture_output=True,
                                timeout=source["timeout_seconds"])
             except subprocess.TimeoutExpired:
                 failed_marker.write_text("timeout")

@@ -35,9 +35,13 @@ def make_sample(dataset: Path, out: Path, per_class: int) -> None:
     (out / "manifest.json").write_text(json.dumps(sample_manifest, indent=1) + "\n")
     lines = ["# Attribution and licenses of the sample images", "",
              "Each image was normalised by `rendernet dataset build` (RGB, short side 320 px, WebP quality 90, no metadata)",
-             "from a file in the named open package; POV-Ray images are renders of the package's example scenes.",
+             "from a file in the named open package; POV-Ray and Blender images are renders made by the builder",
+             "(of the package's example scenes, or of seeded rooms and product shots furnished from its 3D models).",
              "Full license texts: the package's `/usr/share/doc/<package>/copyright` (Debian) or its wheel's license.",
              "", "| file | package | original | license |", "|---|---|---|---|"]
     lines += [f"| {entry['path']} | {entry['package']} | {entry['original']} | {entry['license']} |" for entry in chosen]
+    for source, credits in manifest.get("credits", {}).items():
+        if any(entry["source"] == source for entry in chosen):
+            lines += ["", f"## 3D models that the {source} renders draw from", ""] + [f"- {line}" for line in credits]
     (out / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n")
     print(f"sample: {len(chosen)} files in {out}")
