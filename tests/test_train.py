@@ -1,5 +1,6 @@
 """End to end: a tiny training run exports every format, each reloads, and they agree."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, sample_files
 from helpers import tflite_run
+from PIL import Image
 from rendernet import load_model, preprocess
+
+from training.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +65,34 @@ def test_skipped_files_are_reported(trained):
 
 def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
     _, _, cache = trained
-    cached = list(Path(cache).glob("*.u8"))
-    assert len(cached) == 24
+    assert len(list(Path(cache).glob("*.u8"))) == 24
+    assert not list(Path(cache).glob(f"*.{CROP_SOURCE_SIZE}.u8")), "crop squares are cached only with random crops"
     sample = sorted((tiny_dataset / "real").glob("*.webp"))[1]
-    import hashlib
-
     key = hashlib.sha256(sample.read_bytes()).hexdigest()
     stored = np.frombuffer((Path(cache) / f"{key}.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
     assert np.array_equal(stored, preprocess(sample))
+
+
+def test_crop_sources_are_cached_for_training_images_only_on_request(tiny_dataset, tmp_path):
+    dataset = scan(tiny_dataset)
+    cache_images(dataset, tmp_path, workers=1, progress=False, crop_sources=True)
+    for example in dataset.examples:
+        if example.split == "train":
+            square = np.frombuffer(example.crop_source_file.read_bytes(), np.uint8)
+            assert np.array_equal(square, preprocess(example.path, CROP_SOURCE_SIZE).ravel())
+        else:
+            assert example.crop_source_file is None
+    assert len(list(tmp_path.glob(f"*.{CROP_SOURCE_SIZE}.u8"))) == len(dataset.split("train")) > 0
+    batch, labels = next(iter(tf_dataset(dataset.split("train"), 2, 4, training=True, seed=0, random_crops=True)))
+    assert batch.shape == (4, 200, 200, 3) and labels.shape == (4, 2)
+
+
+def test_random_resized_crop_uses_the_preprocessing_filter():
+    square = preprocess(sample_files("render")[0], CROP_SOURCE_SIZE)
+    whole = random_resized_crop(square, CROP_SOURCE_SIZE, 0, 0)
+    assert np.array_equal(whole, preprocess(Image.fromarray(square)))
+    smallest = random_resized_crop(square, 200, 120, 0)
+    assert np.array_equal(smallest, square[0:200, 120:320])
 
 
 def test_all_formats_agree_on_real_images(trained):

@@ -3,9 +3,10 @@
 DATA_DIR has one sub-folder per class. Every file is read once, preprocessed
 with rendernet.preprocess (the function the browser runs too) and cached as raw
 200x200x3 bytes under the cache folder, keyed by the sha256 of the file's
-content, so a second run decodes nothing. Unreadable files are skipped and
-listed. Training then streams the cached files with tf.data, so a folder of any
-size never has to fit in memory.
+content, so a second run decodes nothing. With random crops on, training images
+are also cached as a larger centre square (CROP_SOURCE_SIZE, same rule) to cut
+them from. Unreadable files are skipped and listed. Training then streams the cached
+files with tf.data, so a folder of any size never has to fit in memory.
 
 Splits: a dataset built by `rendernet dataset build` carries a manifest.json
 with each file's split and source; any other folder is split by a hash of each
@@ -20,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from rendernet.errors import ImageError
 from rendernet.preprocess import INPUT_SIZE, preprocess
 
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
+CROP_SOURCE_SIZE = 320  # random crops of 200..320 px from this square are scaled to 200 (bilinear, as preprocess does)
 DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "preprocessed"
 
 
@@ -35,6 +38,7 @@ class Example:
     split: str
     source: str
     cache_file: Path = None
+    crop_source_file: Path = None
 
 
 @dataclass
@@ -77,27 +81,32 @@ def scan(data_dir) -> Dataset:
 
 
 def _cache_one(job):
-    """Preprocess one file into the cache (runs in a worker process)."""
-    path, cache_dir = job
+    """Preprocess one file into the cache (runs in a worker process); returns (path, cache files, error)."""
+    path, cache_dir, with_crop_source = job
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         return path, None, f"cannot read: {error.strerror}"
-    target = Path(cache_dir) / f"{hashlib.sha256(data).hexdigest()}.u8"
-    if target.exists():
-        return path, target, None
-    try:
-        pixels = preprocess(data)
-    except ImageError as error:
-        return path, None, str(error)
-    temporary = target.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_bytes(pixels.tobytes())
-    temporary.replace(target)
-    return path, target, None
+    digest = hashlib.sha256(data).hexdigest()
+    targets = {INPUT_SIZE: Path(cache_dir) / f"{digest}.u8"}
+    if with_crop_source:
+        targets[CROP_SOURCE_SIZE] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.u8"
+    for size, target in targets.items():
+        if target.exists():
+            continue
+        try:
+            pixels = preprocess(data, size)
+        except ImageError as error:
+            return path, None, str(error)
+        temporary = target.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_bytes(pixels.tobytes())
+        temporary.replace(target)
+    return path, targets, None
 
 
-def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progress=True) -> None:
-    """Preprocess every example into the cache; drop and record the ones that fail."""
+def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progress=True, crop_sources=False) -> None:
+    """Preprocess every example into the cache (and, with crop_sources, the training images' larger
+    squares too); drop and record the ones that fail."""
     import keras
 
     cache_dir = Path(cache_dir)
@@ -105,18 +114,20 @@ def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progre
     bar = keras.utils.Progbar(len(dataset.examples), unit_name="image") if progress else None
     results = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        jobs = [(str(example.path), str(cache_dir)) for example in dataset.examples]
-        for done, (path, target, error) in enumerate(pool.map(_cache_one, jobs, chunksize=8), start=1):
-            results[path] = (target, error)
+        jobs = [(str(example.path), str(cache_dir), crop_sources and example.split == "train")
+                for example in dataset.examples]
+        for done, (path, targets, error) in enumerate(pool.map(_cache_one, jobs, chunksize=8), start=1):
+            results[path] = (targets, error)
             if bar:
                 bar.update(done)
     kept = []
     for example in dataset.examples:
-        target, error = results[str(example.path)]
+        targets, error = results[str(example.path)]
         if error:
             dataset.skipped.append((str(example.path), error))
         else:
-            example.cache_file = target
+            example.cache_file = targets[INPUT_SIZE]
+            example.crop_source_file = targets.get(CROP_SOURCE_SIZE)
             kept.append(example)
     dataset.examples = kept
 
@@ -129,25 +140,43 @@ def load_pixels(examples) -> np.ndarray:
     ]) if examples else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
 
 
-def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, even_batches: bool = False):
+def random_resized_crop(square: np.ndarray, side, left, top) -> np.ndarray:
+    """Scale the box (left, top, side x side) of a cached square to the input size with preprocess's filter."""
+    box = (int(left), int(top), int(left) + int(side), int(top) + int(side))
+    image = Image.fromarray(square).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, even_batches: bool = False,
+               random_crops: bool = False):
     """Stream cached examples as (float32 pixels 0..255, one-hot label) batches.
 
     Training batches are shuffled and augmented with flips, 90-degree rotations
     and random JPEG re-compression (so compression traces cannot tell the
-    classes apart). Resized crops are left out on purpose: resampling rewrites
-    exactly the pixel-level noise the model is meant to read.
+    classes apart); with random_crops, first with random resized crops (a
+    200..320 px square of the larger cached square, scaled to 200 px with the
+    bilinear filter preprocess uses, so the model meets several scale factors).
     """
     import tensorflow as tf
 
-    paths = [str(example.cache_file) for example in examples]
+    random_crops = random_crops and training
+    paths = [str(example.crop_source_file if random_crops else example.cache_file) for example in examples]
+    stored_size = CROP_SOURCE_SIZE if random_crops else INPUT_SIZE
     labels = [example.label for example in examples]
     data = tf.data.Dataset.from_tensor_slices((paths, labels))
     if training:
         data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
 
     def load(path, label):
-        pixels = tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), (INPUT_SIZE, INPUT_SIZE, 3))
+        pixels = tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.uint8), (stored_size, stored_size, 3))
         return pixels, tf.one_hot(label, num_classes)
+
+    def crop(pixels, label):
+        side = tf.random.uniform((), INPUT_SIZE, CROP_SOURCE_SIZE + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, CROP_SOURCE_SIZE - side + 1, dtype=tf.int32)
+        top = tf.random.uniform((), 0, CROP_SOURCE_SIZE - side + 1, dtype=tf.int32)
+        pixels = tf.numpy_function(random_resized_crop, [pixels, side, left, top], tf.uint8, stateful=True)
+        return tf.ensure_shape(pixels, (INPUT_SIZE, INPUT_SIZE, 3)), label
 
     def augment(pixels, label):
         pixels = tf.image.random_flip_left_right(pixels)
@@ -157,6 +186,8 @@ def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed
         return pixels, label
 
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if random_crops:
+        data = data.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))

@@ -29,7 +29,7 @@ def make_strategy(name: str):
 
 
 def fit(classes, train_examples, validation_examples, *, epochs, batch_size, patience, learning_rate, seed,
-        strategy, widths, verbose):
+        strategy, widths, random_crops, verbose):
     """Build and train one model; returns (model, history) with the best validation-loss weights restored."""
     import keras
 
@@ -52,7 +52,7 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
         model = build_model(len(classes), widths=widths)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
-    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed)
+    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed, random_crops=random_crops)
     validation_data = data_module.tf_dataset(validation_examples, len(classes), batch_size, False, seed,
                                              even_batches=replicas > 1)
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
@@ -83,7 +83,8 @@ def leave_one_source_out(dataset, splits, settings) -> dict:
 
 
 def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
-          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), loso=False, verbose=1) -> dict:
+          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False, loso=False,
+          verbose=1) -> dict:
     from .export import export_numpy, export_tflite
 
     started = time.time()
@@ -93,7 +94,8 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     # ---- data
     dataset = data_module.scan(data_dir)
     print(f"classes: {dataset.classes}; {len(dataset.examples)} files; preprocessing (cached by content hash)")
-    data_module.cache_images(dataset, cache_dir or data_module.DEFAULT_CACHE, progress=verbose > 0)
+    data_module.cache_images(dataset, cache_dir or data_module.DEFAULT_CACHE, progress=verbose > 0,
+                             crop_sources=random_crops)
     skipped_log = out / "skipped.txt"
     skipped_log.write_text("".join(f"{path}\t{reason}\n" for path, reason in dataset.skipped))
     if dataset.skipped:
@@ -105,7 +107,7 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
 
     # ---- fit
     settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "learning_rate": learning_rate,
-                "seed": seed, "strategy": strategy, "widths": widths, "verbose": verbose}
+                "seed": seed, "strategy": strategy, "widths": widths, "random_crops": random_crops, "verbose": verbose}
     model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
     train_seconds = time.time() - started
 

@@ -77,19 +77,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def preprocess(source) -> np.ndarray:
-    """Decode `source` (path, bytes, file object or PIL image) to a uint8 (200, 200, 3) array."""
+def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
+    """Decode `source` (path, bytes, file object or PIL image) to a uint8 (size, size, 3) array.
+
+    `size` is INPUT_SIZE for the model; training also keeps a larger square to cut random crops from."""
     image = source if isinstance(source, Image.Image) else load_image(source)
     try:
         image = ImageOps.exif_transpose(image)
         image = to_rgb(image)
         width, height = image.size
-        scale = INPUT_SIZE / min(width, height)
-        new_size = (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale)))
+        scale = size / min(width, height)
+        new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
         image = image.resize(new_size, Image.Resampling.BILINEAR)
-        left = (new_size[0] - INPUT_SIZE) // 2
-        top = (new_size[1] - INPUT_SIZE) // 2
-        image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+        left = (new_size[0] - size) // 2
+        top = (new_size[1] - size) // 2
+        image = image.crop((left, top, left + size, top + size))
         return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
