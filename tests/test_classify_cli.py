@@ -1,4 +1,4 @@
-"""`rendernet classify`: one JSON object per line, exit 1 when any file failed."""
+"""`rendernet classify` (one JSON object per line, exit 1 when any file failed) and `rendernet evaluate`."""
 
 import json
 import subprocess
@@ -9,9 +9,13 @@ from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model, preprocess
 
 
+def rendernet(*arguments):
+    return subprocess.run([sys.executable, "-m", "training.cli", *map(str, arguments)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
 def classify(*arguments):
-    result = subprocess.run([sys.executable, "-m", "training.cli", "classify", *map(str, arguments)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = rendernet("classify", *arguments)
     return result.returncode, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
@@ -41,3 +45,26 @@ def test_bad_model_folder_is_a_clear_error(tmp_path):
     code, lines, stderr = classify("--model", tmp_path, sample_files("real")[0])
     assert code == 2 and lines == []
     assert "cannot read" in stderr and "model.json" in stderr
+
+
+def test_evaluate_scores_a_labelled_folder_like_the_module(tmp_path):
+    model = load_model(DEFAULT_MODEL)
+    expected_correct = 0
+    for name in model.classes:
+        (tmp_path / name).mkdir()
+        for path in sample_files(name)[:10]:
+            (tmp_path / name / path.name).write_bytes(path.read_bytes())
+            expected_correct += model.classify(preprocess(path))["label"] == name
+    (tmp_path / "real" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    result = rendernet("evaluate", "--model", DEFAULT_MODEL, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 20 and report["accuracy"] == round(expected_correct / 20, 4)
+    assert np.array(report["confusion"]).sum() == 20 and report["roc_auc"] is not None
+    assert [entry["file"].endswith("broken.jpg") for entry in report["skipped"]] == [True]
+
+
+def test_evaluate_refuses_folders_that_are_not_the_models_classes(tmp_path):
+    (tmp_path / "cats").mkdir()
+    result = rendernet("evaluate", "--model", DEFAULT_MODEL, tmp_path)
+    assert result.returncode == 2 and "['real', 'render']" in result.stderr and "cats" in result.stderr
