@@ -146,6 +146,31 @@ def package_files(source: dict, cache: Path):
         yield str(path.relative_to(root)), path.read_bytes()
 
 
+def cached_render(output: Path, render_new: bool, progress: str, label: str, command: list, timeout: int,
+                  **run_options):
+    """The PNG at `output`, rendered now by `command` if it is not cached yet (and render_new is on).
+
+    None for a render that timed out or failed (logged once, and remembered in a .failed marker so a
+    rebuild does not try again) or that is not cached when render_new is off."""
+    failed_marker = output.with_suffix(".failed")
+    if failed_marker.exists() or not (output.exists() or render_new):
+        return None
+    if not output.exists():
+        log(f"  {progress}")
+        try:
+            subprocess.run(command, capture_output=True, timeout=timeout, **run_options)
+        except subprocess.TimeoutExpired:
+            failed_marker.write_text("timeout")
+            output.unlink(missing_ok=True)
+            log(f"  {label} timed out after {timeout} s, skipped")
+            return None
+        if not output.exists():
+            failed_marker.write_text("failed")
+            log(f"  {label} failed to render, skipped")
+            return None
+    return output.read_bytes()
+
+
 def povray_renders(source: dict, cache: Path, render_new: bool = True):
     """Render allow-listed POV-Ray example scenes at each size; yield (scene + size, PNG bytes)."""
     if shutil.which("povray") is None:
@@ -158,27 +183,12 @@ def povray_renders(source: dict, cache: Path, render_new: bool = True):
         for width, height in source["sizes"]:
             original = f"{scene.relative_to(root)}@{width}x{height}"
             output = renders / (hashlib.sha256(original.encode()).hexdigest()[:16] + ".png")
-            failed_marker = output.with_suffix(".failed")
-            if failed_marker.exists():
-                continue
-            if not output.exists() and not render_new:
-                continue
-            if not output.exists():
-                log(f"  povray [{number}/{len(scenes)}] {scene.name} {width}x{height}")
-                command = ["povray", f"+I{scene.name}", f"+O{output}", f"+W{width}", f"+H{height}", "+A0.3",
-                           "+FN", "-D", "-P", "+WT2", f"+L{scene.parent}", "+L/usr/share/povray-3.7/include"]
-                try:
-                    subprocess.run(command, cwd=scene.parent, capture_output=True, timeout=source["timeout_seconds"])
-                except subprocess.TimeoutExpired:
-                    failed_marker.write_text("timeout")
-                    output.unlink(missing_ok=True)
-                    log(f"  povray: {scene.name} timed out after {source['timeout_seconds']} s, skipped")
-                    continue
-                if not output.exists():
-                    failed_marker.write_text("failed")
-                    log(f"  povray: {scene.name} failed to render, skipped")
-                    continue
-            yield original, output.read_bytes()
+            command = ["povray", f"+I{scene.name}", f"+O{output}", f"+W{width}", f"+H{height}", "+A0.3",
+                       "+FN", "-D", "-P", "+WT2", f"+L{scene.parent}", "+L/usr/share/povray-3.7/include"]
+            data = cached_render(output, render_new, f"povray [{number}/{len(scenes)}] {scene.name} {width}x{height}",
+                                 f"povray: {scene.name}", command, source["timeout_seconds"], cwd=scene.parent)
+            if data:
+                yield original, data
 
 
 # ---------------------------------------------------------------- build
@@ -341,26 +351,11 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
     width, height = source["size"]
     jobs = [(kind, seed) for kind, count in source["count"].items() for seed in range(count)]
     for number, (kind, seed) in enumerate(jobs, start=1):
-        original = f"{kind}-seed{seed}@{width}x{height}"
         output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}.png"
-        failed_marker = output.with_suffix(".failed")
-        if failed_marker.exists():
-            continue
-        if not output.exists() and not render_new:
-            continue
-        if not output.exists():
-            log(f"  blender [{number}/{len(jobs)}] {kind} seed {seed}")
-            arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
-                         "samples": source["samples"], "models": models, "hdris": hdris}
-            try:
-                subprocess.run([python, str(BLENDER_SCENE)], input=json.dumps(arguments), text=True, capture_output=True,
-                               timeout=source["timeout_seconds"])
-            except subprocess.TimeoutExpired:
-                failed_marker.write_text("timeout")
-                log(f"  blender: {kind} seed {seed} timed out after {source['timeout_seconds']} s, skipped")
-                continue
-            if not output.exists():
-                failed_marker.write_text("failed")
-                log(f"  blender: {kind} seed {seed} failed to render, skipped")
-                continue
-        yield original, output.read_bytes()
+        arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
+                     "samples": source["samples"], "models": models, "hdris": hdris}
+        data = cached_render(output, render_new, f"blender [{number}/{len(jobs)}] {kind} seed {seed}",
+                             f"blender: {kind} seed {seed}", [python, str(BLENDER_SCENE)], source["timeout_seconds"],
+                             input=json.dumps(arguments), text=True)
+        if data:
+            yield f"{kind}-seed{seed}@{width}x{height}", data
