@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rendernet.errors import ImageError
-from rendernet.preprocess import INPUT_SIZE, preprocess
+from rendernet.preprocess import INPUT_SIZE, load_image, preprocess
 
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
@@ -91,16 +91,16 @@ def _cache_one(job):
     targets = {INPUT_SIZE: Path(cache_dir) / f"{digest}.u8"}
     if with_crop_source:
         targets[CROP_SOURCE_SIZE] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.u8"
-    for size, target in targets.items():
-        if target.exists():
-            continue
-        try:
-            pixels = preprocess(data, size)
-        except ImageError as error:
-            return path, None, str(error)
-        temporary = target.with_suffix(f".tmp{os.getpid()}")
-        temporary.write_bytes(pixels.tobytes())
-        temporary.replace(target)
+    missing = {size: target for size, target in targets.items() if not target.exists()}
+    try:
+        image = load_image(data) if missing else None  # decoded once for both sizes
+        for size, target in missing.items():
+            pixels = preprocess(image, size)
+            temporary = target.with_suffix(f".tmp{os.getpid()}")
+            temporary.write_bytes(pixels.tobytes())
+            temporary.replace(target)
+    except ImageError as error:
+        return path, None, str(error)
     return path, targets, None
 
 
