@@ -3,13 +3,14 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, sample_files
+from conftest import ROOT, SAMPLE_DIR, sample_files
 from helpers import tflite_run
 from PIL import Image
 from rendernet import load_model, preprocess
@@ -133,3 +134,18 @@ train({str(dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, str
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
     assert load_model(tmp_path / "model").forward(np.zeros((1, 200, 200, 3), np.uint8)).shape == (1, 2)
+
+
+def test_held_out_source_is_scored_but_never_trained_on(tmp_path):
+    from training.train import train
+
+    data = tmp_path / "sample"
+    shutil.copytree(SAMPLE_DIR, data)
+    povray = [entry for entry in json.loads((data / "manifest.json").read_text())["files"] if entry["source"] == "povray"]
+    metrics = train(data, tmp_path / "model", epochs=1, batch_size=16, hold_out=("povray",), cache_dir=tmp_path / "cache",
+                    verbose=0)
+    assert metrics["held_out"]["povray"]["count"] == len(povray) > 0
+    assert sum(metrics["split_sizes"].values()) == len(sample_files()) - len(povray)
+    assert "povray" not in metrics["test"]["per_source"]
+    with pytest.raises(SystemExit, match="no images from source"):
+        train(data, tmp_path / "other", epochs=1, hold_out=("nonexistent",), cache_dir=tmp_path / "cache", verbose=0)

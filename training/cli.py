@@ -17,7 +17,8 @@ def cmd_train(args) -> int:
 
     train(args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
           seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), widths=args.widths,
-          random_crops=args.random_crops, loso=args.leave_one_source_out, verbose=args.verbose)
+          random_crops=args.random_crops, hold_out=tuple(args.hold_out or ()), loso=args.leave_one_source_out,
+          verbose=args.verbose)
     return 0
 
 
@@ -97,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--random-crops", action="store_true",
                        help="augment with random resized crops of a 320 px square (off by default: it did not help "
                             "on the default dataset; see the README)")
+    train.add_argument("--hold-out", action="append", metavar="SOURCE",
+                       help="keep this source (from the dataset manifest) out of training and validation and report "
+                            "accuracy on all of it (repeatable)")
     train.add_argument("--leave-one-source-out", action="store_true",
                        help="also retrain once per source without it and score that source (slow)")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))

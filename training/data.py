@@ -147,7 +147,7 @@ def random_resized_crop(square: np.ndarray, side, left, top) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, even_batches: bool = False,
+def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, replicas: int = 1,
                random_crops: bool = False):
     """Stream cached examples as (float32 pixels 0..255, one-hot label) batches.
 
@@ -191,9 +191,10 @@ def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed
     if training:
         data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.map(lambda pixels, label: (tf.cast(pixels, tf.float32), label))
-    # Training drops a ragged last batch (shuffling varies it each epoch); `even_batches` does the same
-    # for validation under MirroredStrategy, where a batch smaller than the replica count fails.
-    if even_batches:
-        batch_size = min(batch_size, len(examples))
-    drop_remainder = (training or even_batches) and len(examples) >= batch_size
+    # Training drops a ragged last batch (shuffling varies it each epoch). Under MirroredStrategy every batch
+    # must split evenly over the replicas, so the batch size becomes a multiple of their number, and no
+    # ragged batch is left.
+    if replicas > 1:
+        batch_size = max(replicas, min(batch_size, len(examples)) // replicas * replicas)
+    drop_remainder = (training or replicas > 1) and len(examples) >= batch_size
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

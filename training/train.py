@@ -3,8 +3,8 @@
 Sections: data (scan, preprocess into the cache, report skipped files and class
 balance), model (under the chosen distribution strategy), fit (class weights,
 EarlyStopping on validation loss with the best weights restored), threshold
-(chosen on validation), evaluation (test metrics, per source), export (every
-format, from this same run so nothing can drift).
+(chosen on validation), evaluation (test metrics, per source, held-out sources),
+export (every format, from this same run so nothing can drift).
 """
 
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_module
-from .metrics import choose_threshold, evaluate, plot_confusion, plot_history
+from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, predict_labels
 
 
 def make_strategy(name: str):
@@ -52,9 +52,8 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
         model = build_model(len(classes), widths=widths)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
-    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed, random_crops=random_crops)
-    validation_data = data_module.tf_dataset(validation_examples, len(classes), batch_size, False, seed,
-                                             even_batches=replicas > 1)
+    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed, replicas, random_crops)
+    validation_data = data_module.tf_dataset(validation_examples, len(classes), batch_size, False, seed, replicas)
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
     history = model.fit(train_data, validation_data=validation_data, epochs=epochs, class_weight=class_weight,
                         callbacks=callbacks, verbose=verbose)
@@ -62,8 +61,12 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
 
 
 def predict(model, examples, num_classes: int, batch_size: int) -> np.ndarray:
+    """Class probabilities, calling the model directly: `model.predict` under MirroredStrategy fails on a last
+    batch smaller than the replica count."""
     pixels = data_module.load_pixels(examples).astype(np.float32)
-    return model.predict(pixels, batch_size=batch_size, verbose=0) if len(pixels) else np.zeros((0, num_classes))
+    chunks = [np.asarray(model(pixels[start:start + batch_size], training=False))
+              for start in range(0, len(pixels), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, num_classes))
 
 
 def leave_one_source_out(dataset, splits, settings) -> dict:
@@ -82,9 +85,18 @@ def leave_one_source_out(dataset, splits, settings) -> dict:
     return results
 
 
+def score_held_out(model, examples, num_classes: int, batch_size: int, threshold) -> dict:
+    """Accuracy per held-out source (all its images, never trained or validated on), at the model's threshold."""
+    predicted = predict_labels(predict(model, examples, num_classes, batch_size), threshold)
+    labels = np.array([example.label for example in examples])
+    sources = np.array([example.source for example in examples])
+    return {str(source): {"accuracy": round(float(np.mean(predicted[sources == source] == labels[sources == source])), 4),
+                          "count": int(np.sum(sources == source))} for source in np.unique(sources)}
+
+
 def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
-          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False, loso=False,
-          verbose=1) -> dict:
+          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False, hold_out=(),
+          loso=False, verbose=1) -> dict:
     from .export import export_numpy, export_tflite
 
     started = time.time()
@@ -100,6 +112,14 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     skipped_log.write_text("".join(f"{path}\t{reason}\n" for path, reason in dataset.skipped))
     if dataset.skipped:
         print(f"skipped {len(dataset.skipped)} unreadable file(s); list in {skipped_log}")
+    unknown = set(hold_out) - {example.source for example in dataset.examples}
+    if unknown:
+        raise SystemExit(f"error: no images from source(s) {sorted(unknown)} to hold out; sources: "
+                         f"{sorted({example.source for example in dataset.examples})}")
+    held_out = [example for example in dataset.examples if example.source in hold_out]
+    dataset.examples = [example for example in dataset.examples if example.source not in hold_out]
+    if held_out:
+        print(f"held out from training and validation: {len(held_out)} images of {', '.join(sorted(hold_out))}")
     splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
     if not splits["train"] or not splits["validation"]:
         raise SystemExit("error: need images in both the train and validation splits; add more images")
@@ -125,6 +145,8 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["skipped_files"] = len(dataset.skipped)
     metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
+    if held_out:
+        metrics["held_out"] = score_held_out(model, held_out, len(dataset.classes), batch_size, threshold)
     if loso:
         metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings)
 
@@ -157,6 +179,8 @@ def summary(metrics: dict, out: Path) -> str:
               f"test ROC AUC {test.get('roc_auc')}")]
     for source, values in sorted(test.get("per_source", {}).items()):
         lines.append(f"  test source {source}: accuracy {values['accuracy']} on {values['count']} images")
+    for source, values in sorted(metrics.get("held_out", {}).items()):
+        lines.append(f"  held-out source {source}: accuracy {values['accuracy']} on {values['count']} images")
     for source, values in sorted(metrics.get("leave_one_source_out", {}).items()):
         lines.append(f"  left out {source}: accuracy {values['accuracy']} on {values['count']} images")
     return "\n".join(lines)
