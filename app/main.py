@@ -74,6 +74,8 @@ def show_about(model, metrics: dict, weights_size: int) -> None:
         ("Test accuracy", test.get("accuracy", "n/a")),
         ("Test ROC AUC", test.get("roc_auc", "n/a")),
         ("Test images", test.get("count", "n/a")),
+        *[(f"Held-out source “{source}”", f"accuracy {scores['accuracy']} on {scores['count']} images never trained on")
+          for source, scores in metrics.get("held_out", {}).items()],
         ("Decision threshold", f"{model.threshold} (probability of “{model.classes[-1]}”)" if model.threshold else "argmax"),
         ("Parameters", f"{manifest.get('params', 0):,}"),
         ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),

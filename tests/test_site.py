@@ -179,3 +179,17 @@ def test_long_batch_shows_progress_and_can_be_cancelled(site, browser, tmp_path)
     rows = page.upload([sample_files("real")[3]], done + 1)  # still usable
     assert "label" in rows[-1]
     assert page.errors == []
+
+
+def test_about_shows_the_models_own_files(site, browser):
+    metrics = json.loads((DEFAULT_MODEL / "metrics.json").read_text())
+    page = Page(browser, site)
+    page.page.click("#about summary")
+    about = page.page.inner_text("#about-body")
+    assert str(metrics["test"]["accuracy"]) in about and str(metrics["test"]["roc_auc"]) in about
+    assert f"{metrics['params']:,}" in about and f"{metrics['macs']:,}" in about
+    for source, scores in metrics.get("held_out", {}).items():
+        assert source in about and f"on {scores['count']} images" in about
+    confusion = page.page.locator("#about-body table").nth(1).inner_text()
+    assert all(str(value) in confusion for row in metrics["test"]["confusion"] for value in row)
+    assert page.errors == []
