@@ -149,3 +149,13 @@ def test_held_out_source_is_scored_but_never_trained_on(tmp_path):
     assert "povray" not in metrics["test"]["per_source"]
     with pytest.raises(SystemExit, match="no images from source"):
         train(data, tmp_path / "other", epochs=1, hold_out=("nonexistent",), cache_dir=tmp_path / "cache", verbose=0)
+
+
+def test_same_seed_same_weights(tiny_dataset, tmp_path):
+    from training.train import train
+
+    for name in ("first", "second"):
+        train(tiny_dataset, tmp_path / name, epochs=2, batch_size=8, cache_dir=tmp_path / "cache", verbose=0)
+    first, second = np.load(tmp_path / "first" / "weights.npz"), np.load(tmp_path / "second" / "weights.npz")
+    assert first.files == second.files
+    assert all(np.array_equal(first[key], second[key]) for key in first.files)

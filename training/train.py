@@ -36,6 +36,9 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
     from .model import build_model
 
     keras.utils.set_random_seed(seed)
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
     counts = np.bincount([example.label for example in train_examples], minlength=len(classes))
     if counts.min() == 0:
         raise SystemExit(f"error: class {classes[int(counts.argmin())]!r} has no training images")
