@@ -17,7 +17,7 @@ def tflite_run(path, batch: np.ndarray) -> np.ndarray:
     """Run a .tflite file on a batch, one image at a time, with ai-edge-litert's built-in kernels.
 
     Not through the default XNNPACK delegate: it reorders sums, so it strays from Keras itself by up to
-    1.8e-5 in probability on the shipped model (built-in kernels: 2e-7), more than the 1e-5 parity bound."""
+    1.8e-5 in probability on a model trained here (built-in kernels: 2e-7), more than the 1e-5 parity bound."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(model_path=str(path),
