@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_module
-from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, predict_labels
+from .metrics import choose_threshold, evaluate, plot_confusion, plot_history
 
 
 def make_strategy(name: str):
@@ -82,19 +82,15 @@ def leave_one_source_out(dataset, splits, settings) -> dict:
         validation_examples = [example for example in splits["validation"] if example.source != source]
         print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)")
         model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
-        labels = np.array([example.label for example in held_out], dtype=int)
-        predicted = predict(model, held_out, len(dataset.classes), settings["batch_size"]).argmax(axis=1)
-        results[source] = {"accuracy": round(float(np.mean(predicted == labels)), 4), "count": len(held_out)}
+        results[source] = evaluate_examples(model, held_out, dataset.classes, settings["batch_size"])["per_source"][source]
     return results
 
 
-def score_held_out(model, examples, num_classes: int, batch_size: int, threshold) -> dict:
-    """Accuracy per held-out source (all its images, never trained or validated on), at the model's threshold."""
-    predicted = predict_labels(predict(model, examples, num_classes, batch_size), threshold)
-    labels = np.array([example.label for example in examples])
-    sources = np.array([example.source for example in examples])
-    return {str(source): {"accuracy": round(float(np.mean(predicted[sources == source] == labels[sources == source])), 4),
-                          "count": int(np.sum(sources == source))} for source in np.unique(sources)}
+def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
+    """metrics.evaluate on some examples: their labels, the model's probabilities and their sources."""
+    return evaluate(np.array([example.label for example in examples], dtype=int),
+                    predict(model, examples, len(classes), batch_size), classes, threshold,
+                    [example.source for example in examples])
 
 
 def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
@@ -140,16 +136,13 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     threshold = choose_threshold(validation_labels, validation_probabilities) if len(dataset.classes) == 2 else None
     metrics = {"classes": dataset.classes, "threshold": threshold}
     for name in ("validation", "test"):
-        examples = splits[name]
-        metrics[name] = evaluate(np.array([example.label for example in examples], dtype=int),
-                                 predict(model, examples, len(dataset.classes), batch_size), dataset.classes,
-                                 threshold, [example.source for example in examples])
+        metrics[name] = evaluate_examples(model, splits[name], dataset.classes, batch_size, threshold)
     metrics["epochs_run"] = len(history.history["loss"])
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["skipped_files"] = len(dataset.skipped)
     metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
     if held_out:
-        metrics["held_out"] = score_held_out(model, held_out, len(dataset.classes), batch_size, threshold)
+        metrics["held_out"] = evaluate_examples(model, held_out, dataset.classes, batch_size, threshold)["per_source"]
     if loso:
         metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings)
 
