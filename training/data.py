@@ -56,6 +56,11 @@ def hash_split(relative_path: str) -> str:
     return next(name for name, upper in SPLIT_BOUNDS if fraction < upper)
 
 
+def class_files(folder: Path) -> list:
+    """Every file under a class folder, hidden ones left out, in a stable order."""
+    return [path for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+
+
 def scan(data_dir) -> Dataset:
     """List the class folders and files, with each file's split and source."""
     data_dir = Path(data_dir)
@@ -70,9 +75,7 @@ def scan(data_dir) -> Dataset:
         known = {entry["path"]: entry for entry in json.loads(manifest_path.read_text())["files"]}
     dataset = Dataset(classes)
     for label, name in enumerate(classes):
-        for path in sorted((data_dir / name).rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
+        for path in class_files(data_dir / name):
             relative = path.relative_to(data_dir).as_posix()
             entry = known.get(relative, {})
             dataset.examples.append(Example(path, label, entry.get("split") or hash_split(relative),

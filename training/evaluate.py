@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rendernet.classify import classify_file
 
+from .data import class_files
 from .metrics import evaluate
 
 
@@ -37,7 +38,7 @@ def class_folders(model, data_dir: Path) -> list:
 def evaluate_folder(model, data_dir, progress: bool = True) -> dict:
     """Accuracy, per-class precision/recall, confusion and ROC AUC over DATA_DIR/<class>/*, plus skipped files."""
     files = [(model.classes.index(folder.name), path) for folder in class_folders(model, Path(data_dir))
-             for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+             for path in class_files(folder)]
     labels, probabilities, skipped = [], [], []
     for number, (label, path) in enumerate(files, start=1):
         result = classify_path(model, str(path))
