@@ -2,7 +2,7 @@
 
 DATA_DIR has one sub-folder per class. Every file is read once, preprocessed
 with rendernet.preprocess (the function the browser runs too) and cached as raw
-200x200x3 bytes under the cache folder, keyed by the sha256 of the file's
+size x size x 3 bytes (the model's input size) under the cache folder, keyed by the sha256 of the file's
 content, so a second run decodes nothing. With random crops on, training images
 are also cached as a larger centre square (CROP_SOURCE_SIZE, same rule) to cut
 them from. Unreadable files are skipped and listed. Training then streams the cached
@@ -26,7 +26,6 @@ from rendernet.errors import ImageError
 from rendernet.preprocess import INPUT_SIZE, load_image, preprocess
 
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
-IMAGE_BYTES = INPUT_SIZE * INPUT_SIZE * 3
 CROP_SOURCE_SIZE = 320  # random crops of 200..320 px from this square are scaled to 200 (bilinear, as preprocess does)
 DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "preprocessed"
 
@@ -85,20 +84,21 @@ def scan(data_dir) -> Dataset:
 
 def _cache_one(job):
     """Preprocess one file into the cache (runs in a worker process); returns (path, cache files, error)."""
-    path, cache_dir, with_crop_source = job
+    path, cache_dir, size, with_crop_source = job
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         return path, None, f"cannot read: {error.strerror}"
     digest = hashlib.sha256(data).hexdigest()
-    targets = {INPUT_SIZE: Path(cache_dir) / f"{digest}.u8"}
+    targets = {"input": Path(cache_dir) / f"{digest}.{size}.u8"}
     if with_crop_source:
-        targets[CROP_SOURCE_SIZE] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.u8"
-    missing = {size: target for size, target in targets.items() if not target.exists()}
+        targets["crop_source"] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.u8"
+    sizes = {"input": size, "crop_source": CROP_SOURCE_SIZE}
     try:
-        image = load_image(data) if missing else None  # decoded once for both sizes
-        for size, target in missing.items():
-            pixels = preprocess(image, size)
+        for kind, target in targets.items():
+            if target.exists():
+                continue
+            pixels = preprocess(load_image(data, size=sizes[kind]), sizes[kind])
             temporary = target.with_suffix(f".tmp{os.getpid()}")
             temporary.write_bytes(pixels.tobytes())
             temporary.replace(target)
@@ -107,9 +107,10 @@ def _cache_one(job):
     return path, targets, None
 
 
-def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progress=True, crop_sources=False) -> None:
-    """Preprocess every example into the cache (and, with crop_sources, the training images' larger
-    squares too); drop and record the ones that fail."""
+def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, size=INPUT_SIZE, workers=None, progress=True,
+                 crop_sources=False) -> None:
+    """Preprocess every example at the model's input `size` into the cache (and, with crop_sources, the
+    training images' larger squares too); drop and record the ones that fail."""
     import keras
 
     cache_dir = Path(cache_dir)
@@ -117,7 +118,7 @@ def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progre
     bar = keras.utils.Progbar(len(dataset.examples), unit_name="image") if progress else None
     results = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        jobs = [(str(example.path), str(cache_dir), crop_sources and example.split == "train")
+        jobs = [(str(example.path), str(cache_dir), size, crop_sources and example.split == "train")
                 for example in dataset.examples]
         for done, (path, targets, error) in enumerate(pool.map(_cache_one, jobs, chunksize=8), start=1):
             results[path] = (targets, error)
@@ -129,24 +130,29 @@ def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, workers=None, progre
         if error:
             dataset.skipped.append((str(example.path), error))
         else:
-            example.cache_file = targets[INPUT_SIZE]
-            example.crop_source_file = targets.get(CROP_SOURCE_SIZE)
+            example.cache_file = targets["input"]
+            example.crop_source_file = targets.get("crop_source")
             kept.append(example)
     dataset.examples = kept
 
 
-def load_pixels(examples) -> np.ndarray:
-    """Cached pixels of some examples as one uint8 array (N, 200, 200, 3)."""
-    return np.stack([
-        np.frombuffer(example.cache_file.read_bytes(), np.uint8).reshape(INPUT_SIZE, INPUT_SIZE, 3)
-        for example in examples
-    ]) if examples else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+def read_square(path: Path) -> np.ndarray:
+    """One cached uint8 square (side x side x 3; the side follows from the file's length)."""
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    side = int(round((data.size // 3) ** 0.5))
+    return data.reshape(side, side, 3)
 
 
-def random_resized_crop(square: np.ndarray, side, left, top) -> np.ndarray:
-    """Scale the box (left, top, side x side) of a cached square to the input size with preprocess's filter."""
+def load_pixels(examples, size=INPUT_SIZE) -> np.ndarray:
+    """Cached pixels of some examples as one uint8 array (N, size, size, 3)."""
+    return np.stack([read_square(example.cache_file) for example in examples]) if examples else \
+        np.zeros((0, size, size, 3), np.uint8)
+
+
+def random_resized_crop(square: np.ndarray, side, left, top, size=INPUT_SIZE) -> np.ndarray:
+    """Scale the box (left, top, side x side) of a cached square to `size` with preprocess's filter."""
     box = (int(left), int(top), int(left) + int(side), int(top) + int(side))
-    image = Image.fromarray(square).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+    image = Image.fromarray(square).resize((int(size), int(size)), Image.Resampling.BILINEAR, box=box)
     return np.asarray(image, dtype=np.uint8)
 
 

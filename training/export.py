@@ -17,7 +17,8 @@ import numpy as np
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
 from rendernet.model import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes
-from rendernet.preprocess import PREPROCESSING_RULE
+from rendernet.preprocess import preprocessing_rule
+from rendernet.weights import channel_axes, decode, encode
 
 CONFIG_KEYS = (
     "filters", "kernel_size", "strides", "padding", "activation", "use_bias", "depth_multiplier",
@@ -25,6 +26,19 @@ CONFIG_KEYS = (
     "offset", "max_value", "negative_slope", "threshold", "keepdims", "rate", "center", "scale_bn",
 )
 QUANTIZATIONS = ("float16", "int8")
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")  # the arrays weights_dtype applies to; the rest stay float32
+
+
+def round_weights(model: keras.Model, dtype: str) -> None:
+    """Replace every kernel by the values `dtype` stores (int8 per channel, or float16), in place, so the
+    model that is evaluated and exported to Keras and TFLite is exactly the one weights.npz holds."""
+    if dtype == "float32":
+        return
+    for layer in model.layers:
+        for variable in layer.weights:
+            if variable.name in KERNELS:
+                stored = encode(variable.numpy(), dtype, channel_axes(type(layer).__name__))
+                variable.assign(decode({f"w{suffix}": value for suffix, value in stored.items()}, "w", dtype))
 
 
 def _inbound_names(layer_config: dict) -> list:
@@ -84,8 +98,10 @@ def multiply_adds(layer, input_shape, output_shape) -> int:
     return 0
 
 
-def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
-    """Build the manifest and the weight arrays; raise ModelError on anything unsupported."""
+def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None, weights_dtype="float32"):
+    """Build the manifest and the weight arrays; raise ModelError on anything unsupported.
+
+    Kernels are stored as `weights_dtype`; they must already hold values of that dtype (round_weights)."""
     layers, arrays, total_macs = [], {}, 0
     for layer, inputs in layer_graph(model):
         kind = type(layer).__name__
@@ -101,8 +117,12 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
         weights = {}
         for variable in layer.weights:
             value = np.asarray(variable.numpy(), dtype=np.float32)
-            arrays[f"{layer.name}/{variable.name}"] = value
-            weights[variable.name] = list(value.shape)
+            key, dtype = f"{layer.name}/{variable.name}", weights_dtype if variable.name in KERNELS else "float32"
+            stored = {f"{key}{suffix}": array for suffix, array in encode(value, dtype, channel_axes(kind)).items()}
+            if not np.array_equal(decode(stored, key, dtype), value):
+                raise ModelError(f"cannot export {key} as {dtype}: the model holds other values (call round_weights first)")
+            arrays.update(stored)
+            weights[variable.name] = {"shape": list(value.shape), "dtype": dtype}
         input_shapes = [list(tensor.shape) for tensor in (layer.input if isinstance(layer.input, list) else [layer.input])]
         output_shape = list(layer.output.shape)
         macs = multiply_adds(layer, input_shapes[0], output_shape)
@@ -116,7 +136,7 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
         "format_version": FORMAT_VERSION,
         "name": model.name,
         "input": {"shape": list(model.input_shape[1:]), "dtype": "uint8", "range": [0, 255]},
-        "preprocessing": PREPROCESSING_RULE,
+        "preprocessing": preprocessing_rule(model.input_shape[1]),
         "classes": list(classes),
         "threshold": threshold,
         "layers": layers,
@@ -128,10 +148,10 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None):
     return manifest, arrays
 
 
-def export_numpy(model: keras.Model, folder, classes, threshold=None, extra=None) -> dict:
+def export_numpy(model: keras.Model, folder, classes, threshold=None, extra=None, weights_dtype="float32") -> dict:
     """Write weights.npz and model.json into `folder`; returns the manifest."""
     folder = Path(folder)
-    manifest, arrays = numpy_manifest(model, classes, threshold, extra)
+    manifest, arrays = numpy_manifest(model, classes, threshold, extra, weights_dtype)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # uncompressed: it is small, and the server's gzip does better
     weights_bytes = buffer.getvalue()

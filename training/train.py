@@ -1,10 +1,15 @@
 """`rendernet train DATA_DIR --out models/NAME`: train, evaluate and export in one run.
 
-Sections: data (scan, preprocess into the cache, report skipped files and class
-balance), model (under the chosen distribution strategy), fit (class weights,
-EarlyStopping on validation loss with the best weights restored), threshold
-(chosen on validation), evaluation (test metrics, per source, held-out sources),
-export (every format, from this same run so nothing can drift).
+Two architectures: "efficientnet-lite0" (the default: a frozen ImageNet
+backbone and a trained softmax head, training/transfer.py) and "small" (the
+from-scratch high-pass CNN of training/model.py, 50x fewer multiply-adds).
+
+Sections: data (scan, preprocess at the model's input size into the cache,
+report skipped files and class balance), fit (class weights, EarlyStopping on
+validation loss with the best weights restored), weights rounded to the stored
+dtype, threshold (chosen on validation), evaluation (test metrics, per source,
+held-out sources, leave-one-source-out), export (every format, from this same
+run so nothing can drift).
 """
 
 import json
@@ -15,7 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_module
-from .metrics import choose_threshold, evaluate, plot_confusion, plot_history
+from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, roc_auc
+
+ARCHITECTURES = {  # name: (input size, stored kernel dtype)
+    "efficientnet-lite0": (224, "int8"),
+    "small": (data_module.INPUT_SIZE, "float32"),
+}
 
 
 def make_strategy(name: str):
@@ -72,18 +82,89 @@ def predict(model, examples, num_classes: int, batch_size: int) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, num_classes))
 
 
-def leave_one_source_out(dataset, splits, settings) -> dict:
-    """For each source: train without it, then score every image of that source (all splits)."""
+def unseen_source_report(scores: np.ndarray, label: int, other_scores: np.ndarray, threshold) -> dict:
+    """How a model did on one source it never saw: accuracy at the threshold, and the ROC AUC of that source
+    against images of the other class(es) it never saw (P(classes[1]) ranks them)."""
+    threshold = 0.5 if threshold is None else threshold
+    accuracy = float(np.mean((scores >= threshold) == bool(label)))
+    labels = np.r_[np.full(len(scores), label), np.full(len(other_scores), 1 - label)]
+    return {"accuracy": round(accuracy, 4), "count": len(scores),
+            "roc_auc": roc_auc(labels, np.r_[scores, other_scores]) if label in (0, 1) else None}
+
+
+def leave_one_source_out(dataset, splits, settings, features=None) -> dict:
+    """For each source: train without it (threshold chosen on its validation images), then score every image
+    of that source (all splits), and rank them against the test images of the other class.
+
+    With `features` (the pretrained model's pooled features) only the head is retrained per source."""
     results = {}
     sources = sorted({example.source for example in dataset.examples})
     for number, source in enumerate(sources, start=1):
         held_out = [example for example in dataset.examples if example.source == source]
         train_examples = [example for example in splits["train"] if example.source != source]
         validation_examples = [example for example in splits["validation"] if example.source != source]
-        print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)")
-        model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
-        results[source] = evaluate_examples(model, held_out, dataset.classes, settings["batch_size"])["per_source"][source]
+        label = held_out[0].label
+        others = [example for example in splits["test"] if example.label != label]
+        print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)", flush=True)
+        if features is not None:
+            head = features.fit(train_examples, validation_examples, {**settings, "verbose": 0})
+            probabilities = {name: features.probabilities(head, group) for name, group in
+                             (("held_out", held_out), ("validation", validation_examples), ("others", others))}
+        else:
+            model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
+            probabilities = {name: predict(model, group, len(dataset.classes), settings["batch_size"]) for name, group in
+                             (("held_out", held_out), ("validation", validation_examples), ("others", others))}
+        threshold = None
+        if len(dataset.classes) == 2:
+            threshold = choose_threshold(np.array([example.label for example in validation_examples]),
+                                         probabilities["validation"])
+        results[source] = unseen_source_report(probabilities["held_out"][:, -1], label,
+                                               probabilities["others"][:, -1], threshold)
+        results[source]["threshold"] = threshold
     return results
+
+
+class PooledFeatures:
+    """The pretrained model's pooled features of every example (and augmented views of the training ones),
+    computed once; heads train on them (transfer.fit_head)."""
+
+    def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool):
+        from .transfer import pooled_features
+
+        print(f"backbone features: {len(examples)} images + {views - 1} augmented views of {len(train_examples)} "
+              "training images", flush=True)
+        self.model = model
+        self.rows = {id(example): row for row, example in enumerate(examples)}
+        self.features, _ = pooled_features(model, examples, progress=progress)
+        self.augmented, rows = pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress)
+        self.augmented_of = {}
+        for row, index in enumerate(rows):
+            self.augmented_of.setdefault(id(train_examples[index]), []).append(row)
+
+    def of(self, examples, with_augmented=False) -> tuple:
+        """(features, labels) of some examples; with_augmented adds their augmented views."""
+        rows = [self.features[self.rows[id(example)]] for example in examples]
+        labels = [example.label for example in examples]
+        if with_augmented:
+            for example in examples:
+                extra = self.augmented_of.get(id(example), [])
+                rows += [self.augmented[row] for row in extra]
+                labels += [example.label] * len(extra)
+        return np.array(rows, dtype=np.float32), np.array(labels, dtype=int)
+
+    def fit(self, train_examples, validation_examples, settings):
+        from .transfer import fit_head
+
+        train_features, train_labels = self.of(train_examples, with_augmented=True)
+        validation_features, validation_labels = self.of(validation_examples)
+        return fit_head(self.model, train_features, train_labels, validation_features, validation_labels,
+                        epochs=settings["epochs"], batch_size=settings["batch_size"], patience=settings["patience"],
+                        learning_rate=settings["learning_rate"], seed=settings["seed"], verbose=settings["verbose"])
+
+    def probabilities(self, head, examples) -> np.ndarray:
+        from .transfer import head_probabilities
+
+        return head_probabilities(head[0], self.of(examples)[0])
 
 
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
@@ -93,20 +174,26 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
                     [example.source for example in examples])
 
 
-def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e-3, seed=1234,
-          strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False, hold_out=(),
-          loso=False, verbose=1) -> dict:
-    from .export import export_numpy, export_tflite
+def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_size=32, patience=12, learning_rate=None,
+          seed=1234, strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False,
+          hold_out=(), loso=False, features="head", views=4, verbose=1) -> dict:
+    from .export import export_numpy, export_tflite, round_weights
 
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if architecture not in ARCHITECTURES:
+        raise SystemExit(f"error: unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
+    size, weights_dtype = ARCHITECTURES[architecture]
+    pretrained = architecture != "small"
+    learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
+    cache_root = Path(cache_dir) if cache_dir else data_module.DEFAULT_CACHE.parent
 
     # ---- data
     dataset = data_module.scan(data_dir)
-    print(f"classes: {dataset.classes}; {len(dataset.examples)} files; preprocessing (cached by content hash)")
-    data_module.cache_images(dataset, cache_dir or data_module.DEFAULT_CACHE, progress=verbose > 0,
-                             crop_sources=random_crops)
+    print(f"classes: {dataset.classes}; {len(dataset.examples)} files; preprocessing at {size} px (cached by content hash)")
+    data_module.cache_images(dataset, cache_root / "preprocessed", size, progress=verbose > 0,
+                             crop_sources=random_crops or pretrained)
     skipped_log = out / "skipped.txt"
     skipped_log.write_text("".join(f"{path}\t{reason}\n" for path, reason in dataset.skipped))
     if dataset.skipped:
@@ -126,15 +213,27 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
 
     # ---- fit
     settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "learning_rate": learning_rate,
-                "seed": seed, "strategy": strategy, "widths": widths, "random_crops": random_crops, "verbose": verbose}
-    model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
+                "seed": seed, "verbose": verbose}
+    pooled = None
+    if pretrained:
+        from .transfer import build_classifier
+
+        model = build_classifier(size, len(dataset.classes), cache_root, until=features)
+        pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0)
+        head, history = pooled.fit(splits["train"], splits["validation"], settings)
+        model.get_layer("classifier").set_weights(head)
+    else:
+        settings.update(strategy=strategy, widths=widths, random_crops=random_crops)
+        model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
+    round_weights(model, weights_dtype)
     train_seconds = time.time() - started
 
-    # ---- threshold and evaluation (on the restored best weights)
+    # ---- threshold and evaluation (on the restored best weights, as stored)
     validation_probabilities = predict(model, splits["validation"], len(dataset.classes), batch_size)
     validation_labels = np.array([example.label for example in splits["validation"]])
     threshold = choose_threshold(validation_labels, validation_probabilities) if len(dataset.classes) == 2 else None
-    metrics = {"classes": dataset.classes, "threshold": threshold}
+    metrics = {"architecture": architecture, "input_size": size, "features": features if pretrained else None,
+               "classes": dataset.classes, "threshold": threshold}
     for name in ("validation", "test"):
         metrics[name] = evaluate_examples(model, splits[name], dataset.classes, batch_size, threshold)
     metrics["epochs_run"] = len(history.history["loss"])
@@ -142,20 +241,32 @@ def train(data_dir, out, epochs=60, batch_size=32, patience=12, learning_rate=2e
     metrics["skipped_files"] = len(dataset.skipped)
     metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
     if held_out:
-        metrics["held_out"] = evaluate_examples(model, held_out, dataset.classes, batch_size, threshold)["per_source"]
+        held_out_probabilities = predict(model, held_out, len(dataset.classes), batch_size)[:, -1]
+        metrics["held_out"] = {}
+        for source in sorted(hold_out):
+            chosen = np.array([example.source == source for example in held_out])
+            label = next(example.label for example in held_out if example.source == source)
+            others = [example for example in splits["test"] if example.label != label]
+            metrics["held_out"][source] = unseen_source_report(
+                held_out_probabilities[chosen], label,
+                predict(model, others, len(dataset.classes), batch_size)[:, -1], threshold)
     if loso:
-        metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings)
+        metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings, pooled)
 
     # ---- export
     model.save(out / "model.keras")
-    representative = data_module.load_pixels(splits["train"][:100])
+    representative = data_module.load_pixels(splits["train"][:100], size)
     export_tflite(model, out / "model.tflite")
     for mode in quantize:
         export_tflite(model, out / f"model.{mode}.tflite", mode, representative)
     metrics["params"] = int(model.count_params())
-    manifest = export_numpy(model, out, dataset.classes, threshold,
-                            {"metrics": {"test_accuracy": metrics["test"].get("accuracy"),
-                                         "test_roc_auc": metrics["test"].get("roc_auc")}})
+    extra = {"metrics": {"test_accuracy": metrics["test"].get("accuracy"), "test_roc_auc": metrics["test"].get("roc_auc"),
+                         "unseen_sources": {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}}}
+    if pretrained:
+        from .efficientnet import CREDIT
+
+        extra["credits"] = [CREDIT]
+    manifest = export_numpy(model, out, dataset.classes, threshold, extra, weights_dtype)
     metrics["macs"] = manifest["macs"]
     metrics["weights_bytes"] = manifest["weights"]["bytes"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
@@ -176,7 +287,9 @@ def summary(metrics: dict, out: Path) -> str:
     for source, values in sorted(test.get("per_source", {}).items()):
         lines.append(f"  test source {source}: accuracy {values['accuracy']} on {values['count']} images")
     for source, values in sorted(metrics.get("held_out", {}).items()):
-        lines.append(f"  held-out source {source}: accuracy {values['accuracy']} on {values['count']} images")
+        lines.append(f"  held-out source {source}: accuracy {values['accuracy']}, ROC AUC {values['roc_auc']} "
+                     f"on {values['count']} images")
     for source, values in sorted(metrics.get("leave_one_source_out", {}).items()):
-        lines.append(f"  left out {source}: accuracy {values['accuracy']} on {values['count']} images")
+        lines.append(f"  left out {source}: accuracy {values['accuracy']}, ROC AUC {values['roc_auc']} "
+                     f"on {values['count']} images")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ def classify_file(model, name: str, data):
     """
     started = time.perf_counter()
     try:
-        pixels = preprocess(data)
+        pixels = preprocess(data, model.input_size)
     except ImageError as error:
         return {"file": name, "error": str(error)}, None
     result = {"file": name, **model.classify(pixels)}

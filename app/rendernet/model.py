@@ -1,13 +1,36 @@
-"""The rendernet weights format (version 1) and the model that runs it.
+"""The rendernet weights format (version 2; version 1 still loads) and the model that runs it.
 
 A model folder holds `model.json`, the manifest, and `weights.npz`, arrays keyed
-"<layer name>/<weight name>". The manifest names the format and its version, the
-input, the preprocessing rule, the class names and decision threshold, the
-layers in topological order (type, config, inputs, weight shapes, output shape),
-the parameter and multiply-add counts, and the sha256 of the weights file.
-`training/export.py` writes it; `load_model` reads it, checks everything it can,
-folds BatchNormalization into the convolution before it, and returns a Model
-whose `predict` runs the forward pass with NumPy alone.
+"<layer name>/<weight name>". `training/export.py` writes both; `load_model`
+reads them, checks everything it can, folds BatchNormalization into the
+convolution before it, and returns a Model whose `forward` runs with NumPy alone.
+
+model.json, field by field (R: required; the loader reads it):
+
+| field | type | meaning |
+|---|---|---|
+| format (R) | "rendernet-numpy" | the format's name |
+| format_version (R) | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
+| name | str | the Keras model's name |
+| input (R) | {"shape": [H, W, 3], "dtype": "uint8", "range": [0, 255]} | one image as `preprocess(file, H)` makes it |
+| preprocessing | str | the preprocessing rule, in words |
+| classes (R) | [str, ...] | class names, in output order |
+| threshold | float or null | 2 classes: classes[1] when its probability >= threshold |
+| layers (R) | [layer, ...] | in topological order; the last one (or `output`) gives the probabilities |
+| layer.name, layer.type (R) | str | Keras layer name and class (see layers.LAYER_TYPES) |
+| layer.config | dict | the Keras config options the forward pass reads (padding, strides, activation, ...) |
+| layer.inputs (R) | [str, ...] | names of the layers feeding it; "input" is the image |
+| layer.weights | {weight: spec} | v1: spec = shape; v2: spec = {"shape": [...], "dtype": "float32", "float16" or "int8"} |
+| layer.output_shape, layer.macs | list, int | informative: output shape without the batch, multiply-adds per image |
+| output | str | the layer whose output is the result (default: the last) |
+| params, macs | int | parameters and multiply-adds per image |
+| weights (R) | {"file", "sha256", "bytes"} | the weights file and its sha256, checked before reading it |
+| metrics, credits | dict, list | informative: headline test metrics and per-source scores; credits for pretrained weights |
+
+weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
+dtype. An int8 array also has "<layer>/<weight>:scale", float32 scales shaped
+to broadcast against it (one per output channel); its values are q * scale
+(see weights.py). float16 arrays are widened to float32 on load.
 """
 
 import hashlib
@@ -20,9 +43,11 @@ import numpy as np
 
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization
+from .weights import decode
 
 FORMAT_NAME = "rendernet-numpy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 INPUT_NAME = "input"
@@ -41,6 +66,7 @@ class Model:
         self.classes = list(manifest["classes"])
         self.threshold = manifest.get("threshold")
         self.input_shape = tuple(manifest["input"]["shape"])
+        self.input_size = self.input_shape[0]  # what preprocess(file, size) must make
         self.layers = []  # (layer, input names)
         for spec in manifest["layers"]:
             layer_type = LAYER_TYPES.get(spec["type"])
@@ -49,8 +75,10 @@ class Model:
                     f"layer {spec['name']!r} has type {spec['type']!r}, which the NumPy forward pass does "
                     f"not implement (supported: {', '.join(sorted(LAYER_TYPES))})"
                 )
-            layer_weights = {key: weights[f"{spec['name']}/{key}"] for key in spec.get("weights", {})}
-            for key, shape in spec.get("weights", {}).items():
+            layer_weights = {}
+            for key, stored in spec.get("weights", {}).items():
+                shape, dtype = (stored["shape"], stored["dtype"]) if isinstance(stored, dict) else (stored, "float32")
+                layer_weights[key] = decode(weights, f"{spec['name']}/{key}", dtype)
                 if list(layer_weights[key].shape) != list(shape):
                     raise ModelError(
                         f"weights.npz: {spec['name']}/{key} has shape {list(layer_weights[key].shape)}, "
@@ -140,10 +168,10 @@ def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ModelError(f"{where}: expected format {FORMAT_NAME!r}, found {found!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ModelError(
             f"{where}: format version {manifest.get('format_version')!r} is not supported "
-            f"(this rendernet reads version {FORMAT_VERSION})"
+            f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     for key in ("classes", "layers", "input", "weights"):
         if key not in manifest:

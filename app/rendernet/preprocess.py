@@ -1,16 +1,17 @@
-"""The one preprocessing function: any image file -> uint8 array (200, 200, 3).
+"""The one preprocessing function: any image file -> uint8 array (size, size, 3), size from the model.
 
 Training, evaluation, the tests, the `rendernet classify` command and the browser
 all call `preprocess`, so the network always sees pixels made the same way.
 
-The rule (also written into every model manifest as PREPROCESSING_RULE):
+The rule (also written into every model manifest, see preprocessing_rule):
 1. decode with Pillow (a large JPEG at a reduced scale, short side still
    >= 400 px); animated images use their first frame;
 2. apply the EXIF orientation;
 3. convert to RGB; transparency is composited on white; 16-bit and float images
    are scaled to 8 bits by their own value range;
-4. scale so the short side is 200 px with the bilinear filter, then crop the
-   centre 200x200.
+4. scale so the short side is `size` px (the model's input, model.json
+   input.shape; 200 for the small network, 224 for EfficientNet-Lite0) with the
+   bilinear filter, then crop the centre size x size.
 """
 
 import io
@@ -22,17 +23,19 @@ from .errors import ImageError
 
 INPUT_SIZE = 200
 MAX_PIXELS = 60_000_000
-PREPROCESSING_RULE = (
-    "Pillow decode (first frame; JPEG DCT-scaled to short side >= 400), EXIF transpose, RGB with alpha on white, "
-    f"short side to {INPUT_SIZE} px (bilinear), centre crop {INPUT_SIZE}x{INPUT_SIZE}, uint8"
-)
 
 
-def load_image(source, reduce: bool = True) -> Image.Image:
+def preprocessing_rule(size: int = INPUT_SIZE) -> str:
+    """The rule in words, as written into every model manifest."""
+    return (f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, RGB with alpha "
+            f"on white, short side to {size} px (bilinear), centre crop {size}x{size}, uint8")
+
+
+def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Image:
     """Open a path, bytes or file object as a Pillow image, raising ImageError on bad input.
 
     With `reduce`, a large JPEG is decoded at a reduced scale (still >= 2x the
-    input size) by libjpeg's DCT scaling: much faster, and part of the rule.
+    input `size`) by libjpeg's DCT scaling: much faster, and part of the rule.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -48,7 +51,7 @@ def load_image(source, reduce: bool = True) -> Image.Image:
             )
         image.seek(0)
         if reduce:
-            image.draft("RGB", (2 * INPUT_SIZE, 2 * INPUT_SIZE))
+            image.draft("RGB", (2 * size, 2 * size))
         image.load()
     except ImageError:
         raise
@@ -80,8 +83,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
     """Decode `source` (path, bytes, file object or PIL image) to a uint8 (size, size, 3) array.
 
-    `size` is INPUT_SIZE for the model; training also keeps a larger square to cut random crops from."""
-    image = source if isinstance(source, Image.Image) else load_image(source)
+    `size` is the model's input size; training also keeps a larger square to cut random crops from."""
+    image = source if isinstance(source, Image.Image) else load_image(source, size=size)
     try:
         image = ImageOps.exif_transpose(image)
         image = to_rgb(image)

@@ -1,0 +1,107 @@
+"""The pretrained classifier: a frozen ImageNet EfficientNet-Lite0, average pooling, a trained softmax head.
+
+Why frozen: with a few hundred training pictures from a dozen sources, a network
+trained from scratch learns its sources; ImageNet features carry what a
+million photographs look like. Because the backbone never changes, every
+image view goes through it once, up front: the head then trains on pooled
+features in seconds, and leave-one-source-out is a head per source, not a
+network per source.
+
+Training views: the cached input itself, plus `views - 1` augmented copies
+per training image (a random square of 224..320 px of the 320 px cache, scaled
+to the input size with preprocess's bilinear filter, a random horizontal flip,
+and half the time a JPEG re-compression at quality 70..98, so compression
+cannot tell the classes apart).
+
+The exported model is one flat Keras graph (`build_classifier`): the backbone
+layers, `pool` (GlobalAveragePooling2D), `dropout`, `classifier` (Dense,
+softmax), so every export format and the NumPy pass run the same network.
+"""
+
+import io
+
+import keras
+import numpy as np
+from PIL import Image
+
+from . import data as data_module
+from .efficientnet import backbone_layers, load_pretrained
+
+
+def build_classifier(size: int, num_classes: int, cache, until: str = "head", dropout: float = 0.2) -> keras.Model:
+    """input -> frozen pretrained backbone up to `until` -> pool -> dropout -> softmax classifier."""
+    inputs = keras.Input((size, size, 3), name="input")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs, until))
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+    model = keras.Model(inputs, outputs, name=f"efficientnet_lite0_{until}")
+    load_pretrained(model, cache)
+    return model
+
+
+def augmented_view(example, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random training view of an example, uint8 (size, size, 3)."""
+    square = data_module.read_square(example.crop_source_file)
+    side = int(rng.integers(size, square.shape[0] + 1))
+    left, top = rng.integers(0, square.shape[0] - side + 1, size=2)
+    pixels = data_module.random_resized_crop(square, side, left, top, size)
+    if rng.random() < 0.5:
+        pixels = pixels[:, ::-1]
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "JPEG", quality=int(rng.integers(70, 99)))
+        pixels = np.asarray(Image.open(buffer).convert("RGB"))
+    return np.ascontiguousarray(pixels)
+
+
+def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int = 0, batch_size: int = 32,
+                    progress: bool = False) -> tuple:
+    """(features, example index of each row): the `pool` output of `model` for each example's cached input,
+    or with augmented > 0 for that many augmented views of each example instead."""
+    extractor = keras.Model(model.input, model.get_layer("pool").output)
+    size = model.input_shape[1]
+    rng = np.random.default_rng(seed)
+    jobs = [(index, view) for index in range(len(examples)) for view in (range(1, augmented + 1) if augmented else [0])]
+    bar = keras.utils.Progbar(len(jobs), unit_name="view") if progress and jobs else None
+    features = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        pixels = np.stack([data_module.read_square(examples[index].cache_file) if view == 0
+                           else augmented_view(examples[index], size, rng) for index, view in chunk])
+        features.append(np.asarray(extractor(pixels.astype(np.float32), training=False)))
+        if bar:
+            bar.update(start + len(chunk))
+    rows = np.array([index for index, _ in jobs], dtype=int)
+    return (np.concatenate(features) if features else np.zeros((0, extractor.output_shape[-1]), np.float32)), rows
+
+
+def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, epochs,
+             batch_size, patience, learning_rate, seed, verbose):
+    """Train a dropout + softmax head like `model`'s on pooled features (EarlyStopping on validation loss, best
+    weights restored, balanced class weights); returns ([kernel, bias], the Keras history)."""
+    num_classes = model.output_shape[-1]
+    keras.utils.set_random_seed(seed)
+    features = keras.Input((train_features.shape[1],))
+    x = keras.layers.Dropout(model.get_layer("dropout").rate)(features)
+    classifier = keras.layers.Dense(num_classes, activation="softmax")
+    head = keras.Model(features, classifier(x))
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
+    counts = np.bincount(train_labels, minlength=num_classes)
+    if counts.min() == 0:
+        raise ValueError(f"class {int(counts.argmin())} has no training images")
+    class_weight = {index: len(train_labels) / (num_classes * count) for index, count in enumerate(counts)}
+    history = head.fit(
+        train_features, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,
+        validation_data=(validation_features, keras.utils.to_categorical(validation_labels, num_classes)),
+        class_weight=class_weight, shuffle=True, verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
+    return classifier.get_weights(), history
+
+
+def head_probabilities(head_weights, features: np.ndarray) -> np.ndarray:
+    """A classifier's softmax on pooled features (what the full model gives on those images)."""
+    kernel, bias = head_weights
+    logits = features @ kernel + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
