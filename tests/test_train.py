@@ -38,7 +38,8 @@ def trained(tiny_dataset, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("model")
     cache = tmp_path_factory.mktemp("cache")
-    metrics = train(tiny_dataset, out, epochs=1, batch_size=8, quantize=("float16", "int8"), cache_dir=cache, verbose=0)
+    metrics = train(tiny_dataset, out, architecture="small", epochs=1, batch_size=8, quantize=("float16", "int8"),
+                    cache_dir=cache, verbose=0)
     return out, metrics, cache
 
 
@@ -52,7 +53,7 @@ def test_exports_every_format(trained):
     for key in ("accuracy", "per_class", "confusion", "roc_auc"):
         assert key in saved["validation"]
     manifest = json.loads((out / "model.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["params"] == metrics["params"]
+    assert manifest["format_version"] == 2 and manifest["params"] == metrics["params"]
     assert manifest["threshold"] == metrics["threshold"]
 
 
@@ -66,11 +67,11 @@ def test_skipped_files_are_reported(trained):
 
 def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
     _, _, cache = trained
-    assert len(list(Path(cache).glob("*.u8"))) == 24
+    assert len(list(Path(cache).glob("*.200.u8"))) == 24
     assert not list(Path(cache).glob(f"*.{CROP_SOURCE_SIZE}.u8")), "crop squares are cached only with random crops"
     sample = sorted((tiny_dataset / "real").glob("*.webp"))[1]
     key = hashlib.sha256(sample.read_bytes()).hexdigest()
-    stored = np.frombuffer((Path(cache) / f"{key}.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
+    stored = np.frombuffer((Path(cache) / f"{key}.200.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
     assert np.array_equal(stored, preprocess(sample))
 
 
@@ -125,7 +126,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from training.train import make_strategy, train
 strategy = make_strategy("mirrored")
 print("REPLICAS", strategy.num_replicas_in_sync)
-train({str(dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, strategy="mirrored",
+train({str(dataset)!r}, {str(tmp_path / 'model')!r}, architecture="small", epochs=1, batch_size=8, strategy="mirrored",
       cache_dir={str(tmp_path / 'cache')!r}, verbose=0)
 """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -136,15 +137,28 @@ train({str(dataset)!r}, {str(tmp_path / 'model')!r}, epochs=1, batch_size=8, str
     assert load_model(tmp_path / "model").forward(np.zeros((1, 200, 200, 3), np.uint8)).shape == (1, 2)
 
 
-def test_held_out_source_is_scored_but_never_trained_on(tmp_path):
+def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_path):
+    """The default architecture end to end on the sample: frozen EfficientNet-Lite0 + head, int8 weights,
+    a held-out source scored (accuracy and ROC AUC), leave-one-source-out, NumPy == Keras."""
+    import keras
+
     from training.train import train
 
     data = tmp_path / "sample"
     shutil.copytree(SAMPLE_DIR, data)
     povray = [entry for entry in json.loads((data / "manifest.json").read_text())["files"] if entry["source"] == "povray"]
-    metrics = train(data, tmp_path / "model", epochs=1, batch_size=16, hold_out=("povray",), cache_dir=tmp_path / "cache",
-                    verbose=0)
+    metrics = train(data, tmp_path / "model", epochs=2, batch_size=16, views=2, hold_out=("povray",), loso=True,
+                    cache_dir=tmp_path / "cache", verbose=0)
     assert metrics["held_out"]["povray"]["count"] == len(povray) > 0
+    assert 0.0 <= metrics["held_out"]["povray"]["roc_auc"] <= 1.0
+    sources = {entry["source"] for entry in json.loads((data / "manifest.json").read_text())["files"]} - {"povray"}
+    assert set(metrics["leave_one_source_out"]) == sources
+    manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert manifest["input"]["shape"] == [224, 224, 3] and manifest["credits"]
+    assert {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name} == {"int8"}
+    batch = np.stack([preprocess(path, 224) for path in sample_files()[::40]])
+    keras_probabilities = np.asarray(keras.saving.load_model(tmp_path / "model" / "model.keras")(batch.astype(np.float32)))
+    assert np.abs(load_model(tmp_path / "model").forward(batch) - keras_probabilities).max() <= 1e-5
     assert sum(metrics["split_sizes"].values()) == len(sample_files()) - len(povray)
     assert "povray" not in metrics["test"]["per_source"]
     with pytest.raises(SystemExit, match="no images from source"):
@@ -155,7 +169,8 @@ def test_same_seed_same_weights(tiny_dataset, tmp_path):
     from training.train import train
 
     for name in ("first", "second"):
-        train(tiny_dataset, tmp_path / name, epochs=2, batch_size=8, cache_dir=tmp_path / "cache", verbose=0)
+        train(tiny_dataset, tmp_path / name, architecture="small", epochs=2, batch_size=8, cache_dir=tmp_path / "cache",
+              verbose=0)
     first, second = np.load(tmp_path / "first" / "weights.npz"), np.load(tmp_path / "second" / "weights.npz")
     assert first.files == second.files
     assert all(np.array_equal(first[key], second[key]) for key in first.files)

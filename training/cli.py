@@ -89,8 +89,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--architecture", choices=("efficientnet-lite0", "small"), default="efficientnet-lite0",
                        help="efficientnet-lite0 (default): frozen ImageNet backbone + trained head, 224 px, int8 weights; "
                             "small: the from-scratch high-pass CNN, 200 px, ~50x faster in the browser")
-    train.add_argument("--features", choices=("head", "block15_add", "block11_add"), default="head",
-                       help="efficientnet-lite0: the backbone layer whose pooled output the head reads (default head)")
+    train.add_argument("--features", choices=("block11_add", "block15_add", "head"), default="block11_add",
+                       help="efficientnet-lite0: the backbone layer whose pooled output the head reads (default "
+                            "block11_add, the end of stage 5: best on unseen sources, see the README)")
     train.add_argument("--views", type=int, default=4,
                        help="efficientnet-lite0: views per training image, the original + augmented crops (default 4)")
     train.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")

@@ -136,7 +136,8 @@ class PooledFeatures:
         self.model = model
         self.rows = {id(example): row for row, example in enumerate(examples)}
         self.features, _ = pooled_features(model, examples, progress=progress)
-        self.augmented, rows = pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress)
+        self.augmented, rows = (pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress)
+                                if views > 1 else (None, []))
         self.augmented_of = {}
         for row, index in enumerate(rows):
             self.augmented_of.setdefault(id(train_examples[index]), []).append(row)
@@ -176,7 +177,7 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
 
 def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_size=32, patience=12, learning_rate=None,
           seed=1234, strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False,
-          hold_out=(), loso=False, features="head", views=4, verbose=1) -> dict:
+          hold_out=(), loso=False, features="block11_add", views=4, verbose=1) -> dict:
     from .export import export_numpy, export_tflite, round_weights
 
     started = time.time()
@@ -187,12 +188,12 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
     size, weights_dtype = ARCHITECTURES[architecture]
     pretrained = architecture != "small"
     learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
-    cache_root = Path(cache_dir) if cache_dir else data_module.DEFAULT_CACHE.parent
+    backbone_cache = data_module.DEFAULT_CACHE.parent  # downloaded and converted pretrained weights
 
     # ---- data
     dataset = data_module.scan(data_dir)
     print(f"classes: {dataset.classes}; {len(dataset.examples)} files; preprocessing at {size} px (cached by content hash)")
-    data_module.cache_images(dataset, cache_root / "preprocessed", size, progress=verbose > 0,
+    data_module.cache_images(dataset, cache_dir or data_module.DEFAULT_CACHE, size, progress=verbose > 0,
                              crop_sources=random_crops or pretrained)
     skipped_log = out / "skipped.txt"
     skipped_log.write_text("".join(f"{path}\t{reason}\n" for path, reason in dataset.skipped))
@@ -218,7 +219,7 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
     if pretrained:
         from .transfer import build_classifier
 
-        model = build_classifier(size, len(dataset.classes), cache_root, until=features)
+        model = build_classifier(size, len(dataset.classes), backbone_cache, until=features)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0)
         head, history = pooled.fit(splits["train"], splits["validation"], settings)
         model.get_layer("classifier").set_weights(head)

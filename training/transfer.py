@@ -28,7 +28,7 @@ from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
 
 
-def build_classifier(size: int, num_classes: int, cache, until: str = "head", dropout: float = 0.2) -> keras.Model:
+def build_classifier(size: int, num_classes: int, cache, until: str = "block11_add", dropout: float = 0.2) -> keras.Model:
     """input -> frozen pretrained backbone up to `until` -> pool -> dropout -> softmax classifier."""
     inputs = keras.Input((size, size, 3), name="input")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs, until))

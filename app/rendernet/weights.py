@@ -53,7 +53,8 @@ def decode(arrays: dict, key: str, dtype: str) -> np.ndarray:
         raise ModelError(f"weights.npz: {key} is stored as {stored.dtype}, model.json says {dtype}")
     if dtype == "int8":
         scale = arrays[f"{key}:scale"]
-        if scale.dtype != np.float32 or scale.ndim != stored.ndim or np.broadcast_shapes(scale.shape, stored.shape) != stored.shape:
+        fits = scale.ndim == stored.ndim and all(s in (1, n) for s, n in zip(scale.shape, stored.shape, strict=True))
+        if scale.dtype != np.float32 or not fits:
             raise ModelError(f"weights.npz: {key}:scale (shape {list(scale.shape)}) does not fit {key} {list(stored.shape)}")
         return dequantize(stored, scale)
     return stored.astype(np.float32)
