@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "tests")]
 
+from PIL import Image
 from rendernet import load_model
 from rendernet.classify import classify_file
 from test_site import CHROMIUM, CHROMIUM_FLAGS, READY
@@ -87,6 +88,16 @@ def main() -> None:
                                timeout=300_000)
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         forward = page.evaluate("window.rendernet_time_forward(60)")
+        jpegs = []  # the same images re-saved as JPEG: Pyodide decodes with libjpeg 9, native with libjpeg-turbo
+        for path in images[5:]:
+            jpegs.append(work / "jpeg" / f"{path.stem}.jpg")
+            jpegs[-1].parent.mkdir(exist_ok=True)
+            Image.open(path).save(jpegs[-1], "JPEG", quality=90)
+        page.click("#clear")
+        page.set_input_files("#file-input", [str(path) for path in jpegs])
+        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(jpegs)}",
+                               timeout=300_000)
+        jpeg_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         timings = page.evaluate("window.rendernet_timings")
         profile = page.evaluate("window.rendernet_profile(5)")
         if args.screenshot:
@@ -104,6 +115,10 @@ def main() -> None:
         model.forward(pixels)
         native_forward.append((time.perf_counter() - started) * 1000)
     browser_full = [row["ms"] for row in first_rows + rows]  # the first image of the visit included
+    positive = model.classes[-1]
+    jpeg_differences = sorted(
+        abs(row["probabilities"][positive] - classify_file(model, path.name, path.read_bytes())[0]["probabilities"][positive])
+        for path, row in zip(jpegs, jpeg_rows, strict=True))
     results = {
         "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit": round(repeat, 3)},
         "first_load": {"bytes_transferred": first_load_bytes, "gzip_bytes_of_those_files": first_load_gzip,
@@ -119,6 +134,10 @@ def main() -> None:
                                                  "p95": percentile(native_full, 0.95)},
         },
         "images_timed": len(browser_full),
+        "jpeg_q90_page_vs_native_probability_difference": {
+            "median": round(statistics.median(jpeg_differences), 6), "max": round(jpeg_differences[-1], 6),
+            "labels_differ": sum(row["label"] != classify_file(model, path.name, path.read_bytes())[0]["label"]
+                                 for path, row in zip(jpegs, jpeg_rows, strict=True)), "images": len(jpegs)},
         "browser_forward_ms_by_layer_type": {key: value for key, value in profile.items() if key != "wasm_memory_bytes"},
         "browser_peak_wasm_memory_bytes": profile.get("wasm_memory_bytes"),
         "macs_per_image": model.manifest["macs"],
@@ -139,6 +158,7 @@ def main() -> None:
     print("browser forward, ms per layer type: " + ", ".join(
         f"{kind} {ms}" for kind, ms in results["browser_forward_ms_by_layer_type"].items()))
     print(f"page peak WebAssembly memory: {results['browser_peak_wasm_memory_bytes']} bytes")
+    print("JPEG q90, page vs native P({}): {}".format(positive, results["jpeg_q90_page_vs_native_probability_difference"]))
     print(json.dumps(results))
 
 

@@ -72,10 +72,14 @@ class Page:
         return [json.loads(row.get_attribute("data-result"))
                 for row in self.page.query_selector_all("#results tbody tr")]
 
+# Measured by bench/browser.py on 40 sample images re-saved as JPEG q90 with models/default: P(render) differs
+# by median 0.0015, at most 0.031 (the high-pass model before it: median 0.025, up to 0.14).
+JPEG_TOLERANCE = 0.05
 
 def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, sample_images, tmp_path):
     """WebP (identical decoding in Pyodide and natively) within 1e-5; JPEG, which Pyodide's Pillow decodes with
-    libjpeg 9 and native wheels with libjpeg-turbo, within 1e-3 (the sample re-saved at quality 90)."""
+    libjpeg 9 and native wheels with libjpeg-turbo, within JPEG_TOLERANCE and with the same labels (the
+    sample re-saved at quality 90)."""
     page = Page(browser, site)
     webp = sample_images[::12][:24]
     jpeg = []
@@ -89,7 +93,7 @@ def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, s
     for path, row in zip(files, rows, strict=True):
         native = model.classify(preprocess(path, model.input_size))
         assert row["label"] == native["label"], path.name
-        tolerance = 1e-3 if path.suffix == ".jpg" else 1e-5
+        tolerance = JPEG_TOLERANCE if path.suffix == ".jpg" else 1e-5
         for name in model.classes:
             assert abs(row["probabilities"][name] - native["probabilities"][name]) <= tolerance, path.name
     assert page.page.get_by_text("About this model").is_visible()
