@@ -81,7 +81,8 @@ def main() -> None:
     for name, values in results["ms_per_image"].items():
         print(f"{name:<26}{values['batch1']:>16.3f}{values['batch16']:>17.3f}")
     results["numpy_ms_by_layer_type"] = model.profile(batches[1], repeats=5)
-    print("numpy, batch 1, ms per layer type: " + ", ".join(f"{kind} {ms}" for kind, ms in results["numpy_ms_by_layer_type"].items()))
+    print("numpy, batch 1, ms per layer type: "
+          + ", ".join(f"{kind} {ms}" for kind, ms in results["numpy_ms_by_layer_type"].items()))
     print(json.dumps(results))
 
 

@@ -147,5 +147,5 @@ def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
     with pytest.raises(ModelError, match="conv/kernel:scale"):
         load_model(tmp_path / "int8")
     rewrite_weights(tmp_path / "int8", lambda arrays: arrays.update({"conv/kernel": arrays["conv/kernel"].astype(np.float32)}))
-    with pytest.raises(ModelError, match="stored as float32, model.json says int8"):
+    with pytest.raises(ModelError, match=r"stored as float32, model\.json says int8"):
         load_model(tmp_path / "int8")

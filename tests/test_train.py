@@ -155,7 +155,8 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert set(metrics["leave_one_source_out"]) == sources
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     assert manifest["input"]["shape"] == [224, 224, 3] and manifest["credits"]
-    assert {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name} == {"int8"}
+    kernel_dtypes = {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name}
+    assert kernel_dtypes == {"int8"}
     batch = np.stack([preprocess(path, 224) for path in sample_files()[::40]])
     keras_probabilities = np.asarray(keras.saving.load_model(tmp_path / "model" / "model.keras")(batch.astype(np.float32)))
     assert np.abs(load_model(tmp_path / "model").forward(batch) - keras_probabilities).max() <= 1e-5

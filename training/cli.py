@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 DEFAULT_CACHE = Path.home() / ".cache" / "rendernet"
+FEATURE_LAYERS = ("block8_add", "block11_add", "block15_add", "head")  # training/efficientnet.py, without importing Keras
 
 
 def cmd_train(args) -> int:
     from .train import train
 
     train(args.data_dir, args.out, architecture=args.architecture, features=args.features, views=args.views,
+          hidden=args.hidden, input_size=args.input_size,
           epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
           seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), widths=args.widths,
           random_crops=args.random_crops, hold_out=tuple(args.hold_out or ()), loso=args.leave_one_source_out,
@@ -89,9 +91,13 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--architecture", choices=("efficientnet-lite0", "small"), default="efficientnet-lite0",
                        help="efficientnet-lite0 (default): frozen ImageNet backbone + trained head, 224 px, int8 weights; "
                             "small: the from-scratch high-pass CNN, 200 px, ~50x faster in the browser")
-    train.add_argument("--features", choices=("block11_add", "block15_add", "head"), default="block11_add",
+    train.add_argument("--features", choices=FEATURE_LAYERS, default="block11_add",
                        help="efficientnet-lite0: the backbone layer whose pooled output the head reads (default "
                             "block11_add, the end of stage 5: best on unseen sources, see the README)")
+    train.add_argument("--hidden", type=int, default=0,
+                       help="efficientnet-lite0: units of a ReLU layer before the softmax (default 0: a linear head)")
+    train.add_argument("--input-size", type=int,
+                       help="input side in px (default: 224 for efficientnet-lite0, 200 for small)")
     train.add_argument("--views", type=int, default=4,
                        help="efficientnet-lite0: views per training image, the original + augmented crops (default 4)")
     train.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")

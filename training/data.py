@@ -139,7 +139,7 @@ def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, size=INPUT_SIZE, wor
 def read_square(path: Path) -> np.ndarray:
     """One cached uint8 square (side x side x 3; the side follows from the file's length)."""
     data = np.frombuffer(path.read_bytes(), np.uint8)
-    side = int(round((data.size // 3) ** 0.5))
+    side = round((data.size // 3) ** 0.5)
     return data.reshape(side, side, 3)
 
 

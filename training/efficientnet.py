@@ -57,7 +57,6 @@ def blocks():
             yield number, kernel, stride if repeat == 0 else 1, expansion, filters_in if repeat == 0 else filters_out, filters_out
 
 
-FEATURE_LAYERS = ("head", "block15_add", "block11_add")  # where a classifier may tap the backbone
 
 
 def backbone_layers(inputs, until: str = "head"):
@@ -101,10 +100,8 @@ def _fold(state: dict, conv: str, bn: str, depthwise: bool = False) -> tuple:
     weight = state[f"{conv}.weight"]
     scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"] + BN_EPSILON)
     bias = state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
-    if depthwise:  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        kernel = weight.transpose(2, 3, 0, 1) * scale[None, None, :, None]
-    else:  # (out, in, kh, kw) -> (kh, kw, in, out)
-        kernel = weight.transpose(2, 3, 1, 0) * scale
+    # PyTorch (out, in, kh, kw) -> Keras (kh, kw, in, out); depthwise (C, 1, kh, kw) -> (kh, kw, C, 1)
+    kernel = weight.transpose(2, 3, 0, 1) * scale[:, None] if depthwise else weight.transpose(2, 3, 1, 0) * scale
     kernel = dequantize(*quantize(kernel.astype(np.float32), channel_axes("DepthwiseConv2D" if depthwise else "Conv2D")))
     return kernel, bias.astype(np.float32)
 

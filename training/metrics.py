@@ -3,13 +3,16 @@
 import numpy as np
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The class-1 probability cut that maximises balanced accuracy on validation."""
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None) -> float:
+    """The class-1 probability cut that maximises balanced accuracy (each class's recall weighted by
+    `weights`, e.g. so that every source counts the same)."""
     scores = probabilities[:, 1]
+    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
     best, best_threshold = -1.0, 0.5
     for threshold in np.unique(np.concatenate([scores, [0.5]])):
         predicted = scores >= threshold
-        recalls = [np.mean(predicted[labels == c] == bool(c)) for c in (0, 1) if np.any(labels == c)]
+        recalls = [np.average(predicted[labels == c] == bool(c), weights=weights[labels == c])
+                   for c in (0, 1) if np.any(labels == c)]
         balanced = float(np.mean(recalls))
         if balanced > best or (balanced == best and abs(threshold - 0.5) < abs(best_threshold - 0.5)):
             best, best_threshold = balanced, float(threshold)

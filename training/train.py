@@ -92,12 +92,17 @@ def unseen_source_report(scores: np.ndarray, label: int, other_scores: np.ndarra
             "roc_auc": roc_auc(labels, np.r_[scores, other_scores]) if label in (0, 1) else None}
 
 
-def leave_one_source_out(dataset, splits, settings, features=None) -> dict:
-    """For each source: train without it (threshold chosen on its validation images), then score every image
-    of that source (all splits), and rank them against the test images of the other class.
+def leave_one_source_out(dataset, splits, settings, features=None) -> tuple:
+    """For each source: train without it, score every image of that source (all splits), and rank them
+    against the test images of the other class. Returns ({source: report}, threshold).
 
-    With `features` (the pretrained model's pooled features) only the head is retrained per source."""
-    results = {}
+    The decision threshold is chosen by how it does on sources the model never saw: the best balanced
+    accuracy over every held-out score (each image scored by the model trained without its source; every
+    source of a class weighs the same, so a large source cannot outvote the small ones). Each
+    source's accuracy is reported at the threshold chosen the same way from the other sources' scores, so
+    no source helps choose the threshold it is scored with. With `features` (the pretrained model's pooled
+    features) only the head is retrained per source."""
+    scored = {}
     sources = sorted({example.source for example in dataset.examples})
     for number, source in enumerate(sources, start=1):
         held_out = [example for example in dataset.examples if example.source == source]
@@ -107,21 +112,26 @@ def leave_one_source_out(dataset, splits, settings, features=None) -> dict:
         others = [example for example in splits["test"] if example.label != label]
         print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)", flush=True)
         if features is not None:
-            head = features.fit(train_examples, validation_examples, {**settings, "verbose": 0})
-            probabilities = {name: features.probabilities(head, group) for name, group in
-                             (("held_out", held_out), ("validation", validation_examples), ("others", others))}
+            head, _ = features.fit(train_examples, validation_examples, {**settings, "verbose": 0})
+            probabilities = [features.probabilities(head, group) for group in (held_out, others)]
         else:
             model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
-            probabilities = {name: predict(model, group, len(dataset.classes), settings["batch_size"]) for name, group in
-                             (("held_out", held_out), ("validation", validation_examples), ("others", others))}
-        threshold = None
-        if len(dataset.classes) == 2:
-            threshold = choose_threshold(np.array([example.label for example in validation_examples]),
-                                         probabilities["validation"])
-        results[source] = unseen_source_report(probabilities["held_out"][:, -1], label,
-                                               probabilities["others"][:, -1], threshold)
-        results[source]["threshold"] = threshold
-    return results
+            probabilities = [predict(model, group, len(dataset.classes), settings["batch_size"]) for group in (held_out, others)]
+        scored[source] = (label, *probabilities)
+
+    def threshold_from(chosen):
+        """Best balanced accuracy over these sources' held-out scores, every source of a class counting the same."""
+        if len(dataset.classes) != 2:
+            return None
+        labels = np.concatenate([np.full(len(scored[name][1]), scored[name][0]) for name in chosen])
+        weights = np.concatenate([np.full(len(scored[name][1]), 1 / len(scored[name][1])) for name in chosen])
+        return choose_threshold(labels, np.concatenate([scored[name][1] for name in chosen]), weights)
+
+    results = {}
+    for source, (label, held_out, others) in scored.items():
+        threshold = threshold_from([name for name in scored if name != source])
+        results[source] = {**unseen_source_report(held_out[:, -1], label, others[:, -1], threshold), "threshold": threshold}
+    return results, threshold_from(list(scored))
 
 
 class PooledFeatures:
@@ -163,9 +173,7 @@ class PooledFeatures:
                         learning_rate=settings["learning_rate"], seed=settings["seed"], verbose=settings["verbose"])
 
     def probabilities(self, head, examples) -> np.ndarray:
-        from .transfer import head_probabilities
-
-        return head_probabilities(head[0], self.of(examples)[0])
+        return np.asarray(head(self.of(examples)[0], training=False))
 
 
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
@@ -177,7 +185,7 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
 
 def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_size=32, patience=12, learning_rate=None,
           seed=1234, strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False,
-          hold_out=(), loso=False, features="block11_add", views=4, verbose=1) -> dict:
+          hold_out=(), loso=False, features="block11_add", views=4, hidden=0, input_size=None, verbose=1) -> dict:
     from .export import export_numpy, export_tflite, round_weights
 
     started = time.time()
@@ -187,6 +195,9 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
         raise SystemExit(f"error: unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
     size, weights_dtype = ARCHITECTURES[architecture]
     pretrained = architecture != "small"
+    if input_size and not pretrained and input_size != size:
+        raise SystemExit(f"error: the small architecture takes {size} px input; --input-size is for efficientnet-lite0")
+    size = input_size or size
     learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
     backbone_cache = data_module.DEFAULT_CACHE.parent  # downloaded and converted pretrained weights
 
@@ -217,24 +228,32 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
                 "seed": seed, "verbose": verbose}
     pooled = None
     if pretrained:
-        from .transfer import build_classifier
+        from .transfer import build_classifier, copy_head
 
-        model = build_classifier(size, len(dataset.classes), backbone_cache, until=features)
+        model = build_classifier(size, len(dataset.classes), backbone_cache, until=features, hidden=hidden)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0)
         head, history = pooled.fit(splits["train"], splits["validation"], settings)
-        model.get_layer("classifier").set_weights(head)
+        copy_head(head, model)
     else:
         settings.update(strategy=strategy, widths=widths, random_crops=random_crops)
         model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
     round_weights(model, weights_dtype)
     train_seconds = time.time() - started
 
-    # ---- threshold and evaluation (on the restored best weights, as stored)
-    validation_probabilities = predict(model, splits["validation"], len(dataset.classes), batch_size)
-    validation_labels = np.array([example.label for example in splits["validation"]])
-    threshold = choose_threshold(validation_labels, validation_probabilities) if len(dataset.classes) == 2 else None
+    # ---- threshold (on sources left out, else on validation) and evaluation (the weights as stored)
     metrics = {"architecture": architecture, "input_size": size, "features": features if pretrained else None,
-               "classes": dataset.classes, "threshold": threshold}
+               "hidden": hidden if pretrained else None, "views": views if pretrained else None,
+               "classes": dataset.classes}
+    if loso:
+        metrics["leave_one_source_out"], threshold = leave_one_source_out(dataset, splits, settings, pooled)
+        metrics["threshold_rule"] = "best balanced accuracy on the leave-one-source-out scores, sources weighted equally"
+    elif len(dataset.classes) == 2:
+        validation_labels = np.array([example.label for example in splits["validation"]])
+        threshold = choose_threshold(validation_labels, predict(model, splits["validation"], len(dataset.classes), batch_size))
+        metrics["threshold_rule"] = "best balanced accuracy on the validation split"
+    else:
+        threshold = None
+    metrics["threshold"] = threshold
     for name in ("validation", "test"):
         metrics[name] = evaluate_examples(model, splits[name], dataset.classes, batch_size, threshold)
     metrics["epochs_run"] = len(history.history["loss"])
@@ -251,8 +270,6 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
             metrics["held_out"][source] = unseen_source_report(
                 held_out_probabilities[chosen], label,
                 predict(model, others, len(dataset.classes), batch_size)[:, -1], threshold)
-    if loso:
-        metrics["leave_one_source_out"] = leave_one_source_out(dataset, splits, settings, pooled)
 
     # ---- export
     model.save(out / "model.keras")

@@ -14,8 +14,9 @@ and half the time a JPEG re-compression at quality 70..98, so compression
 cannot tell the classes apart).
 
 The exported model is one flat Keras graph (`build_classifier`): the backbone
-layers, `pool` (GlobalAveragePooling2D), `dropout`, `classifier` (Dense,
-softmax), so every export format and the NumPy pass run the same network.
+layers, `pool` (GlobalAveragePooling2D), `dropout`, optionally `hidden` (Dense,
+ReLU), `classifier` (Dense, softmax), so every export format and the NumPy pass
+run the same network.
 """
 
 import io
@@ -28,15 +29,36 @@ from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
 
 
-def build_classifier(size: int, num_classes: int, cache, until: str = "block11_add", dropout: float = 0.2) -> keras.Model:
-    """input -> frozen pretrained backbone up to `until` -> pool -> dropout -> softmax classifier."""
+def add_head(x, num_classes: int, hidden: int = 0, dropout: float = 0.2):
+    """dropout -> (with hidden > 0) a ReLU layer of that width -> softmax: the trained part, on pooled features."""
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if hidden:
+        x = keras.layers.Dense(hidden, activation="relu", name="hidden")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
+
+
+def build_classifier(size: int, num_classes: int, cache, until: str = "block11_add", hidden: int = 0,
+                     dropout: float = 0.2) -> keras.Model:
+    """input -> frozen pretrained backbone up to `until` -> pool -> add_head."""
     inputs = keras.Input((size, size, 3), name="input")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs, until))
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
-    model = keras.Model(inputs, outputs, name=f"efficientnet_lite0_{until}")
+    model = keras.Model(inputs, add_head(x, num_classes, hidden, dropout), name=f"efficientnet_lite0_{until}")
     load_pretrained(model, cache)
     return model
+
+
+def head_of(model: keras.Model) -> keras.Model:
+    """A stand-alone copy of `model`'s trained part, taking pooled features (same layer names, fresh weights)."""
+    hidden = model.get_layer("hidden").units if "hidden" in [layer.name for layer in model.layers] else 0
+    features = keras.Input((model.get_layer("pool").output.shape[-1],))
+    return keras.Model(features, add_head(features, model.output_shape[-1], hidden, model.get_layer("dropout").rate))
+
+
+def copy_head(head: keras.Model, model: keras.Model) -> None:
+    """Put a trained head's weights into the full model."""
+    for layer in head.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def augmented_view(example, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,14 +99,11 @@ def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int 
 
 def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, epochs,
              batch_size, patience, learning_rate, seed, verbose):
-    """Train a dropout + softmax head like `model`'s on pooled features (EarlyStopping on validation loss, best
-    weights restored, balanced class weights); returns ([kernel, bias], the Keras history)."""
+    """Train a head like `model`'s on pooled features (EarlyStopping on validation loss, best weights restored,
+    balanced class weights); returns (head, Keras history)."""
     num_classes = model.output_shape[-1]
     keras.utils.set_random_seed(seed)
-    features = keras.Input((train_features.shape[1],))
-    x = keras.layers.Dropout(model.get_layer("dropout").rate)(features)
-    classifier = keras.layers.Dense(num_classes, activation="softmax")
-    head = keras.Model(features, classifier(x))
+    head = head_of(model)
     head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     counts = np.bincount(train_labels, minlength=num_classes)
     if counts.min() == 0:
@@ -95,13 +114,4 @@ def fit_head(model: keras.Model, train_features, train_labels, validation_featur
         validation_data=(validation_features, keras.utils.to_categorical(validation_labels, num_classes)),
         class_weight=class_weight, shuffle=True, verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
-    return classifier.get_weights(), history
-
-
-def head_probabilities(head_weights, features: np.ndarray) -> np.ndarray:
-    """A classifier's softmax on pooled features (what the full model gives on those images)."""
-    kernel, bias = head_weights
-    logits = features @ kernel + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return head, history
