@@ -134,6 +134,7 @@ def main() -> None:
                                                  "p95": percentile(native_full, 0.95)},
         },
         "images_timed": len(browser_full),
+        "first_image_ms": first_rows[0]["ms"],
         "jpeg_q90_page_vs_native_probability_difference": {
             "median": round(statistics.median(jpeg_differences), 6), "max": round(jpeg_differences[-1], 6),
             "labels_differ": sum(row["label"] != classify_file(model, path.name, path.read_bytes())[0]["label"]
