@@ -95,3 +95,14 @@ def test_whole_backbone_in_numpy_matches_keras_and_litert(tmp_path, sample_image
         assert np.abs(probabilities - reference).max() <= 1e-5
         assert np.array_equal(probabilities.argmax(axis=1), reference.argmax(axis=1))
     assert io.BytesIO((tmp_path / "weights.npz").read_bytes()).getbuffer().nbytes <= 4 * 1024 * 1024
+
+
+def test_backbone_stops_only_at_a_block_output():
+    import keras
+
+    from training.efficientnet import backbone_layers
+
+    inputs = keras.Input((224, 224, 3))
+    assert tuple(backbone_layers(inputs, "block11_add").shape) == (None, 14, 14, 112)
+    with pytest.raises(ValueError, match="no layer 'block2_add'"):
+        backbone_layers(inputs, "block2_add")

@@ -57,8 +57,6 @@ def blocks():
             yield number, kernel, stride if repeat == 0 else 1, expansion, filters_in if repeat == 0 else filters_out, filters_out
 
 
-
-
 def backbone_layers(inputs, until: str = "head"):
     """EfficientNet-Lite0 on `inputs` (pixels 0..255) up to the layer named `until`; returns its output.
     BN-free (folded), so every convolution has a bias. "head" is the final (size/32)^2 x 1280 ReLU6 map."""
@@ -71,17 +69,15 @@ def backbone_layers(inputs, until: str = "head"):
         x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", activation="relu6",
                                          name=f"block{number}_depthwise")(x)
         x = keras.layers.Conv2D(filters_out, 1, name=f"block{number}_project")(x)
+        last = f"block{number}_project"
         if stride == 1 and filters_in == filters_out:
-            x = keras.layers.Add(name=f"block{number}_add")([x, block_input])
-        if until.startswith(f"block{number}_"):
+            last = f"block{number}_add"
+            x = keras.layers.Add(name=last)([x, block_input])
+        if until == last:
             return x
+    if until != "head":
+        raise ValueError(f"the backbone has no layer {until!r} to stop at (a block's last layer, or 'head')")
     return keras.layers.Conv2D(HEAD_FILTERS, 1, activation="relu6", name="head")(x)
-
-
-def build_backbone(size: int, until: str = "head") -> keras.Model:
-    """A Keras model of backbone_layers: (size, size, 3) pixels -> the feature map at `until`."""
-    inputs = keras.Input((size, size, 3), name="input")
-    return keras.Model(inputs, backbone_layers(inputs, until), name="efficientnet_lite0")
 
 
 def load_pretrained(model: keras.Model, cache: Path) -> None:
@@ -107,7 +103,7 @@ def _fold(state: dict, conv: str, bn: str, depthwise: bool = False) -> tuple:
 
 
 def convert(state: dict) -> dict:
-    """{Keras layer name: [kernel, bias]} for build_backbone, plus "imagenet" (the 1000-class classifier)."""
+    """{Keras layer name: [kernel, bias]} for backbone_layers, plus "imagenet" (the 1000-class classifier)."""
     weights = {"stem": list(_fold(state, "_conv_stem", "_bn0")), "head": list(_fold(state, "_conv_head", "_bn1"))}
     for number, _, _, expansion, _, _ in blocks():
         prefix = f"_blocks.{number - 1}"
@@ -154,18 +150,11 @@ def converted_weights(cache: Path) -> dict:
     return {name: [values[index] for index in sorted(values)] for name, values in weights.items()}
 
 
-def pretrained_backbone(size: int, cache: Path, until: str = "head") -> keras.Model:
-    """build_backbone with the converted ImageNet weights loaded (frozen)."""
-    model = build_backbone(size, until)
+def imagenet_classifier(size: int, cache: Path) -> keras.Model:
+    """The whole backbone with ImageNet's own pooling + 1000-class softmax: to check the conversion."""
+    inputs = keras.Input((size, size, 3), name="input")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1000, activation="softmax", name="imagenet")(x),
+                        name="efficientnet_lite0_imagenet")
     load_pretrained(model, cache)
     return model
-
-
-def imagenet_classifier(size: int, cache: Path) -> keras.Model:
-    """The backbone with ImageNet's own pooling + 1000-class softmax: to check the conversion."""
-    backbone = pretrained_backbone(size, cache)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
-    dense = keras.layers.Dense(1000, activation="softmax", name="imagenet")
-    outputs = dense(x)
-    dense.set_weights(converted_weights(cache)["imagenet"])
-    return keras.Model(backbone.input, outputs, name="efficientnet_lite0_imagenet")
