@@ -116,9 +116,9 @@ def main() -> None:
         native_forward.append((time.perf_counter() - started) * 1000)
     browser_full = [row["ms"] for row in first_rows + rows]  # the first image of the visit included
     positive = model.classes[-1]
-    jpeg_differences = sorted(
-        abs(row["probabilities"][positive] - classify_file(model, path.name, path.read_bytes())[0]["probabilities"][positive])
-        for path, row in zip(jpegs, jpeg_rows, strict=True))
+    jpeg_native = [classify_file(model, path.name, path.read_bytes())[0] for path in jpegs]
+    jpeg_differences = sorted(abs(row["probabilities"][positive] - native["probabilities"][positive])
+                              for native, row in zip(jpeg_native, jpeg_rows, strict=True))
     results = {
         "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit": round(repeat, 3)},
         "first_load": {"bytes_transferred": first_load_bytes, "gzip_bytes_of_those_files": first_load_gzip,
@@ -137,8 +137,8 @@ def main() -> None:
         "first_image_ms": first_rows[0]["ms"],
         "jpeg_q90_page_vs_native_probability_difference": {
             "median": round(statistics.median(jpeg_differences), 6), "max": round(jpeg_differences[-1], 6),
-            "labels_differ": sum(row["label"] != classify_file(model, path.name, path.read_bytes())[0]["label"]
-                                 for path, row in zip(jpegs, jpeg_rows, strict=True)), "images": len(jpegs)},
+            "labels_differ": sum(row["label"] != native["label"] for native, row in zip(jpeg_native, jpeg_rows, strict=True)),
+            "images": len(jpegs)},
         "browser_forward_ms_by_layer_type": {key: value for key, value in profile.items() if key != "wasm_memory_bytes"},
         "browser_peak_wasm_memory_bytes": profile.get("wasm_memory_bytes"),
         "macs_per_image": model.manifest["macs"],

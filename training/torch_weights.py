@@ -121,10 +121,10 @@ def read_state_dict(path) -> dict:
         if isinstance(state, dict) else {}
     offsets = {}
     for key in map(str, keys if isinstance(keys, list) else []):
-        header = stream.read(8)
-        if len(header) < 8 or key not in itemsizes:
+        length = stream.read(8)
+        if len(length) < 8 or key not in itemsizes:
             raise TorchWeightsError(f"{path}: storage {key} is missing or truncated")
-        (count,) = struct.unpack("<q", header)
+        (count,) = struct.unpack("<q", length)
         offsets[key] = stream.tell()
         stream.seek(count * itemsizes[key], 1)
 

@@ -7,7 +7,8 @@ from-scratch high-pass CNN of training/model.py, 50x fewer multiply-adds).
 Sections: data (scan, preprocess at the model's input size into the cache,
 report skipped files and class balance), fit (class weights, EarlyStopping on
 validation loss with the best weights restored), weights rounded to the stored
-dtype, threshold (chosen on validation), evaluation (test metrics, per source,
+dtype, threshold (chosen on the leave-one-source-out scores when they are
+computed, else on validation), evaluation (test metrics, per source,
 held-out sources, leave-one-source-out), export (every format, from this same
 run so nothing can drift).
 """

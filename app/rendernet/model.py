@@ -36,6 +36,7 @@ to broadcast against it (one per output channel); its values are q * scale
 import hashlib
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -132,30 +133,27 @@ class Model:
             return probabilities
         return probabilities, np.concatenate([part[1] for part in parts]) if parts else None
 
-    def _forward_chunk(self, batch: np.ndarray):
+    def _forward_chunk(self, batch: np.ndarray, spent: dict | None = None):
+        """The output and last spatial feature map of one chunk; with `spent`, add each layer type's
+        milliseconds to it (for the benchmarks)."""
         values = {INPUT_NAME: batch.astype(np.float32)}
         features = None
         for layer, inputs in self.layers:
+            started = time.perf_counter() if spent is not None else 0.0
             output = layer(*(values[name] for name in inputs))
+            if spent is not None:
+                kind = type(layer).__name__
+                spent[kind] = spent.get(kind, 0.0) + (time.perf_counter() - started) * 1000
             values[layer.name] = output
             if output.ndim == 4:
                 features = output
         return values[self.output_name], features
 
     def profile(self, batch: np.ndarray, repeats: int = 5) -> dict:
-        """Median milliseconds spent in each layer type over `repeats` forward passes (for the benchmarks)."""
-        import time
-
-        values = {INPUT_NAME: np.asarray(batch, dtype=np.float32)}
-        runs = []
-        for _ in range(repeats):
-            spent = {}
-            for layer, inputs in self.layers:
-                started = time.perf_counter()
-                values[layer.name] = layer(*(values[name] for name in inputs))
-                kind = type(layer).__name__
-                spent[kind] = spent.get(kind, 0.0) + (time.perf_counter() - started) * 1000
-            runs.append(spent)
+        """Median milliseconds spent in each layer type over `repeats` forward passes of `batch`."""
+        runs = [{} for _ in range(repeats)]
+        for spent in runs:
+            self._forward_chunk(np.asarray(batch), spent)
         return {kind: round(float(np.median([run[kind] for run in runs])), 2)
                 for kind in sorted(runs[0], key=lambda kind: -runs[0][kind])}
 
