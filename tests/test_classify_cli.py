@@ -1,11 +1,14 @@
 """`rendernet classify` (one JSON object per line, exit 1 when any file failed) and `rendernet evaluate`."""
 
+import csv
+import io
 import json
 import subprocess
 import sys
 
 import numpy as np
 from conftest import DEFAULT_MODEL, ROOT, sample_files
+from PIL import Image
 from rendernet import load_model, preprocess
 
 
@@ -39,6 +42,39 @@ def test_bad_file_gives_error_line_and_exit_1(tmp_path):
     assert lines[0] == {"file": str(tmp_path / "notes.txt"), "error": "not an image Pillow can read"}
     assert lines[1]["file"].endswith("missing.jpg") and "cannot read" in lines[1]["error"]
     assert "label" in lines[2]
+
+
+def test_extreme_strips_get_error_lines_in_bounded_memory(tmp_path):
+    """A ~260-byte PNG once made the CLI use 9.2 GB; now each strip is an error line, the batch goes on, and the
+    whole run's peak memory (NumPy, Pillow and the model included) stays under 300 MB."""
+    strips = []
+    for width, height in [(20000, 1), (60000, 1), (1, 60000), (100_000, 2)]:
+        strips.append(tmp_path / f"strip-{width}x{height}.png")
+        Image.new("RGB", (width, height)).save(strips[-1])
+    good = sample_files("render")[0]
+    script = ("import resource, runpy, sys; sys.argv = ['rendernet', *sys.argv[1:]]\n"
+              "try: runpy.run_module('training.cli', run_name='__main__')\n"
+              "finally: print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", script, "classify", "--model", DEFAULT_MODEL, *strips, good],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1 and [line["file"] for line in lines] == [str(path) for path in [*strips, good]]
+    assert all("image too small" in line["error"] for line in lines[:4])
+    assert lines[4]["label"] in ("real", "render") and 0 <= lines[4]["confidence"] <= 1
+    peak_kb = int(result.stderr.split("peak")[-1])
+    assert peak_kb < 300 * 1024, f"peak {peak_kb / 1024:.0f} MB"
+
+
+def test_csv_rows_agree_with_json_lines(tmp_path):
+    files = [*sample_files("real")[:2], *sample_files("render")[:2], tmp_path / "missing.jpg"]
+    _, lines, _ = classify("--model", DEFAULT_MODEL, "--sure", "0.8", *files)
+    result = rendernet("classify", "--csv", "--sure", "0.8", "--model", DEFAULT_MODEL, *files)
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["file"] for row in rows] == [str(path) for path in files]
+    for line, row in zip(lines[:4], rows[:4], strict=True):
+        assert row["label"] == line["label"] and row["not_sure"] == str(line["not_sure"])
+        assert float(row["confidence"]) == line["confidence"]
+    assert rows[4]["label"] == "" and "cannot read" in rows[4]["error"]
 
 
 def test_bad_model_folder_is_a_clear_error(tmp_path):

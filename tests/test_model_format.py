@@ -149,3 +149,26 @@ def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
     rewrite_weights(tmp_path / "int8", lambda arrays: arrays.update({"conv/kernel": arrays["conv/kernel"].astype(np.float32)}))
     with pytest.raises(ModelError, match=r"stored as float32, model\.json says int8"):
         load_model(tmp_path / "int8")
+
+
+def test_class_activation_map_averages_to_the_logits(model_dir):
+    """For average pooling + Dense, the map's spatial mean is the logits: softmax of it is the prediction."""
+    from conftest import DEFAULT_MODEL, sample_files
+    from rendernet import preprocess
+
+    for model in (load_model(model_dir), load_model(DEFAULT_MODEL)):
+        for path in sample_files()[::60]:
+            probabilities, maps = model.explain(preprocess(path, model.input_size))
+            logits = maps.mean(axis=(0, 1), dtype=np.float64)
+            softmax = np.exp(logits - logits.max())
+            np.testing.assert_allclose(softmax / softmax.sum(), probabilities, atol=1e-5)
+            assert maps.shape[:2] == ((14, 14) if model.input_size == 224 else (50, 50))
+
+
+def test_no_map_without_a_pooled_dense_head(tmp_path):
+    inputs = keras.Input((32, 32, 3), name="input")
+    x = keras.layers.Flatten(name="flat")(keras.layers.Conv2D(2, 8, strides=8, name="conv")(inputs))
+    folder = tmp_path / "flat"
+    export_numpy(keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x)), folder, ["a", "b"])
+    probabilities, maps = load_model(folder).explain(np.zeros((32, 32, 3), np.uint8))
+    assert maps is None and probabilities.shape == (2,)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from rendernet import ImageError, preprocess
-from rendernet.preprocess import INPUT_SIZE, MAX_PIXELS
+from rendernet.preprocess import INPUT_SIZE, MAX_ASPECT, MAX_PIXELS
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:
@@ -71,10 +71,29 @@ def test_exif_orientation_is_applied():
     assert plain[:, :50].mean() > 200 and plain[:, -50:].mean() < 50
 
 
-def test_rule_is_short_side_then_centre_crop():
+def test_rule_is_centre_square_then_scale():
     pixels = np.zeros((200, 600, 3), np.uint8)
     pixels[:, 200:400] = 255  # only the centre third is white
     assert (preprocess(Image.fromarray(pixels)) == 255).all()
+    assert preprocess(Image.fromarray(np.zeros((300, 301, 3), np.uint8)), 224).shape == (224, 224, 3)
+
+
+# Strips whose short-side-first resize would need gigabytes: refused from the header, before decoding.
+STRIPS = {(20000, 1): "too small", (60000, 1): "too small", (1, 60000): "too small", (100_000, 2): "too small",
+          (MAX_ASPECT * 16 + 1, 16): "too elongated", (16, 4000): "too elongated"}
+
+
+@pytest.mark.parametrize("size", STRIPS)
+def test_extreme_strips_are_refused_clearly(size):
+    data = encode(Image.new("RGB", size), "PNG")
+    with pytest.raises(ImageError, match=STRIPS[size]):
+        preprocess(data)
+
+
+def test_longest_accepted_strip_is_classified_from_its_centre():
+    pixels = np.zeros((16, 16 * MAX_ASPECT, 3), np.uint8)
+    pixels[:, 8 * MAX_ASPECT - 8 : 8 * MAX_ASPECT + 8] = 255  # the centre square is white
+    assert (preprocess(encode(Image.fromarray(pixels), "PNG"), 224) == 255).all()
 
 
 def test_animated_gif_uses_first_frame():

@@ -14,6 +14,7 @@ from conftest import ROOT, SAMPLE_DIR, sample_files
 from helpers import tflite_run
 from PIL import Image
 from rendernet import load_model, preprocess
+from rendernet.preprocess import RULE_VERSION
 
 from training.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
 
@@ -67,11 +68,11 @@ def test_skipped_files_are_reported(trained):
 
 def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
     _, _, cache = trained
-    assert len(list(Path(cache).glob("*.200.u8"))) == 24
-    assert not list(Path(cache).glob(f"*.{CROP_SOURCE_SIZE}.u8")), "crop squares are cached only with random crops"
+    assert len(list(Path(cache).glob(f"*.200.v{RULE_VERSION}.u8"))) == 24
+    assert not list(Path(cache).glob(f"*.{CROP_SOURCE_SIZE}.v{RULE_VERSION}.u8")), "crop squares are cached only with random crops"
     sample = sorted((tiny_dataset / "real").glob("*.webp"))[1]
     key = hashlib.sha256(sample.read_bytes()).hexdigest()
-    stored = np.frombuffer((Path(cache) / f"{key}.200.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
+    stored = np.frombuffer((Path(cache) / f"{key}.200.v{RULE_VERSION}.u8").read_bytes(), np.uint8).reshape(200, 200, 3)
     assert np.array_equal(stored, preprocess(sample))
 
 
@@ -84,7 +85,7 @@ def test_crop_sources_are_cached_for_training_images_only_on_request(tiny_datase
             assert np.array_equal(square, preprocess(example.path, CROP_SOURCE_SIZE).ravel())
         else:
             assert example.crop_source_file is None
-    assert len(list(tmp_path.glob(f"*.{CROP_SOURCE_SIZE}.u8"))) == len(dataset.split("train")) > 0
+    assert len(list(tmp_path.glob(f"*.{CROP_SOURCE_SIZE}.v{RULE_VERSION}.u8"))) == len(dataset.split("train")) > 0
     batch, labels = next(iter(tf_dataset(dataset.split("train"), 2, 4, training=True, seed=0, random_crops=True)))
     assert batch.shape == (4, 200, 200, 3) and labels.shape == (4, 2)
 

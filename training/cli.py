@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from rendernet.decision import SURE
+
 DEFAULT_CACHE = Path.home() / ".cache" / "rendernet"
 FEATURE_LAYERS = ("block8_add", "block11_add", "block15_add", "head")  # training/efficientnet.py, without importing Keras
 
@@ -40,13 +42,28 @@ def load_model_or_exit(folder):
 
 
 def cmd_classify(args) -> int:
+    import csv
+
+    from rendernet.decision import decide
+    from rendernet.report import csv_header, csv_row, safe_cell
+
     from .evaluate import classify_path
 
     model = load_model_or_exit(args.model)
     failed = False
+    writer = csv.writer(sys.stdout) if args.csv else None
+    if writer:
+        writer.writerow([safe_cell(cell) for cell in csv_header(model.classes)])
     for name in args.files:
         result = classify_path(model, name)
         failed |= "error" in result
+        if writer:
+            writer.writerow(csv_row(result, model.classes, model.threshold, args.sure))
+            sys.stdout.flush()
+            continue
+        if "error" not in result:
+            decision = decide(result["probabilities"], model.classes, model.threshold, args.sure)
+            result.update(label=decision.label, confidence=round(decision.confidence, 4), not_sure=decision.not_sure)
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
 
@@ -121,8 +138,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     train.set_defaults(run=cmd_train)
 
-    classify = commands.add_parser("classify", help="classify image files; one JSON object per line")
+    classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
     classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    classify.add_argument("--sure", type=float, default=SURE,
+                          help=f"confidence below which a result is marked not_sure (default {SURE})")
+    classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
     classify.add_argument("files", nargs="+")
     classify.set_defaults(run=cmd_classify)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rendernet.errors import ImageError
-from rendernet.preprocess import INPUT_SIZE, load_image, preprocess
+from rendernet.preprocess import INPUT_SIZE, RULE_VERSION, load_image, preprocess
 
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 CROP_SOURCE_SIZE = 320  # random crops of 200..320 px from this square are scaled to 200 (bilinear, as preprocess does)
@@ -55,9 +55,32 @@ def hash_split(relative_path: str) -> str:
     return next(name for name, upper in SPLIT_BOUNDS if fraction < upper)
 
 
-def class_files(folder: Path) -> list:
-    """Every file under a class folder, hidden ones left out, in a stable order."""
-    return [path for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+def printable(path) -> str:
+    """A path as text even when its name is not valid UTF-8 (those bytes shown as \\x.. escapes)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def class_files(folder: Path, skipped: list | None = None) -> list:
+    """Every regular file under a class folder, hidden ones left out, in a stable order.
+
+    Symbolic links (not followed) and names that are not valid UTF-8 are left out
+    too, and appended to `skipped` as (path, reason)."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        reason = None
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink():
+            reason = "symbolic link (not followed)"
+        elif not path.is_file():
+            continue
+        elif printable(path) != str(path):
+            reason = "file name is not valid UTF-8"
+        if reason is None:
+            files.append(path)
+        elif skipped is not None:
+            skipped.append((printable(path), reason))
+    return files
 
 
 def scan(data_dir) -> Dataset:
@@ -74,7 +97,7 @@ def scan(data_dir) -> Dataset:
         known = {entry["path"]: entry for entry in json.loads(manifest_path.read_text())["files"]}
     dataset = Dataset(classes)
     for label, name in enumerate(classes):
-        for path in class_files(data_dir / name):
+        for path in class_files(data_dir / name, dataset.skipped):
             relative = path.relative_to(data_dir).as_posix()
             entry = known.get(relative, {})
             dataset.examples.append(Example(path, label, entry.get("split") or hash_split(relative),
@@ -90,9 +113,9 @@ def _cache_one(job):
     except OSError as error:
         return path, None, f"cannot read: {error.strerror}"
     digest = hashlib.sha256(data).hexdigest()
-    targets = {"input": Path(cache_dir) / f"{digest}.{size}.u8"}
+    targets = {"input": Path(cache_dir) / f"{digest}.{size}.v{RULE_VERSION}.u8"}
     if with_crop_source:
-        targets["crop_source"] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.u8"
+        targets["crop_source"] = Path(cache_dir) / f"{digest}.{CROP_SOURCE_SIZE}.v{RULE_VERSION}.u8"
     sizes = {"input": size, "crop_source": CROP_SOURCE_SIZE}
     try:
         for kind, target in targets.items():
@@ -104,6 +127,8 @@ def _cache_one(job):
             temporary.replace(target)
     except ImageError as error:
         return path, None, str(error)
+    except Exception as error:  # one odd file must not end the run; it is reported as skipped
+        return path, None, f"unexpected error: {type(error).__name__}: {error}"
     return path, targets, None
 
 

@@ -1,6 +1,7 @@
 """Evaluation numbers and plots for a trained model (NumPy + matplotlib, no TensorFlow)."""
 
 import numpy as np
+from rendernet.decision import decide
 
 
 def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None) -> float:
@@ -28,10 +29,10 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray):
     return round(float(greater / (len(positives) * len(negatives))), 4)
 
 
-def predict_labels(probabilities: np.ndarray, threshold):
-    if threshold is not None and probabilities.shape[1] == 2:
-        return (probabilities[:, 1] >= threshold).astype(int)
-    return probabilities.argmax(axis=1)
+def predict_labels(probabilities: np.ndarray, threshold) -> np.ndarray:
+    """Class indices by the one decision rule (rendernet.decision.decide)."""
+    indices = list(range(probabilities.shape[1]))
+    return np.array([decide(row, indices, threshold).label for row in probabilities], dtype=int)
 
 
 def evaluate(labels, probabilities, classes, threshold=None, sources=None) -> dict:

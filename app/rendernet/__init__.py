@@ -1,21 +1,20 @@
-"""rendernet core: preprocessing, the weights format and the NumPy forward pass.
+"""rendernet core: preprocessing, the weights format, the NumPy forward pass and the decision rule.
 
 Imports NumPy, Pillow and the standard library only, so the very same files run
 natively (training, tests, the `rendernet classify` command) and inside Pyodide
-in the browser.
+in the browser. The page's main thread loads neither NumPy nor Pillow: there,
+only the pure-Python modules (decision, report, manifest, errors) are usable.
 """
 
+from .decision import Decision, decide
 from .errors import ImageError, ModelError, RendernetError
-from .model import Model, load_model
-from .preprocess import INPUT_SIZE, load_image, preprocess
 
-__all__ = [
-    "INPUT_SIZE",
-    "ImageError",
-    "Model",
-    "ModelError",
-    "RendernetError",
-    "load_image",
-    "load_model",
-    "preprocess",
-]
+try:
+    from .model import Model, load_model
+    from .preprocess import INPUT_SIZE, load_image, preprocess
+except ModuleNotFoundError as error:  # the page's main thread
+    if error.name not in ("numpy", "PIL"):
+        raise
+
+__all__ = ["INPUT_SIZE", "Decision", "ImageError", "Model", "ModelError", "RendernetError", "decide", "load_image",
+           "load_model", "preprocess"]

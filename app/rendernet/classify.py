@@ -11,12 +11,15 @@ def classify_file(model, name: str, data):
 
     result is {"file", "label", "probabilities", "ms"} (ms: decode + preprocess +
     forward) or {"file", "error"}; pixels is the preprocessed uint8 image or None.
+    Any failure on this one file becomes its error, so a batch always goes on.
     """
     started = time.perf_counter()
     try:
         pixels = preprocess(data, model.input_size)
+        result = {"file": name, **model.classify(pixels)}
     except ImageError as error:
         return {"file": name, "error": str(error)}, None
-    result = {"file": name, **model.classify(pixels)}
+    except Exception as error:  # e.g. MemoryError: reported for this file, the batch goes on
+        return {"file": name, "error": f"unexpected error: {type(error).__name__}: {error}"}, None
     result["ms"] = round((time.perf_counter() - started) * 1000, 2)
     return result, pixels

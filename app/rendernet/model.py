@@ -5,53 +5,23 @@ A model folder holds `model.json`, the manifest, and `weights.npz`, arrays keyed
 reads them, checks everything it can, folds BatchNormalization into the
 convolution before it, and returns a Model whose `forward` runs with NumPy alone.
 
-model.json, field by field (R: required; the loader reads it):
-
-| field | type | meaning |
-|---|---|---|
-| format (R) | "rendernet-numpy" | the format's name |
-| format_version (R) | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
-| name | str | the Keras model's name |
-| input (R) | {"shape": [H, W, 3], "dtype": "uint8", "range": [0, 255]} | one image as `preprocess(file, H)` makes it |
-| preprocessing | str | the preprocessing rule, in words |
-| classes (R) | [str, ...] | class names, in output order |
-| threshold | float or null | 2 classes: classes[1] when its probability >= threshold |
-| layers (R) | [layer, ...] | in topological order; the last one (or `output`) gives the probabilities |
-| layer.name, layer.type (R) | str | Keras layer name and class (see layers.LAYER_TYPES) |
-| layer.config | dict | the Keras config options the forward pass reads (padding, strides, activation, ...) |
-| layer.inputs (R) | [str, ...] | names of the layers feeding it; "input" is the image |
-| layer.weights | {weight: spec} | v1: spec = shape; v2: spec = {"shape": [...], "dtype": "float32", "float16" or "int8"} |
-| layer.output_shape, layer.macs | list, int | informative: output shape without the batch, multiply-adds per image |
-| output | str | the layer whose output is the result (default: the last) |
-| params, macs | int | parameters and multiply-adds per image |
-| weights (R) | {"file", "sha256", "bytes"} | the weights file and its sha256, checked before reading it |
-| metrics, credits | dict, list | informative: headline test metrics and per-source scores; credits for pretrained weights |
-
-weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
-dtype. An int8 array also has "<layer>/<weight>:scale", float32 scales shaped
-to broadcast against it (one per output channel); its values are q * scale
-(see weights.py). float16 arrays are widened to float32 on load.
+The format, field by field, and the checks every manifest passes: manifest.py.
 """
 
 import hashlib
 import io
-import json
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .decision import decide
 from .errors import ModelError
-from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization
+from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
+from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, read_manifest
 from .weights import decode
 
-FORMAT_NAME = "rendernet-numpy"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-MANIFEST_FILE = "model.json"
-WEIGHTS_FILE = "weights.npz"
-INPUT_NAME = "input"
 CHUNK = 1  # images per pass: larger passes cost more per image (their intermediates spill out of the CPU caches)
 
 
@@ -88,6 +58,30 @@ class Model:
             self.layers.append((layer_type(spec["name"], spec.get("config", {}), layer_weights), spec["inputs"]))
         self.output_name = manifest.get("output", self.layers[-1][0].name)
         self._fold_batch_norms()
+        outputs = self._output_size()
+        if outputs is not None and outputs != len(self.classes):
+            raise ModelError(f"model.json: classes names {len(self.classes)} classes, the network outputs {outputs}")
+
+    def _layer(self, name: str):
+        return next(((layer, inputs) for layer, inputs in self.layers if layer.name == name), (None, []))
+
+    def _output_size(self):
+        """How many values the output layer gives, from the last weighted layer before it (None if unknown)."""
+        layer, inputs = self._layer(self.output_name)
+        while layer is not None and not hasattr(layer, "kernel_t") and len(inputs) == 1:
+            layer, inputs = self._layer(inputs[0])
+        return getattr(layer, "kernel_t", np.zeros((0, 0))).shape[0] or None
+
+    def head(self):
+        """The Dense output layer when it reads globally average-pooled features (through Dropout only), else
+        None: for such a head, the logits are the spatial mean of a per-location map (see explain)."""
+        layer, inputs = self._layer(self.output_name)
+        if not isinstance(layer, Dense) or layer.config.get("activation") not in ("softmax", "linear"):
+            return None
+        dense = layer
+        while isinstance(layer, (Dense, Dropout)) and len(inputs) == 1:
+            layer, inputs = self._layer(inputs[0])
+        return dense if isinstance(layer, GlobalAveragePooling2D) else None
 
     def _fold_batch_norms(self) -> None:
         """Fold each BatchNormalization into a linear conv/dense that feeds only it."""
@@ -149,6 +143,20 @@ class Model:
                 features = output
         return values[self.output_name], features
 
+    def explain(self, pixels: np.ndarray):
+        """One preprocessed image -> (probabilities, maps), maps (h, w, classes) the class activation map:
+        each location's features through the head's kernel and bias, so that the maps' spatial mean is
+        the logits (softmax of it gives the probabilities). maps is None when the head is not
+        average pooling + Dense (see head)."""
+        dense = self.head()
+        probabilities, features = self.forward(pixels[None], return_features=True)
+        if dense is None or features is None:
+            return probabilities[0], None
+        maps = features[0] @ dense.kernel_t.T
+        if dense.bias is not None:
+            maps += dense.bias
+        return probabilities[0], maps
+
     def profile(self, batch: np.ndarray, repeats: int = 5) -> dict:
         """Median milliseconds spent in each layer type over `repeats` forward passes of `batch`."""
         runs = [{} for _ in range(repeats)]
@@ -157,11 +165,9 @@ class Model:
         return {kind: round(float(np.median([run[kind] for run in runs])), 2)
                 for kind in sorted(runs[0], key=lambda kind: -runs[0][kind])}
 
-    def label(self, probabilities: np.ndarray) -> str:
-        """The predicted class: with 2 classes, classes[1] when its probability >= the threshold."""
-        if len(self.classes) == 2 and self.threshold is not None:
-            return self.classes[1] if probabilities[1] >= self.threshold else self.classes[0]
-        return self.classes[int(np.argmax(probabilities))]
+    def label(self, probabilities) -> str:
+        """The predicted class, by the one decision rule (decision.decide)."""
+        return decide(probabilities, self.classes, self.threshold).label
 
     def classify(self, pixels: np.ndarray) -> dict:
         """One preprocessed image -> {"label", "probabilities": {class: p}}."""
@@ -170,26 +176,6 @@ class Model:
             "label": self.label(probabilities),
             "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities, strict=False)},
         }
-
-
-def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
-    """Parse and check the manifest's format name and version."""
-    try:
-        manifest = json.loads(manifest_bytes)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ModelError(f"{where} is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelError(f"{where}: expected format {FORMAT_NAME!r}, found {found!r}")
-    if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise ModelError(
-            f"{where}: format version {manifest.get('format_version')!r} is not supported "
-            f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})"
-        )
-    for key in ("classes", "layers", "input", "weights"):
-        if key not in manifest:
-            raise ModelError(f"{where}: required key {key!r} is missing")
-    return manifest
 
 
 def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE) -> dict:

@@ -9,9 +9,11 @@ The rule (also written into every model manifest, see preprocessing_rule):
 2. apply the EXIF orientation;
 3. convert to RGB; transparency is composited on white; 16-bit and float images
    are scaled to 8 bits by their own value range;
-4. scale so the short side is `size` px (the model's input, model.json
-   input.shape; 200 for the small network, 224 for EfficientNet-Lite0) with the
-   bilinear filter, then crop the centre size x size.
+4. crop the centre square (side = the short side), then scale it to
+   `size` x `size` px (the model's input, model.json input.shape; 200 for the
+   small network, 224 for EfficientNet-Lite0) with the bilinear filter.
+   Cropping first bounds memory and time by the output for any aspect ratio;
+   images thinner than MIN_SIDE px or longer than MAX_ASPECT:1 are refused.
 """
 
 import io
@@ -23,12 +25,15 @@ from .errors import ImageError
 
 INPUT_SIZE = 200
 MAX_PIXELS = 60_000_000
+MAX_ASPECT = 20  # a 20:1 strip's centre square is 5 % of it: beyond that, the crop says nothing of the image
+MIN_SIDE = 16
+RULE_VERSION = 2  # 1 scaled the whole image, then cropped; caches of preprocessed pixels are keyed by it
 
 
 def preprocessing_rule(size: int = INPUT_SIZE) -> str:
     """The rule in words, as written into every model manifest."""
-    return (f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, RGB with alpha "
-            f"on white, short side to {size} px (bilinear), centre crop {size}x{size}, uint8")
+    return (f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, centre square "
+            f"crop, RGB with alpha on white, scaled to {size}x{size} (bilinear), uint8")
 
 
 def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Image:
@@ -43,12 +48,7 @@ def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Ima
         source = io.BytesIO(bytes(source))
     try:
         image = Image.open(source)
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"image too large: {width}x{height} = {width * height / 1e6:.0f} megapixels "
-                f"(limit {MAX_PIXELS / 1e6:.0f})"
-            )
+        check_dimensions(*image.size)
         image.seek(0)
         if reduce:
             image.draft("RGB", (2 * size, 2 * size))
@@ -62,6 +62,24 @@ def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Ima
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
     return image
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """ImageError for images too large, too thin or too elongated to classify."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image too large: {width}x{height} = {width * height / 1e6:.0f} megapixels "
+                         f"(limit {MAX_PIXELS / 1e6:.0f})")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"image too small: {width}x{height} (each side needs at least {MIN_SIDE} px)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"image too elongated: {width}x{height} (at most {MAX_ASPECT}:1; crop it first)")
+
+
+def center_square(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -86,15 +104,8 @@ def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
     `size` is the model's input size; training also keeps a larger square to cut random crops from."""
     image = source if isinstance(source, Image.Image) else load_image(source, size=size)
     try:
-        image = ImageOps.exif_transpose(image)
-        image = to_rgb(image)
-        width, height = image.size
-        scale = size / min(width, height)
-        new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-        image = image.resize(new_size, Image.Resampling.BILINEAR)
-        left = (new_size[0] - size) // 2
-        top = (new_size[1] - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-        return np.asarray(image, dtype=np.uint8)
+        check_dimensions(*image.size)
+        image = to_rgb(center_square(ImageOps.exif_transpose(image)))
+        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None

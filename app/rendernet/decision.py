@@ -1,0 +1,41 @@
+"""The one decision rule: probabilities -> label, confidence and "not sure".
+
+Pure Python (no NumPy), so the page's main thread, which loads no packages,
+decides exactly as the CLI, the metrics and the page's worker do.
+
+- Two classes with a threshold t (model.json "threshold"): classes[1] when its
+  probability p >= t, else classes[0]. Confidence is the distance from t,
+  scaled so that t maps to 0.5 and certainty (p = 0 or 1) to 1.0:
+  0.5 + 0.5 * (p - t) / (1 - t) above t, 0.5 + 0.5 * (t - p) / t below.
+- Otherwise the most probable class, with its probability as confidence.
+- "Not sure" when the confidence is below `sure` (the page's slider, the CLI's
+  --sure; SURE by default).
+"""
+
+from typing import NamedTuple
+
+SURE = 0.6  # default: below this confidence a result is "not sure"
+
+
+class Decision(NamedTuple):
+    label: str
+    confidence: float
+    not_sure: bool
+
+
+def decide(probabilities, classes, threshold=None, sure: float = SURE) -> Decision:
+    """`probabilities` in class order (a sequence, or a {class: p} mapping)."""
+    if isinstance(probabilities, dict):
+        probabilities = [probabilities[name] for name in classes]
+    probabilities = [float(p) for p in probabilities]
+    if len(classes) == 2 and threshold is not None:
+        p, t = probabilities[1], float(threshold)
+        if p >= t:
+            index, confidence = 1, 0.5 + 0.5 * (p - t) / (1 - t) if t < 1 else 1.0
+        else:
+            index, confidence = 0, 0.5 + 0.5 * (t - p) / t
+    else:
+        index = max(range(len(probabilities)), key=probabilities.__getitem__)
+        confidence = probabilities[index]
+    confidence = min(max(confidence, 0.0), 1.0)
+    return Decision(classes[index], confidence, confidence < sure)

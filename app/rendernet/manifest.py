@@ -1,0 +1,120 @@
+"""model.json, the manifest of the rendernet weights format (version 2; version 1 still loads).
+
+Pure Python (no NumPy): `build.py`, which uses the standard library only, checks
+a model with `check_manifest` before bundling it, and `model.load_model` runs
+the same checks before reading any weight.
+
+Field by field. R: required; "checked" is what check_manifest enforces, each
+failure a ModelError naming the field:
+
+| field | type | checked | meaning |
+|---|---|---|---|
+| format (R) | str | equals "rendernet-numpy" | the format's name |
+| format_version (R) | int | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
+| name | str | | the Keras model's name |
+| input (R) | object | shape is [S, S, 3], S > 0 | one image as `preprocess(file, S)` makes it; "dtype": "uint8", "range": [0, 255] |
+| preprocessing | str | | the preprocessing rule, in words |
+| classes (R) | [str, ...] | 2+ distinct non-empty names, one per output value (on load) | class names, in output order |
+| threshold | number or null | null, or 0 <= t <= 1 with 2 classes | classes[1] when its probability >= t (decision.py) |
+| layers (R) | [layer, ...] | non-empty list | in topological order; the last one (or `output`) gives the probabilities |
+| layer.name, layer.type (R) | str | non-empty, names unique | Keras layer name and class (see layers.LAYER_TYPES) |
+| layer.config | object | | the Keras config options the forward pass reads (padding, strides, activation, ...) |
+| layer.inputs (R) | [str, ...] | each names "input" or an earlier layer | names of the layers feeding it; "input" is the image |
+| layer.weights | {weight: spec} | object | v1: spec = shape; v2: spec = {"shape": [...], "dtype": "float32", "float16" or "int8"} |
+| layer.output_shape, layer.macs | list, int | | informative: output shape without the batch, multiply-adds per image |
+| output | str | names a layer | the layer whose output is the result (default: the last) |
+| params, macs | int | | parameters and multiply-adds per image |
+| weights (R) | object | "sha256" is 64 hex digits | the weights file: "file", "sha256" (checked before reading it), "bytes" |
+| metrics, credits | object, [str] | | informative: headline test metrics and per-source scores; credits for pretrained weights |
+
+weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
+dtype. An int8 array also has "<layer>/<weight>:scale", float32 scales shaped
+to broadcast against it (one per output channel); its values are q * scale
+(see weights.py). float16 arrays are widened to float32 on load.
+"""
+
+import json
+import re
+
+from .errors import ModelError
+
+FORMAT_NAME = "rendernet-numpy"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST_FILE = "model.json"
+WEIGHTS_FILE = "weights.npz"
+INPUT_NAME = "input"
+REQUIRED = ("format", "format_version", "input", "classes", "layers", "weights")
+
+
+def _fail(where: str, field: str, problem: str):
+    raise ModelError(f"{where}: {field} {problem}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
+    """Raise ModelError naming the first field that breaks the table above; return the manifest."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ModelError(f"{where}: expected format {FORMAT_NAME!r}, found {found!r}")
+    if manifest.get("format_version") not in READABLE_VERSIONS:
+        raise ModelError(f"{where}: format version {manifest.get('format_version')!r} is not supported "
+                         f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+    for key in REQUIRED:
+        if key not in manifest:
+            _fail(where, f"required key {key!r}", "is missing")
+
+    shape = manifest["input"].get("shape") if isinstance(manifest["input"], dict) else None
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(side) and side > 0 for side in shape)
+            and shape[0] == shape[1] and shape[2] == 3):
+        _fail(where, "input.shape", f"must be [S, S, 3] with S a positive integer, found {shape!r}")
+
+    classes = manifest["classes"]
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(name, str) and name for name in classes)
+            and len(set(classes)) == len(classes)):
+        _fail(where, "classes", f"must be a list of 2 or more distinct non-empty names, found {classes!r}")
+
+    threshold = manifest.get("threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            _fail(where, "threshold", f"must be null or a number from 0 to 1, found {threshold!r}")
+        if len(classes) != 2:
+            _fail(where, "threshold", f"applies to 2 classes only; the model has {len(classes)}")
+
+    layers = manifest["layers"]
+    if not isinstance(layers, list) or not layers:
+        _fail(where, "layers", "must be a non-empty list")
+    seen = {INPUT_NAME}
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            _fail(where, f"layers[{index}]", "must be an object")
+        for key in ("name", "type"):
+            if not isinstance(layer.get(key), str) or not layer[key]:
+                _fail(where, f"layers[{index}].{key}", "must be a non-empty string")
+        inputs = layer.get("inputs")
+        if not (isinstance(inputs, list) and inputs and all(name in seen for name in inputs)):
+            _fail(where, f"layers[{index}].inputs", f"must name 'input' or earlier layers, found {inputs!r}")
+        if layer["name"] in seen:
+            _fail(where, f"layers[{index}].name", f"{layer['name']!r} is used twice")
+        if not isinstance(layer.get("config", {}), dict) or not isinstance(layer.get("weights", {}), dict):
+            _fail(where, f"layers[{index}]", "config and weights must be objects")
+        seen.add(layer["name"])
+    if "output" in manifest and manifest["output"] not in seen - {INPUT_NAME}:
+        _fail(where, "output", f"names no layer: {manifest['output']!r}")
+
+    weights = manifest["weights"]
+    if not isinstance(weights, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(weights.get("sha256"))):
+        _fail(where, "weights.sha256", "must be 64 lowercase hex digits")
+    return manifest
+
+
+def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
+    """Parse model.json's bytes and check them against the table."""
+    try:
+        manifest = json.loads(manifest_bytes)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelError(f"{where} is not valid JSON: {error}") from None
+    return check_manifest(manifest, where)
