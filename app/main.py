@@ -1,37 +1,67 @@
-"""The rendernet page: classify the user's images with the project's own Python modules.
+"""The rendernet page: the user interface, on the main thread; the work runs in worker.py.
 
-Runs in PyScript on Pyodide, on the page's main thread. Each image is decoded
-and preprocessed by rendernet.preprocess and classified by rendernet.model, the
-same files training and the tests use. The work runs one image at a time with a
-yield to the browser between images, so the page stays responsive and a batch
-can be cancelled. Nothing is sent anywhere: files are read in the page.
+PyScript runs this file on the page's main thread with no packages: it starts
+the worker (NumPy, Pillow and the core package), hands it one file at a time,
+and draws the answers. Everything is built from DOM nodes with `textContent`
+and attributes, never from HTML strings, so a file name, a class name or a
+metric can hold any characters. Labels, "not sure", the summary and the CSV
+all come from rendernet.decision with the slider's current value. Nothing is
+sent anywhere: files are read in the page and classified in its worker.
 """
 
 import asyncio
-import base64
-import contextlib
-import csv
-import io
 import json
-import sys
-import time
 
 import js
-from PIL import Image
 from pyodide.ffi import create_proxy, to_js
-from pyodide.http import pyfetch
-from pyscript import document, window
-from rendernet.classify import classify_file
-from rendernet.errors import ModelError
-from rendernet.model import model_from_bytes
+from pyscript import document, when, window
+from rendernet.decision import decide
+from rendernet.report import results_csv
 
-MODEL_DIR = "./model"
-state = {"model": None, "last_pixels": None, "task": None, "queue": [], "running": False, "cancel": False,
-         "results": [], "done": 0, "total": 0}
+OFFLINE_TIMEOUT_MS = 30_000  # a first visit waits at most this long for the offline copy
+DEBUG = "debug" in js.URLSearchParams.new(js.location.search)  # ?debug exposes test and benchmark hooks
 
+
+class Page:
+    """The page's state: the model's description, the queue, and the results in the order they came."""
+
+    def __init__(self):
+        self.worker = None
+        self.classes, self.threshold = [], None
+        self.queue, self.running, self.cancelled, self.task = [], False, False, None
+        self.rows = []  # (result, table row), in the order added
+        self.done = self.total = 0
+
+    def sure(self) -> float:
+        return int(element("sure-threshold").value) / 100
+
+    def decision(self, result: dict):
+        return decide(result["probabilities"], self.classes, self.threshold, self.sure())
+
+
+page = Page()
+
+
+# ---------------------------------------------------------------- DOM helpers
 
 def element(element_id):
     return document.getElementById(element_id)
+
+
+def node(tag: str, text=None, **attributes):
+    """A new element; `text` becomes its textContent, attributes are set as attributes (class_ -> class)."""
+    created = document.createElement(tag)
+    if text is not None:
+        created.textContent = str(text)
+    for name, value in attributes.items():
+        created.setAttribute(name.rstrip("_").replace("_", "-"), str(value))
+    return created
+
+
+def append(parent, *children):
+    for child in children:
+        parent.appendChild(child)
+    return parent
 
 
 def set_loading(step: int, text: str, failed: bool = False) -> None:
@@ -41,290 +71,321 @@ def set_loading(step: int, text: str, failed: bool = False) -> None:
         element("loading").classList.add("failed")
 
 
-# ---------------------------------------------------------------- model and "About"
-
-async def fetch_bytes(url: str) -> bytes:
-    response = await pyfetch(url)
-    if not response.ok:
-        raise ModelError(f"{url}: HTTP {response.status}")
-    return await response.bytes()
+def notice(text: str) -> None:
+    element("notice").textContent = text
+    element("notice").hidden = False
 
 
-async def load_model():
-    manifest_bytes = await fetch_bytes(f"{MODEL_DIR}/model.json")
-    weights_bytes = await fetch_bytes(f"{MODEL_DIR}/weights.npz")
-    model = model_from_bytes(manifest_bytes, weights_bytes)
-    metrics = {}
-    if "metrics" in model.manifest:  # models exported by `rendernet train` ship metrics.json
-        with contextlib.suppress(ModelError, ValueError):
-            metrics = json.loads(await fetch_bytes(f"{MODEL_DIR}/metrics.json"))
-    show_about(model, metrics, len(weights_bytes))
-    return model
+# ---------------------------------------------------------------- the model and "About"
+
+def table(rows, caption=None, header=None):
+    """A table of text cells; the first cell of each row is its header."""
+    built = node("table")
+    if caption:
+        append(built, node("caption", caption))
+    if header:
+        append(built, append(node("tr"), *[node("th", name, scope="col") for name in header]))
+    for name, *values in rows:
+        append(built, append(node("tr"), node("th", name, scope="row"), *[node("td", value) for value in values]))
+    return built
 
 
-def html_escape(text) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def show_about(model, metrics: dict, weights_size: int) -> None:
-    manifest = model.manifest
+def show_about(info: dict) -> None:
+    manifest, metrics = info["manifest"], info["metrics"]
     test = metrics.get("test", {})
+    unseen = {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}
     rows = [
-        ("Classes", ", ".join(model.classes)),
+        ("Classes", ", ".join(page.classes)),
         ("Test accuracy", test.get("accuracy", "n/a")),
         ("Test ROC AUC", test.get("roc_auc", "n/a")),
         ("Test images", test.get("count", "n/a")),
-        *[(f"Unseen source “{source}”", f"accuracy {scores['accuracy']}, ROC AUC {scores.get('roc_auc', 'n/a')} "
-           f"on {scores['count']} images, with the source left out of training")
-          for source, scores in {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}.items()],
-        ("Decision threshold", f"{model.threshold} (probability of “{model.classes[-1]}”)" if model.threshold else "argmax"),
+        *[(f"Unseen source “{source}”", f"accuracy {scores.get('accuracy')}, ROC AUC {scores.get('roc_auc', 'n/a')} "
+           f"on {scores.get('count')} images, with the source left out of training")
+          for source, scores in unseen.items() if isinstance(scores, dict)],
+        ("Decision threshold",
+         f"{page.threshold} (probability of “{page.classes[-1]}”)" if page.threshold is not None else "most probable class"),
         ("Parameters", f"{manifest.get('params', 0):,}"),
         ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),
-        ("Weights size", f"{weights_size / 1024:.1f} kB"),
-        ("Layers", len(manifest["layers"])),
+        ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
+        ("Layers", info["layers"]),
         ("Preprocessing", manifest.get("preprocessing", "")),
         *[("Credits", credit) for credit in manifest.get("credits", [])],
     ]
-    parts = ["<table>"] + [f"<tr><th scope='row'>{name}</th><td>{html_escape(value)}</td></tr>" for name, value in rows]
-    parts.append("</table>")
+    body = element("about-body")
+    body.replaceChildren(table(rows))
     confusion = test.get("confusion")
-    if confusion:
-        parts.append("<p>Confusion matrix on the test split (rows: actual, columns: predicted)</p><table><tr><th></th>")
-        parts += [f"<th scope='col'>{html_escape(name)}</th>" for name in model.classes] + ["</tr>"]
-        for name, row in zip(model.classes, confusion, strict=False):
-            parts.append(f"<tr><th scope='row'>{html_escape(name)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
-    element("about-body").innerHTML = "".join(parts)
+    if isinstance(confusion, list):
+        append(body, table([(name, *row) for name, row in zip(page.classes, confusion, strict=False)],
+                           caption="Confusion matrix on the test split (rows: actual, columns: predicted)",
+                           header=["", *page.classes]))
+
+
+async def start_worker():
+    """The worker index.html started at navigation, once its Python is ready; its exported functions."""
+    worker = await window.rendernetWorker
+    await worker.ready
+    return worker.sync
 
 
 # ---------------------------------------------------------------- results
 
-def sure_threshold() -> float:
-    return int(element("sure-threshold").value) / 100
-
-
-def thumbnail(pixels) -> str:
-    """A small JPEG data URL of exactly what the model saw (the preprocessed crop)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).resize((96, 96), Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def add_row(result: dict, image_url) -> None:
-    row = document.createElement("tr")
-    row.dataset.result = json.dumps(result)
-    name = html_escape(result["file"])
+def label_cell(cell, result: dict) -> None:
+    """The result text of one row, from the one decision rule at the slider's current value."""
     if "error" in result:
-        row.className = "failed"
-        row.innerHTML = (f"<td></td><td class='file'>{name}</td><td><span class='label error'>Could not read: "
-                         f"{html_escape(result['error'])}</span></td><td></td><td></td>")
+        cell.replaceChildren(node("span", f"Could not read: {result['error']}", class_="label error"))
+        return
+    decision = page.decision(result)
+    text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
+    cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
+
+
+def confidence_cell(cell, result: dict) -> None:
+    if "error" in result:
+        cell.replaceChildren()
+        return
+    decision = page.decision(result)
+    percent = round(100 * decision.confidence)
+    bar = append(node("div", class_="bar", role="img", aria_label=f"{percent}% confidence: {decision.label}"),
+                 node("span", style=f"width:{percent}%"))
+    cell.replaceChildren(bar, document.createTextNode(f"{percent}% {decision.label}"))
+
+
+def add_row(answer: dict) -> None:
+    result = answer["result"]
+    row = node("tr", class_="failed" if "error" in result else "result")
+    row.dataset.result = json.dumps(result)
+    picture = node("td")
+    if "thumbnail" in answer:
+        figure = append(node("div", class_="thumb"),
+                        node("img", src=answer["thumbnail"], alt=f"what the model saw of {result['file']}"))
+        if "heatmap" in answer:
+            append(figure, node("img", src=answer["heatmap"], alt="", class_="heatmap"))
+        append(picture, figure)
+    label, confidence = node("td"), node("td")
+    label_cell(label, result)
+    confidence_cell(confidence, result)
+    append(row, picture, node("td", result["file"], class_="file"), label, confidence,
+           node("td", f"{result['ms']:.0f} ms" if "ms" in result else ""))
+    page.rows.append((result, row))
+    if element("sort-by").value == "confidence":
+        sort_rows()
     else:
-        top = max(result["probabilities"].values())
-        unsure = top < sure_threshold()
-        label = f"Not sure (maybe {result['label']})" if unsure else result["label"]
-        percent = round(100 * result["probabilities"][result["label"]])
-        row.innerHTML = (
-            f"<td><img src='{image_url}' alt='preprocessed {name}'></td><td class='file'>{name}</td>"
-            f"<td><span class='label{' unsure' if unsure else ''}'>{html_escape(label)}</span></td>"
-            f"<td><div class='bar' role='img' aria-label='{percent}% {html_escape(result['label'])}'>"
-            f"<span style='width:{percent}%'></span></div>{percent}% {html_escape(result['label'])}</td>"
-            f"<td>{result['ms']:.0f} ms</td>")
-    element("results").tBodies[0].appendChild(row)
+        element("results").tBodies[0].appendChild(row)
     for button in ("download-csv", "clear"):
         element(button).disabled = False
+    summarize()
 
 
-def classify_one(name: str, data: bytes) -> None:
-    result, pixels = classify_file(state["model"], name, data)
-    image_url = None
-    if pixels is not None:
-        state["last_pixels"] = pixels
-        image_url = thumbnail(pixels)
-    state["results"].append(result)
-    add_row(result, image_url)
+def summarize() -> None:
+    counts = {name: 0 for name in page.classes}
+    unsure = failed = 0
+    for result, _ in page.rows:
+        if "error" in result:
+            failed += 1
+            continue
+        decision = page.decision(result)
+        if decision.not_sure:
+            unsure += 1
+        else:
+            counts[decision.label] += 1
+    parts = [f"{count} {name}" for name, count in counts.items()] + [f"{unsure} not sure", f"{failed} failed"]
+    element("summary").textContent = ", ".join(parts) if page.rows else ""
+
+
+def sort_rows() -> None:
+    """Least confident first (failures last), or back in the order added."""
+    def key(entry):
+        result = entry[0]
+        return (1, 0) if "error" in result else (0, page.decision(result).confidence)
+
+    entries = sorted(page.rows, key=key) if element("sort-by").value == "confidence" else page.rows
+    element("results").tBodies[0].replaceChildren(*[row for _, row in entries])
 
 
 def update_batch() -> None:
-    element("batch").hidden = state["total"] == 0
-    element("batch-progress").max = max(state["total"], 1)
-    element("batch-progress").value = state["done"]
+    element("batch").hidden = page.total == 0
+    element("batch-progress").max = max(page.total, 1)
+    element("batch-progress").value = page.done
     element("batch-status").textContent = (
-        f"{state['done']} of {state['total']} classified" + (" — cancelled" if state["cancel"] else ""))
+        f"{page.done} of {page.total} classified" + (" — cancelled" if page.cancelled else ""))
 
 
 async def run_queue() -> None:
-    """Classify queued files one at a time, yielding to the browser between them."""
-    if state["running"]:
+    """Send queued files to the worker one at a time; the main thread only waits, so it stays responsive."""
+    if page.running:
         return
-    state["running"], state["cancel"] = True, False
+    page.running, page.cancelled = True, False
     element("cancel").disabled = False
     try:
-        while state["queue"] and not state["cancel"]:
-            file = state["queue"].pop(0)
+        while page.queue and not page.cancelled:
+            file = page.queue.pop(0)
             try:
-                buffer = await file.arrayBuffer()
-                data = js.Uint8Array.new(buffer).to_bytes()
-            except Exception as error:  # the browser could not read the file at all
-                result = {"file": file.name, "error": f"the browser could not read the file ({error})"}
-                state["results"].append(result)
-                add_row(result, None)
-            else:
-                classify_one(file.name, data)
-            state["done"] += 1
+                data = js.Uint8Array.new(await file.arrayBuffer())
+                answer = json.loads(await page.worker.classify(file.name, data))
+            except Exception as error:  # the browser could not read the file, or the worker failed on it
+                answer = {"result": {"file": file.name, "error": f"the file could not be processed ({error})"}}
+            add_row(answer)
+            page.done += 1
             update_batch()
-            await asyncio.sleep(0)
     finally:
-        state["queue"].clear()
-        state["running"] = False
+        page.queue.clear()
+        page.running = False
         element("cancel").disabled = True
         update_batch()
 
 
 def enqueue(files) -> None:
     files = [files.item(index) for index in range(files.length)]
-    if not files or state["model"] is None:
+    if not files or page.worker is None:
         return
-    if not state["running"]:
-        state["done"], state["total"] = 0, 0
-    state["queue"] += files
-    state["total"] += len(files)
+    if not page.running:
+        page.done, page.total = 0, 0
+    page.queue += files
+    page.total += len(files)
     update_batch()
-    state["task"] = asyncio.ensure_future(run_queue())
+    page.task = asyncio.ensure_future(run_queue())  # held, so the running task is not garbage-collected
 
 
 # ---------------------------------------------------------------- events
 
-def on_files_chosen(event):
-    enqueue(event.target.files)
-    event.target.value = ""
-
-
-def on_drop(event):
-    event.preventDefault()
-    element("drop-zone").classList.remove("dragging")
-    enqueue(event.dataTransfer.files)
-
-
-def on_drag_over(event):
-    event.preventDefault()
-    element("drop-zone").classList.add("dragging")
-
-
-def on_drag_leave(event):
-    element("drop-zone").classList.remove("dragging")
-
-
-def on_paste(event):
-    if event.clipboardData and event.clipboardData.files.length:
-        event.preventDefault()
-        enqueue(event.clipboardData.files)
-
-
-def on_drop_zone_key(event):
-    if event.key in ("Enter", " "):
-        event.preventDefault()
-        element("file-input").click()
-
-
-def on_cancel(event):
-    state["cancel"] = True
-    state["queue"].clear()
-    update_batch()
-
-
-def on_threshold(event):
-    element("sure-value").textContent = element("sure-threshold").value
-
-
-def on_clear(event):
-    state["results"].clear()
-    element("results").tBodies[0].innerHTML = ""
-    state["done"], state["total"] = 0, 0
-    update_batch()
-    for button in ("download-csv", "clear"):
-        element(button).disabled = True
-
-
-def results_csv() -> str:
-    classes = state["model"].classes
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["file", "label", "not_sure", *[f"p_{name}" for name in classes], "ms", "error"])
-    for result in state["results"]:
-        probabilities = result.get("probabilities", {})
-        top = max(probabilities.values()) if probabilities else None
-        writer.writerow([result["file"], result.get("label", ""), "" if top is None else top < sure_threshold(),
-                         *[probabilities.get(name, "") for name in classes], result.get("ms", ""),
-                         result.get("error", "")])
-    return out.getvalue()
-
-
-def on_download(event):
-    blob = js.Blob.new(to_js([results_csv()]), to_js({"type": "text/csv"}, dict_converter=js.Object.fromEntries))
-    link = document.createElement("a")
-    link.href = js.URL.createObjectURL(blob)
-    link.download = "rendernet-results.csv"
-    link.click()
-    js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
-
-
 def connect() -> None:
-    handlers = [("file-input", "change", on_files_chosen), ("drop-zone", "drop", on_drop),
-                ("drop-zone", "dragover", on_drag_over), ("drop-zone", "dragleave", on_drag_leave),
-                ("drop-zone", "keydown", on_drop_zone_key), ("cancel", "click", on_cancel),
-                ("sure-threshold", "input", on_threshold), ("clear", "click", on_clear),
-                ("download-csv", "click", on_download)]
-    for element_id, event_name, handler in handlers:
-        element(element_id).addEventListener(event_name, create_proxy(handler))
-    document.addEventListener("paste", create_proxy(on_paste))
-    window.rendernet_csv = create_proxy(results_csv)
-    window.rendernet_time_forward = create_proxy(time_forward)
-    window.rendernet_profile = create_proxy(profile_layers)
+    @when("change", "#file-input")
+    def chosen(event):
+        enqueue(event.target.files)
+        event.target.value = ""
+
+    @when("drop", "#drop-zone")
+    def dropped(event):
+        event.preventDefault()
+        element("drop-zone").classList.remove("dragging")
+        enqueue(event.dataTransfer.files)
+
+    @when("dragover", "#drop-zone")
+    def dragged_over(event):
+        event.preventDefault()
+        element("drop-zone").classList.add("dragging")
+
+    @when("dragleave", "#drop-zone")
+    def dragged_away(event):
+        element("drop-zone").classList.remove("dragging")
+
+    @when("paste", document)
+    def pasted(event):
+        if event.clipboardData and event.clipboardData.files.length:
+            event.preventDefault()
+            enqueue(event.clipboardData.files)
+
+    @when("keydown", "#drop-zone")
+    def drop_zone_key(event):
+        if event.key in ("Enter", " "):
+            event.preventDefault()
+            element("file-input").click()
+
+    @when("click", "#cancel")
+    def cancel(event):
+        page.cancelled = True
+        page.queue.clear()
+        update_batch()
+
+    @when("input", "#sure-threshold")
+    def sure_changed(event):
+        element("sure-value").textContent = element("sure-threshold").value
+        for result, row in page.rows:
+            label_cell(row.cells.item(2), result)
+            confidence_cell(row.cells.item(3), result)
+        summarize()
+        if element("sort-by").value == "confidence":
+            sort_rows()
+
+    @when("change", "#show-heatmap")
+    def heatmap_toggled(event):
+        shown = element("show-heatmap").checked
+        element("results").classList.toggle("show-heatmap", shown)
+        element("heatmap-legend").hidden = not shown
+
+    @when("change", "#sort-by")
+    def sort_changed(event):
+        sort_rows()
+
+    @when("click", "#clear")
+    def clear(event):
+        page.rows.clear()
+        element("results").tBodies[0].replaceChildren()
+        page.done, page.total = 0, 0
+        update_batch()
+        summarize()
+        for button in ("download-csv", "clear"):
+            element(button).disabled = True
+
+    @when("click", "#download-csv")
+    def download(event):
+        blob = js.Blob.new(to_js([current_csv()]), to_js({"type": "text/csv"}, dict_converter=js.Object.fromEntries))
+        link = node("a", href=js.URL.createObjectURL(blob), download="rendernet-results.csv")
+        link.click()
+        js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
 
 
-def time_forward(repeats: int = 30):
-    """Milliseconds of each of `repeats` forward passes (batch 1) on the last classified image (bench/browser.py)."""
-    pixels = state["last_pixels"][None]
-    state["model"].forward(pixels)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        state["model"].forward(pixels)
-        times.append((time.perf_counter() - started) * 1000)
-    return to_js(times)
-
-
-def profile_layers(repeats: int = 5):
-    """Milliseconds per layer type on the last classified image, and the WebAssembly memory size in bytes,
-    which only grows, so it is the page's peak (bench/browser.py)."""
-    result = dict(state["model"].profile(state["last_pixels"][None], repeats))
-    with contextlib.suppress(ImportError, AttributeError):
-        import pyodide_js
-
-        result["wasm_memory_bytes"] = pyodide_js._module.HEAP8.length
-    return to_js(result, dict_converter=js.Object.fromEntries)
+def current_csv() -> str:
+    return results_csv([result for result, _ in page.rows], page.classes, page.threshold, page.sure())
 
 
 # ---------------------------------------------------------------- start
 
+def remember_version(app: str) -> None:
+    """Say so when this visit runs a different build from the last one (the bundle's folder names its content)."""
+    storage = window.localStorage
+    previous = storage.getItem("rendernet-app")
+    if previous and previous != app:
+        notice("Updated: this page now runs a new version of the app and its model.")
+    storage.setItem("rendernet-app", app)
+
+
+def offline_update_failed(state: str) -> None:
+    notice(f"The offline copy was not updated ({state.removeprefix('failed: ')}); this version keeps working.")
+
+
 async def start() -> None:
     timings = {"python_started": js.performance.now()}  # ms since navigation, read by bench/browser.py
-    element("python-version").textContent = sys.version.split()[0]
-    set_loading(2, "Loading the model…")
+    app = js.URL.new(document.body.dataset.app, js.location.href).href
+    set_loading(1, "Starting the worker (NumPy, Pillow)…")
     try:
-        state["model"] = await load_model()
-    except ModelError as error:
-        set_loading(2, f"The model could not be loaded: {error}", failed=True)
+        page.worker = await start_worker()
+    except Exception as error:
+        set_loading(1, f"The worker could not start: {error}", failed=True)
         return
+    timings["worker_ready"] = js.performance.now()
+    set_loading(2, "Loading the model…")
+    info = json.loads(await page.worker.load(app + "model/"))
+    if "error" in info:
+        set_loading(2, f"The model could not be loaded: {info['error']}", failed=True)
+        element("about-body").textContent = "No model."
+        return
+    page.classes, page.threshold = info["manifest"]["classes"], info["manifest"].get("threshold")
+    element("python-version").textContent = info["python"]
+    show_about(info)
+    if len(page.classes) == 2:
+        element("legend-render").textContent, element("legend-real").textContent = page.classes[1], page.classes[0]
+    else:
+        element("legend-render").textContent, element("legend-real").textContent = "the result", "other classes"
+    element("show-heatmap").disabled = not info["heatmaps"]
     timings["model_loaded"] = js.performance.now()
     set_loading(3, "Preparing offline use…")
-    await window.rendernetEnableOffline()
+    offline = await window.rendernetEnableOffline(OFFLINE_TIMEOUT_MS, create_proxy(offline_update_failed))
+    if offline != "ready":
+        notice(f"Offline use is not available ({offline.removeprefix('failed: ')}); the page works while online.")
+    remember_version(app)
     connect()
     element("file-input").disabled = False
-    set_loading(4, f"Ready: choose images to classify as {' or '.join(state['model'].classes)}.")
+    set_loading(4, f"Ready: choose images to classify as {' or '.join(page.classes)}.")
     element("loading").classList.add("ready")
     timings["ready"] = js.performance.now()
-    window.rendernet_timings = to_js(timings, dict_converter=js.Object.fromEntries)
+    if DEBUG:
+        window.rendernet_debug = to_js({
+            "timings": timings,
+            "csv": create_proxy(current_csv),
+            "time_forward": create_proxy(lambda repeats=30: page.worker.time_forward(repeats)),
+            "profile": create_proxy(lambda repeats=5: page.worker.profile(repeats)),
+        }, dict_converter=js.Object.fromEntries)
     document.body.dataset.state = "ready"
 
 

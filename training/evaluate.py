@@ -19,7 +19,7 @@ def classify_path(model, name: str) -> dict:
         data = Path(name).read_bytes()
     except OSError as error:
         return {"file": name, "error": f"cannot read: {error.strerror or error}"}
-    result, _ = classify_file(model, name, data)
+    result, _, _ = classify_file(model, name, data)
     result.pop("ms", None)
     return result
 

@@ -12,7 +12,7 @@ failure a ModelError naming the field:
 | format (R) | str | equals "rendernet-numpy" | the format's name |
 | format_version (R) | int | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
 | name | str | | the Keras model's name |
-| input (R) | object | shape is [S, S, 3], S > 0 | one image as `preprocess(file, S)` makes it; "dtype": "uint8", "range": [0, 255] |
+| input (R) | object | shape is [S, S, 3], S > 0 | an image as `preprocess(file, S)` makes it; "dtype": "uint8", "range": [0, 255] |
 | preprocessing | str | | the preprocessing rule, in words |
 | classes (R) | [str, ...] | 2+ distinct non-empty names, one per output value (on load) | class names, in output order |
 | threshold | number or null | null, or 0 <= t <= 1 with 2 classes | classes[1] when its probability >= t (decision.py) |

@@ -169,13 +169,16 @@ class Model:
         """The predicted class, by the one decision rule (decision.decide)."""
         return decide(probabilities, self.classes, self.threshold).label
 
-    def classify(self, pixels: np.ndarray) -> dict:
-        """One preprocessed image -> {"label", "probabilities": {class: p}}."""
-        probabilities = self.forward(pixels[None])[0]
+    def describe(self, probabilities) -> dict:
+        """Probabilities in class order -> {"label", "probabilities": {class: p}}."""
         return {
             "label": self.label(probabilities),
-            "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities, strict=False)},
+            "probabilities": {name: float(p) for name, p in zip(self.classes, probabilities, strict=True)},
         }
+
+    def classify(self, pixels: np.ndarray) -> dict:
+        """One preprocessed image -> {"label", "probabilities": {class: p}}."""
+        return self.describe(self.forward(pixels[None])[0])
 
 
 def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE) -> dict:
