@@ -64,7 +64,7 @@ def main() -> None:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    url = f"http://127.0.0.1:{server.server_address[1]}/?debug"  # ?debug: the page's benchmark hooks
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))
     images = (images * (1 + (args.images + 5) // len(images)))[: args.images + 5]
 
@@ -87,7 +87,7 @@ def main() -> None:
         page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {args.images}",
                                timeout=300_000)
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
-        forward = page.evaluate("window.rendernet_time_forward(60)")
+        forward = json.loads(page.evaluate("window.rendernet_debug.time_forward(60)"))
         jpegs = []  # the same images re-saved as JPEG: Pyodide decodes with libjpeg 9, native with libjpeg-turbo
         for path in images[5:]:
             jpegs.append(work / "jpeg" / f"{path.stem}.jpg")
@@ -98,8 +98,8 @@ def main() -> None:
         page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(jpegs)}",
                                timeout=300_000)
         jpeg_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
-        timings = page.evaluate("window.rendernet_timings")
-        profile = page.evaluate("window.rendernet_profile(5)")
+        timings = page.evaluate("window.rendernet_debug.timings")
+        profile = json.loads(page.evaluate("window.rendernet_debug.profile(5)"))
         if args.screenshot:
             page.set_viewport_size({"width": 1000, "height": 1000})
             page.screenshot(path=args.screenshot)

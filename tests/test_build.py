@@ -1,6 +1,7 @@
 """build.py: the trust chain (pinned runtime sha256, wheels against pyodide-lock.json) and the bundle's shape."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -13,7 +14,7 @@ import build
 def pyodide_dir(tmp_path_factory):
     """A --pyodide-dir folder: the runtime files and the two wheels, fetched through the build cache."""
     folder = tmp_path_factory.mktemp("pyodide")
-    runtime = build.npm_package(build.PYODIDE_NPM, build.DEFAULT_CACHE)
+    runtime = build.npm_package(build.PYODIDE_NPM, build.DEFAULT_CACHE, tmp_path_factory.mktemp("unpacked"))
     for name in build.RUNTIME_SHA256:
         shutil.copyfile(runtime / name, folder / name)
     for wheel in build.pypi_wheels(build.DEFAULT_CACHE).glob("*.whl"):
@@ -30,13 +31,75 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     code, output = run_build(tmp_path, pyodide_dir, capsys)
     assert code == 0, output.err
     dist = tmp_path / "dist"
-    lock = json.loads((dist / "pyodide" / "pyodide-lock.json").read_text())
+    top = {path.name.split("-")[0] for path in dist.iterdir()}
+    assert top == {"index.html", "sw.js", "pyodide", "pyscript", "app"}
+    runtime, app = next(dist.glob("pyodide-*")), next(dist.glob("app-*"))
+    lock = json.loads((runtime / "pyodide-lock.json").read_text())
     assert sorted(lock["packages"]) == ["numpy", "pillow"]
-    config = json.loads((dist / "pyscript.json").read_text())
-    assert config["interpreter"] == "./pyodide/pyodide.mjs" and config["packages_cache"] == "passthrough"
-    assert (dist / "rendernet" / "layers.py").read_bytes() == (build.CORE_PACKAGE / "layers.py").read_bytes()
-    assert "sw.js" in {path.name for path in dist.iterdir()}
+    worker = json.loads((app / "worker.json").read_text())
+    assert worker["interpreter"] == f"../{runtime.name}/pyodide.mjs" and worker["packages_cache"] == "passthrough"
+    assert json.loads((app / "main.json").read_text()) == {"interpreter": worker["interpreter"], "files": worker["files"]}
+    assert (app / "rendernet" / "layers.py").read_bytes() == (build.CORE_PACKAGE / "layers.py").read_bytes()
+    page = (dist / "index.html").read_text()
+    assert f'src="./{app.name}/main.py"' in page and "__APP__" not in page and "__PYSCRIPT__" not in page
     assert "total" in output.out and "gzip" in output.out
+
+
+def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
+    """A rebuild with another model renames the app folder only; the service worker lists every file's sha256."""
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    first = sorted(path.name for path in (tmp_path / "dist").iterdir())
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    edit(model / "model.json", lambda manifest: manifest.update(threshold=0.25))
+    assert build.main(["--out", str(tmp_path / "dist"), "--model", str(model), "--pyodide-dir", str(pyodide_dir)]) == 0
+    second = sorted(path.name for path in (tmp_path / "dist").iterdir())
+    assert [name for name in first if name not in second] == [name for name in first if name.startswith("app-")]
+    assert [name for name in first if name.startswith("py")] == [name for name in second if name.startswith("py")]
+    worker = (tmp_path / "dist" / "sw.js").read_text()
+    files = [path for path in (tmp_path / "dist").rglob("*") if path.is_file() and path.name != "sw.js"]
+    assert all(build.sha256_file(path) in worker for path in files)
+
+
+def edit(path, change):
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
+    (lambda m: m["input"].update(shape=[-1, -1, 3]), "input.shape must be"),
+    (lambda m: m.update(threshold="high"), "threshold must be null or a number"),
+    (lambda m: m.update(classes="realrender"), "classes must be a list"),
+    (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
+    (lambda m: m.pop("classes"), "required key 'classes' is missing"),
+])
+def test_broken_model_is_refused_and_dist_is_untouched(tmp_path, pyodide_dir, capsys, change, message):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("the previous site")
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    edit(model / "model.json", change)
+    code = build.main(["--out", str(dist), "--model", str(model), "--pyodide-dir", str(pyodide_dir)])
+    assert code == 1 and message in capsys.readouterr().err
+    assert [path.name for path in dist.iterdir()] == ["index.html"]
+    assert (dist / "index.html").read_text() == "the previous site"
+
+
+def test_tampered_npm_cache_is_refused_with_the_command_that_clears_it(tmp_path):
+    build.npm_package(build.PYSCRIPT_NPM, build.DEFAULT_CACHE, tmp_path / "fetched")  # fetched once, if not yet
+    cache = tmp_path / "cache"
+    shutil.copytree(build.DEFAULT_CACHE / "_pyscript_core_0.6.66", cache / "_pyscript_core_0.6.66",
+                    ignore=shutil.ignore_patterns("package"))
+    tarball = next((cache / "_pyscript_core_0.6.66").glob("*.tgz"))
+    tarball.write_bytes(tarball.read_bytes()[:-100] + bytes(100))
+    with pytest.raises(build.BuildError) as error:
+        build.npm_package(build.PYSCRIPT_NPM, cache, tmp_path / "unpacked")
+    assert "does not match npm's published integrity" in str(error.value)
+    assert f"rm -rf {cache / '_pyscript_core_0.6.66'}" in str(error.value)
+    assert not (tmp_path / "unpacked").exists()
 
 
 def test_tampered_wheel_stops_the_build(tmp_path, pyodide_dir, capsys):
@@ -62,3 +125,10 @@ def test_missing_model_is_a_clear_error(tmp_path, pyodide_dir, capsys):
     code = build.main(["--out", str(tmp_path / "dist"), "--model", str(tmp_path / "nothing"),
                        "--pyodide-dir", str(pyodide_dir)])
     assert code == 1 and "lacks model.json, weights.npz" in capsys.readouterr().err
+
+
+def test_missing_npm_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(build.BuildError, match=re.escape("`npm` is not installed; it is needed to fetch the npm "
+                                                         "package @pyscript/core@0.6.66")):
+        build.npm_package(build.PYSCRIPT_NPM, tmp_path / "cache", tmp_path / "unpacked")

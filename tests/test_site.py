@@ -4,20 +4,24 @@ build.py bundles dist/ into a temp folder; it is served on an ephemeral
 127.0.0.1 port; files go through the page's real file input.
 """
 
+import contextlib
 import csv
 import functools
 import http.server
 import io
 import json
+import os
+import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, sample_files
 from PIL import Image
-from rendernet import load_model, preprocess
+from rendernet import decide, load_model, preprocess
 
 import build
 
@@ -28,14 +32,26 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 READY = "body[data-state=ready]"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("site") / "dist"
-    assert build.main(["--out", str(dist), "--model", str(DEFAULT_MODEL)]) == 0
+def build_site(dist, model=DEFAULT_MODEL):
+    assert build.main(["--out", str(dist), "--model", str(model)]) == 0
+    return dist
+
+
+@contextlib.contextmanager
+def serving(dist):
+    """Serve a dist/ folder on an ephemeral port; a rebuild into the same path is served from then on."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    with serving(build_site(tmp_path_factory.mktemp("site") / "dist")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -49,18 +65,32 @@ def browser(tmp_path):
         context.close()
 
 
-class Page:
-    """A page of the site with its requests and console errors recorded from the first byte."""
+LONG_TASKS = """
+  window.longTasks = [];
+  new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((task) => [task.startTime, task.duration])))
+    .observe({ type: "longtask", buffered: true });
+"""
 
-    def __init__(self, context, url):
-        self.requests, self.errors = [], []
+
+class Page:
+    """A page of the site with its requests, console errors, dialogs and main-thread long tasks recorded from
+    the first byte."""
+
+    def __init__(self, context, url, wait_for=READY):
+        self.requests, self.errors, self.dialogs = [], [], []
         context.on("request", lambda request: self.requests.append(request.url))
         self.page = context.new_page()
+        self.page.add_init_script(LONG_TASKS)
         self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
         self.page.goto(url + "/")
-        self.page.wait_for_selector(READY, state="attached", timeout=90_000)
+        self.page.wait_for_selector(wait_for, state="attached", timeout=90_000)
         self.requests_at_ready = len(self.requests)
+        self.ready_at = self.page.evaluate("performance.now()")
+
+    def long_tasks_after_ready(self):
+        return [duration for start, duration in self.page.evaluate("window.longTasks") if start >= self.ready_at]
 
     def upload(self, files, expected_rows):
         self.page.set_input_files("#file-input", [str(path) for path in files])
@@ -78,8 +108,8 @@ JPEG_TOLERANCE = 0.05
 
 def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, sample_images, tmp_path):
     """WebP (identical decoding in Pyodide and natively) within 1e-5; JPEG, which Pyodide's Pillow decodes with
-    libjpeg 9 and native wheels with libjpeg-turbo, within JPEG_TOLERANCE and with the same labels (the
-    sample re-saved at quality 90)."""
+    libjpeg 9 and native wheels with libjpeg-turbo, within JPEG_TOLERANCE (the sample re-saved at quality 90).
+    Labels agree wherever the probability is further than that from the threshold."""
     page = Page(browser, site)
     webp = sample_images[::12][:24]
     jpeg = []
@@ -92,8 +122,9 @@ def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, s
     assert [row["file"] for row in rows] == [path.name for path in files]
     for path, row in zip(files, rows, strict=True):
         native = model.classify(preprocess(path, model.input_size))
-        assert row["label"] == native["label"], path.name
         tolerance = JPEG_TOLERANCE if path.suffix == ".jpg" else 1e-5
+        if abs(native["probabilities"][model.classes[1]] - model.threshold) > tolerance:
+            assert row["label"] == native["label"], path.name
         for name in model.classes:
             assert abs(row["probabilities"][name] - native["probabilities"][name]) <= tolerance, path.name
     assert page.page.get_by_text("About this model").is_visible()
@@ -147,17 +178,170 @@ def test_bad_files_get_messages_and_the_page_stays_usable(site, browser, tmp_pat
     assert page.errors == []
 
 
-def test_twenty_images_twenty_rows_and_csv(site, browser):
+def download_csv(page):
+    with page.page.expect_download() as download:
+        page.page.click("#download-csv")
+    return list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+
+
+def test_twenty_images_rows_slider_summary_and_csv_agree(site, browser):
     page = Page(browser, site)
     files = sample_files()[1::7][:20]
     assert len(page.upload(files, 20)) == 20
-    with page.page.expect_download() as download:
-        page.page.click("#download-csv")
-    records = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    assert len(records) == 20
-    assert [record["file"] for record in records] == [path.name for path in files]
-    assert all(record["label"] in ("real", "render") for record in records)
+    model = load_model(DEFAULT_MODEL)
+    for sure in (60, 95):
+        page.page.locator("#sure-threshold").fill(str(sure))
+        shown = page.page.locator("#results tbody tr td:nth-child(3)").all_inner_texts()
+        records = download_csv(page)
+        assert [record["file"] for record in records] == [path.name for path in files]
+        decisions = [decide(row["probabilities"], model.classes, model.threshold, sure / 100) for row in page.rows()]
+        for text, record, decision in zip(shown, records, decisions, strict=True):
+            assert text == (f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label)
+            assert record["label"] == decision.label and record["not_sure"] == str(decision.not_sure)
+        unsure = sum(decision.not_sure for decision in decisions)
+        assert f"{unsure} not sure, 0 failed" in page.page.inner_text("#summary")
+    assert unsure > 0, "at 95 % some of the sample is not sure"
+    page.page.select_option("#sort-by", "confidence")
+    confidences = [float(text.split("%")[0]) for text in page.page.locator("#results tbody tr td:nth-child(4)").all_inner_texts()]
+    assert confidences == sorted(confidences)
+    page.page.check("#show-heatmap")
+    heatmaps = page.page.locator("#results .heatmap")
+    assert heatmaps.count() == 20 and heatmaps.first.is_visible()
+    assert heatmaps.first.evaluate("image => image.complete && image.naturalWidth") == 96
+    assert page.page.locator("#heatmap-legend").is_visible()
     assert page.errors == []
+
+
+def hostile_model(folder):
+    """The default model with class names and metrics that are HTML, quotes and formulas."""
+    shutil.copytree(DEFAULT_MODEL, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["classes"] = ["<img src=x onerror=alert(1)>", "=HYPERLINK(\"x\") ' \" & <b>"]
+    manifest["credits"] = ["<script>alert(2)</script>"]
+    (folder / "model.json").write_text(json.dumps(manifest))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["test"]["confusion"] = [["<img src=y onerror=alert(3)>", 1], [2, "' onmouseover='alert(4)"]]
+    metrics["leave_one_source_out"] = {"<svg onload=alert(5)>": {"accuracy": "<i>1</i>", "roc_auc": 1, "count": 1}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_hostile_file_names_and_model_text_stay_text(browser, tmp_path):
+    with serving(build_site(tmp_path / "dist", hostile_model(tmp_path / "model"))) as url:
+        page = Page(browser, url)
+        names = ["x' onload='alert(6)' b='.png", 'q" onerror="alert(7)".png', "<img src=z onerror=alert(8)>.png",
+                 "a & b &amp; c.png", "=HYPERLINK(1).png"]
+        files = []
+        for name in names:
+            files.append(tmp_path / name)
+            files[-1].write_bytes(sample_files("render")[0].read_bytes())
+        rows = page.upload(files, len(files))
+        page.page.click("#about summary")
+        assert [row["file"] for row in rows] == names
+        assert page.page.locator("#results td.file").all_inner_texts() == names
+        about = page.page.inner_text("#about-body")
+        assert "<img src=x onerror=alert(1)>" in about and "<script>alert(2)</script>" in about
+        assert "<svg onload=alert(5)>" in about and "' onmouseover='alert(4)" in about
+        # no element or attribute came from any of that text
+        assert page.page.locator("#results img").count() == 2 * len(files)  # thumbnail + heatmap per row
+        assert page.page.locator("#about-body img, #about-body svg, #about-body script, #about-body b, #about-body i, "
+                                 "#results b, #results script, #results svg").count() == 0
+        handlers = page.page.evaluate("""[...document.querySelectorAll('*')].flatMap(node => [...node.attributes]
+            .filter(attribute => attribute.name.startsWith('on')).map(attribute => attribute.name))""")
+        assert handlers == []
+        records = download_csv(page)
+        assert [record["file"] for record in records] == [name if name[0] not in "=+-@" else "'" + name for name in names]
+        assert all(record["label"].startswith("'=HYPERLINK") for record in records)
+        page.page.wait_for_timeout(500)
+        assert page.dialogs == [] and page.errors == []
+
+
+def test_extreme_strips_are_error_rows_and_the_batch_goes_on(site, browser, tmp_path):
+    page = Page(browser, site)
+    files = []
+    for width, height in [(20000, 1), (60000, 1), (1, 60000), (100_000, 2)]:
+        files.append(tmp_path / f"strip-{width}x{height}.png")
+        Image.new("RGB", (width, height)).save(files[-1])
+    files.append(sample_files("real")[2])
+    rows = page.upload(files, len(files))
+    assert all("image too small" in row["error"] for row in rows[:4])
+    assert "label" in rows[4]
+    assert "4 failed" in page.page.inner_text("#summary")
+    assert page.errors == []
+
+
+def test_forty_images_leave_the_main_thread_free(site, browser, tmp_path):
+    """Decoding and the forward pass run in the worker: no main-thread task over 100 ms after ready."""
+    page = Page(browser, site)
+    files = []
+    for index, source in enumerate((sample_files() * 2)[::7][:40]):
+        files.append(tmp_path / f"{index:02d}-{source.name}")
+        files[-1].write_bytes(source.read_bytes())
+    page.upload(files, 40)
+    long_tasks = page.long_tasks_after_ready()
+    assert all(duration <= 100 for duration in long_tasks), long_tasks
+    assert page.errors == []
+
+
+def wait_for_offline_copy(page, dist):
+    """Until the service worker of the build now in `dist` has cached it and taken charge."""
+    cache = re.search(r'"(rendernet-[0-9a-f]+)"', (dist / "sw.js").read_text()).group(1)
+    deadline = time.monotonic() + 60
+    while page.page.evaluate("caches.keys()") != [cache]:  # evaluate awaits the promise; wait_for_function does not
+        assert time.monotonic() < deadline, f"{cache} was never cached"
+        page.page.wait_for_timeout(250)
+
+
+def model_with_threshold(folder, threshold):
+    shutil.copytree(DEFAULT_MODEL, folder)
+    manifest = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**manifest, "threshold": threshold}))
+    return folder
+
+
+def test_redeploy_is_seen_on_the_next_load_and_a_failed_update_keeps_the_old_version(browser, tmp_path):
+    """v1 deployed with old timestamps (so the HTTP cache holds it for days), visited, then v2 deployed: the very
+    next visit runs v2's model and says it updated. v3 misses a file: its offline copy fails to install, the page
+    says so, and offline the previous version still works."""
+    dist = build_site(tmp_path / "dist")
+    month_ago = time.time() - 30 * 24 * 3600
+    for path in dist.rglob("*"):
+        os.utime(path, (month_ago, month_ago))
+    with serving(dist) as url:
+        Page(browser, url).page.close()
+        build_site(dist, model_with_threshold(tmp_path / "v2", 0.25))
+        page = Page(browser, url)
+        page.page.click("#about summary")
+        assert "Decision threshold\t0.25" in page.page.inner_text("#about-body")
+        assert "Updated" in page.page.inner_text("#notice")
+        wait_for_offline_copy(page, dist)
+        page.page.close()
+
+        build_site(dist, model_with_threshold(tmp_path / "v3", 0.3))  # v3, with a file missing
+        next(dist.glob("app-*/model/confusion.png")).unlink()
+        v3 = Page(browser, url)
+        v3.page.wait_for_function("document.querySelector('#notice').textContent.includes('not updated')",
+                                  timeout=30_000)
+        v3.page.close()
+        browser.set_offline(True)
+        try:
+            offline = Page(browser, url)
+            offline.page.click("#about summary")
+            about = offline.page.inner_text("#about-body")
+            assert "Decision threshold\t0.25" in about
+            assert "label" in offline.upload([sample_files("render")[1]], 1)[0]
+        finally:
+            browser.set_offline(False)
+
+
+def test_broken_model_in_the_bundle_shows_the_failed_state(browser, tmp_path):
+    dist = build_site(tmp_path / "dist")
+    manifest_path = next(dist.glob("app-*/model/model.json"))
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "layers": []}))
+    with serving(dist) as url:
+        page = Page(browser, url, wait_for="#loading.failed")
+        assert "The model could not be loaded" in page.page.inner_text("#load-status")
+        assert "layers must be a non-empty list" in page.page.inner_text("#load-status")
 
 
 def test_repeat_visit_works_offline(site, browser):
