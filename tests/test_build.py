@@ -69,9 +69,9 @@ def edit(path, change):
 
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
-    (lambda m: m["input"].update(shape=[-1, -1, 3]), "input.shape must be"),
+    (lambda m: m["input"].update(shape=[-1, -1, 3]), "input.shape must be [height, width, channels]"),
     (lambda m: m.update(threshold="high"), "threshold must be null or a number"),
-    (lambda m: m.update(classes="realrender"), "classes must be a list"),
+    (lambda m: m.update(classes="realrender"), "classes must be a non-empty list"),
     (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
     (lambda m: m.pop("classes"), "required key 'classes' is missing"),
 ])

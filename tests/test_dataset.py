@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -122,3 +123,21 @@ def test_only_the_permitted_interior_photographs_are_trained_on():
     from independent import training_photos
 
     assert training_photos() == set(include)
+
+
+def test_scan_lists_symlinks_and_non_utf8_names_as_skipped(tmp_path):
+    from training.data import scan
+
+    for name in ("real", "render"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ok.webp").write_bytes(b"x")
+    (tmp_path / "real" / "link.webp").symlink_to(tmp_path / "render" / "ok.webp")
+    (tmp_path / "real" / "broken.webp").symlink_to(tmp_path / "nowhere.webp")
+    odd = os.fsencode(tmp_path / "render") + b"/caf\xe9.webp"  # Latin-1, not UTF-8
+    with open(odd, "wb") as handle:
+        handle.write(b"x")
+    dataset = scan(tmp_path)
+    assert sorted(example.path.name for example in dataset.examples) == ["ok.webp", "ok.webp"]
+    reasons = {Path(path).name: reason for path, reason in dataset.skipped}
+    assert reasons == {"link.webp": "symbolic link (not followed)", "broken.webp": "symbolic link (not followed)",
+                       "caf\\xe9.webp": "file name is not valid UTF-8"}

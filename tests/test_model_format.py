@@ -51,6 +51,15 @@ def test_round_trip(model_dir):
     (lambda m: m["layers"][0]["weights"].update(kernel=[3, 3, 3, 4]), "has shape [4, 4, 3, 4]"),
     (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "missing"),
     (lambda m: m.pop("classes"), "required key 'classes' is missing"),
+    (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
+    (lambda m: m["input"].update(shape=[-200, -200, 3]), "input.shape must be [height, width, channels]"),
+    (lambda m: m.update(threshold="0.5"), "threshold must be null or a number from 0 to 1"),
+    (lambda m: m.update(threshold=1.5), "threshold must be null or a number from 0 to 1"),
+    (lambda m: m.update(classes="realrender"), "classes must be a non-empty list of distinct"),
+    (lambda m: m.update(classes=["a", "a"]), "classes must be a non-empty list of distinct"),
+    (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
+    (lambda m: m["layers"][1].update(inputs=["nowhere"]), "layers[1].inputs must name 'input' or earlier layers"),
+    (lambda m: m.update(output="nowhere"), "output names no layer"),
 ])
 def test_bad_manifest(model_dir, tmp_path, change, message):
     folder = copy(model_dir, tmp_path)

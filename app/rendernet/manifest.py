@@ -12,9 +12,9 @@ failure a ModelError naming the field:
 | format (R) | str | equals "rendernet-numpy" | the format's name |
 | format_version (R) | int | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
 | name | str | | the Keras model's name |
-| input (R) | object | shape is [S, S, 3], S > 0 | an image as `preprocess(file, S)` makes it; "dtype": "uint8", "range": [0, 255] |
+| input (R) | object | shape: 3 positive ints | [S, S, 3] for images as `preprocess(file, S)` makes them; "dtype", "range" |
 | preprocessing | str | | the preprocessing rule, in words |
-| classes (R) | [str, ...] | 2+ distinct non-empty names, one per output value (on load) | class names, in output order |
+| classes (R) | [str, ...] | distinct non-empty names, one per output value (on load) | class names, in output order |
 | threshold | number or null | null, or 0 <= t <= 1 with 2 classes | classes[1] when its probability >= t (decision.py) |
 | layers (R) | [layer, ...] | non-empty list | in topological order; the last one (or `output`) gives the probabilities |
 | layer.name, layer.type (R) | str | non-empty, names unique | Keras layer name and class (see layers.LAYER_TYPES) |
@@ -68,14 +68,13 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
             _fail(where, f"required key {key!r}", "is missing")
 
     shape = manifest["input"].get("shape") if isinstance(manifest["input"], dict) else None
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(side) and side > 0 for side in shape)
-            and shape[0] == shape[1] and shape[2] == 3):
-        _fail(where, "input.shape", f"must be [S, S, 3] with S a positive integer, found {shape!r}")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(side) and side > 0 for side in shape)):
+        _fail(where, "input.shape", f"must be [height, width, channels], positive integers; found {shape!r}")
 
     classes = manifest["classes"]
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(name, str) and name for name in classes)
+    if not (isinstance(classes, list) and classes and all(isinstance(name, str) and name for name in classes)
             and len(set(classes)) == len(classes)):
-        _fail(where, "classes", f"must be a list of 2 or more distinct non-empty names, found {classes!r}")
+        _fail(where, "classes", f"must be a non-empty list of distinct non-empty names, found {classes!r}")
 
     threshold = manifest.get("threshold")
     if threshold is not None:
