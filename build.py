@@ -170,7 +170,8 @@ def find_wheels(lock: dict, folders: list) -> dict:
             raise BuildError(f"wheel {entry['file_name']} not found in {', '.join(map(str, folders))}")
         found = sha256_file(path)
         if found != entry["sha256"]:
-            raise BuildError(f"{path}: sha256 {found} does not match pyodide-lock.json's {entry['sha256']}")
+            raise BuildError(f"{path}: sha256 {found} does not match pyodide-lock.json's {entry['sha256']}; "
+                             f"remove the folder (`rm -rf {path.parent}`) or the file and build again")
         wheels[name] = path
     return wheels
 

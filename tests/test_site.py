@@ -334,6 +334,15 @@ def test_redeploy_is_seen_on_the_next_load_and_a_failed_update_keeps_the_old_ver
             browser.set_offline(False)
 
 
+def test_a_missing_file_does_not_hang_the_first_visit(browser, tmp_path):
+    dist = build_site(tmp_path / "dist")
+    next(dist.glob("app-*/model/confusion.png")).unlink()
+    with serving(dist) as url:
+        page = Page(browser, url)
+        assert "Offline use is not available" in page.page.inner_text("#notice")
+        assert "label" in page.upload([sample_files("real")[4]], 1)[0]
+
+
 def test_broken_model_in_the_bundle_shows_the_failed_state(browser, tmp_path):
     dist = build_site(tmp_path / "dist")
     manifest_path = next(dist.glob("app-*/model/model.json"))
