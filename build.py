@@ -79,12 +79,13 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256"):
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm)
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path).hexdigest()
 
 
 def run(command: list, cwd: Path, what: str) -> None:
@@ -99,11 +100,8 @@ def run(command: list, cwd: Path, what: str) -> None:
 # ---------------------------------------------------------------- fetch into the cache
 
 def npm_integrity(path: Path) -> str:
-    digest = hashlib.sha512()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
+    """The form npm publishes as `dist.integrity`."""
+    return "sha512-" + base64.b64encode(file_digest(path, "sha512").digest()).decode()
 
 
 def npm_package(spec: str, cache: Path, into: Path) -> Path:

@@ -70,7 +70,7 @@ class Model:
         layer, inputs = self._layer(self.output_name)
         while layer is not None and not hasattr(layer, "kernel_t") and len(inputs) == 1:
             layer, inputs = self._layer(inputs[0])
-        return getattr(layer, "kernel_t", np.zeros((0, 0))).shape[0] or None
+        return layer.kernel_t.shape[0] if hasattr(layer, "kernel_t") else None
 
     def head(self):
         """The Dense output layer when it reads globally average-pooled features (through Dropout only), else
