@@ -24,7 +24,7 @@ from rendernet.weights import channel_axes, decode, encode
 CONFIG_KEYS = (
     "filters", "kernel_size", "strides", "padding", "activation", "use_bias", "depth_multiplier",
     "dilation_rate", "groups", "data_format", "pool_size", "units", "epsilon", "axis", "scale",
-    "offset", "max_value", "negative_slope", "threshold", "keepdims", "rate", "center", "scale_bn",
+    "offset", "max_value", "negative_slope", "threshold", "keepdims", "rate", "center",
 )
 QUANTIZATIONS = ("float16", "int8")
 KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")  # the arrays weights_dtype applies to; the rest stay float32

@@ -132,9 +132,8 @@ class Layer:
                 f"layer {name!r}: activation {config.get(cls.activation_key)!r} is not supported "
                 f"(supported: {', '.join(sorted(ACTIVATIONS))})"
             )
-        for key in ("dilation_rate",):
-            if key in config and _pair(config[key]) != (1, 1):
-                raise ModelError(f"layer {name!r}: {key}={config[key]} is not supported (only 1)")
+        if "dilation_rate" in config and _pair(config["dilation_rate"]) != (1, 1):
+            raise ModelError(f"layer {name!r}: dilation_rate={config['dilation_rate']} is not supported (only 1)")
         if config.get("groups", 1) != 1:
             raise ModelError(f"layer {name!r}: groups={config['groups']} is not supported (only 1)")
         if "padding" in config and config["padding"] not in ("valid", "same"):
@@ -158,21 +157,19 @@ class Rescaling(Layer):
         return x * np.float32(self.config["scale"]) + np.float32(self.config["offset"])
 
 
-class Conv2D(Layer):
-    """Conv2D as one matrix product over kernel windows; kernel kept as (filters, kh*kw*C)."""
+class Linear(Layer):
+    """A layer that ends in bias + activation: Conv2D, DepthwiseConv2D, SeparableConv2D, Dense.
 
-    keras_type = "Conv2D"
-    weight_names = ("kernel",)
+    A BatchNormalization right after one folds into it (scale_outputs). Layers that
+    multiply by `kernel_t`, a (filters, inputs) matrix, share its packing and folding."""
+
     activation_key = "activation"
 
     def __init__(self, name, config, weights):
         super().__init__(name, config, weights)
-        kernel = self.weights["kernel"]
-        self.kernel_size = kernel.shape[:2]
-        self.strides = _pair(config["strides"])
-        self.kernel_t = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
-        self._packed = None
         self.bias = self.weights.get("bias")
+        self.kernel_t = None
+        self._packed = None
 
     def packed(self):
         """kernel_t laid out for matmul, once (after any BatchNormalization was folded in)."""
@@ -184,38 +181,57 @@ class Conv2D(Layer):
         """Fold a following per-channel affine map (a BatchNormalization) into this layer."""
         self._packed = None
         self.kernel_t = np.ascontiguousarray(self.kernel_t * scale[:, None], dtype=np.float32)
+        self._fold_bias(scale, shift)
+
+    def _fold_bias(self, scale, shift) -> None:
         bias = self.bias if self.bias is not None else np.zeros_like(shift)
         self.bias = (bias * scale + shift).astype(np.float32)
+
+    def epilogue(self, y: np.ndarray, shape) -> np.ndarray:
+        """Add the bias, apply the activation, give the output its shape."""
+        if self.bias is not None:
+            y += self.bias
+        return self.activation(y.reshape(shape))
+
+
+class Conv2D(Linear):
+    """Conv2D as one matrix product over kernel windows; kernel kept as (filters, kh*kw*C)."""
+
+    keras_type = "Conv2D"
+    weight_names = ("kernel",)
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        kernel = self.weights["kernel"]
+        self.kernel_size = kernel.shape[:2]
+        self.strides = _pair(config["strides"])
+        self.kernel_t = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
 
     def __call__(self, x):
         x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
         cols = windows(x, self.kernel_size, self.strides)
         n, out_h, out_w = cols.shape[:3]
         y = matmul(cols.reshape(n * out_h * out_w, -1), self.packed())
-        if self.bias is not None:
-            y += self.bias
-        return self.activation(y.reshape(n, out_h, out_w, -1))
+        return self.epilogue(y, (n, out_h, out_w, -1))
 
 
-class DepthwiseConv2D(Conv2D):
+class DepthwiseConv2D(Linear):
     """Depthwise conv as kh*kw shifted multiply-adds; output channel c*multiplier + m, as Keras."""
 
     keras_type = "DepthwiseConv2D"
     weight_names = ("kernel",)
 
     def __init__(self, name, config, weights):
-        Layer.__init__(self, name, config, weights)
+        super().__init__(name, config, weights)
         kernel = self.weights["kernel"]  # (kh, kw, C, multiplier)
         self.kernel_size = kernel.shape[:2]
         self.strides = _pair(config["strides"])
         self.multiplier = kernel.shape[3]
         self.kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
-        self.bias = self.weights.get("bias")
 
     def scale_outputs(self, scale, shift):
         self.kernel = (self.kernel * scale).astype(np.float32)
-        bias = self.bias if self.bias is not None else np.zeros_like(shift)
-        self.bias = (bias * scale + shift).astype(np.float32)
+        self._fold_bias(scale, shift)
 
     def depthwise(self, x):
         """Sum of shifted, per-channel-scaled views; taps that are zero everywhere are skipped.
@@ -249,9 +265,7 @@ class DepthwiseConv2D(Conv2D):
 
     def __call__(self, x):
         y = self.depthwise(x)
-        if self.bias is not None:
-            y += self.bias
-        return self.activation(y)
+        return self.epilogue(y, y.shape)
 
 
 class SeparableConv2D(DepthwiseConv2D):
@@ -265,36 +279,27 @@ class SeparableConv2D(DepthwiseConv2D):
         super().__init__(name, config, weights)
         pointwise = self.weights["pointwise_kernel"]  # (1, 1, C*m, filters)
         self.kernel_t = np.ascontiguousarray(pointwise.reshape(pointwise.shape[2], -1).T)
-        self._packed = None
 
-    def scale_outputs(self, scale, shift):
-        Conv2D.scale_outputs(self, scale, shift)
+    scale_outputs = Linear.scale_outputs  # a following batch norm scales the pointwise product's outputs
 
     def __call__(self, x):
         y = self.depthwise(x)
         n, h, w, c = y.shape
-        y = matmul(y.reshape(-1, c), self.packed())
-        if self.bias is not None:
-            y += self.bias
-        return self.activation(y.reshape(n, h, w, -1))
+        return self.epilogue(matmul(y.reshape(-1, c), self.packed()), (n, h, w, -1))
 
 
-class Dense(Conv2D):
-    """Dense on the last axis; shares Conv2D's pre-transposed kernel and BN folding."""
+class Dense(Linear):
+    """Dense on the last axis, as a matrix product with the pre-transposed kernel."""
 
     keras_type = "Dense"
+    weight_names = ("kernel",)
 
     def __init__(self, name, config, weights):
-        Layer.__init__(self, name, config, weights)
+        super().__init__(name, config, weights)
         self.kernel_t = np.ascontiguousarray(self.weights["kernel"].T)
-        self._packed = None
-        self.bias = self.weights.get("bias")
 
     def __call__(self, x):
-        y = matmul(x.reshape(-1, x.shape[-1]), self.packed())
-        if self.bias is not None:
-            y += self.bias
-        return self.activation(y.reshape(*x.shape[:-1], -1))
+        return self.epilogue(matmul(x.reshape(-1, x.shape[-1]), self.packed()), (*x.shape[:-1], -1))
 
 
 class BatchNormalization(Layer):
@@ -441,4 +446,4 @@ LAYER_TYPES = {
         Flatten, Dropout, Activation, ReLU, Softmax, Add,
     )
 }
-FOLDABLE = (Conv2D,)  # layer classes a following BatchNormalization folds into
+FOLDABLE = (Linear,)  # layer classes a following BatchNormalization folds into

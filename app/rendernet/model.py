@@ -22,7 +22,6 @@ from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, G
 from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, read_manifest
 from .weights import decode
 
-CHUNK = 1  # images per pass: larger passes cost more per image (their intermediates spill out of the CPU caches)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -68,9 +67,9 @@ class Model:
     def _output_size(self):
         """How many values the output layer gives, from the last weighted layer before it (None if unknown)."""
         layer, inputs = self._layer(self.output_name)
-        while layer is not None and not hasattr(layer, "kernel_t") and len(inputs) == 1:
+        while layer is not None and getattr(layer, "kernel_t", None) is None and len(inputs) == 1:
             layer, inputs = self._layer(inputs[0])
-        return layer.kernel_t.shape[0] if hasattr(layer, "kernel_t") else None
+        return None if getattr(layer, "kernel_t", None) is None else layer.kernel_t.shape[0]
 
     def head(self):
         """The Dense output layer when it reads globally average-pooled features (through Dropout only), else
@@ -113,22 +112,22 @@ class Model:
 
         Returns the output probabilities (N, classes), and with `return_features`
         also the last spatial feature map (N, h, w, channels), for heatmaps.
-        Runs CHUNK images at a time: natively, 16 sample images in one pass took
-        3.3 ms per image, one at a time 0.65 ms.
+        Runs one image at a time: larger passes cost more per image (their
+        intermediates spill out of the CPU caches).
         """
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
         if batch.shape[1:] != self.input_shape:
             raise ModelError(f"input has shape {batch.shape[1:]}, the model expects {self.input_shape}")
-        parts = [self._forward_chunk(batch[start : start + CHUNK]) for start in range(0, len(batch), CHUNK)]
+        parts = [self._forward_pass(batch[index : index + 1]) for index in range(len(batch))]
         probabilities = np.concatenate([part[0] for part in parts]) if parts else np.zeros((0, len(self.classes)))
         if not return_features:
             return probabilities
         return probabilities, np.concatenate([part[1] for part in parts]) if parts else None
 
-    def _forward_chunk(self, batch: np.ndarray, spent: dict | None = None):
-        """The output and last spatial feature map of one chunk; with `spent`, add each layer type's
+    def _forward_pass(self, batch: np.ndarray, spent: dict | None = None):
+        """The output and last spatial feature map of one pass; with `spent`, add each layer type's
         milliseconds to it (for the benchmarks)."""
         values = {INPUT_NAME: batch.astype(np.float32)}
         features = None
@@ -161,7 +160,7 @@ class Model:
         """Median milliseconds spent in each layer type over `repeats` forward passes of `batch`."""
         runs = [{} for _ in range(repeats)]
         for spent in runs:
-            self._forward_chunk(np.asarray(batch), spent)
+            self._forward_pass(np.asarray(batch), spent)
         return {kind: round(float(np.median([run[kind] for run in runs])), 2)
                 for kind in sorted(runs[0], key=lambda kind: -runs[0][kind])}
 
