@@ -27,7 +27,7 @@ def test_classifies_sample_images_like_the_module():
     code, lines, _ = classify("--model", DEFAULT_MODEL, *files)
     assert code == 0
     model = load_model(DEFAULT_MODEL)
-    for path, line in zip(files, lines, strict=False):
+    for path, line in zip(files, lines, strict=True):
         expected = model.forward(preprocess(path, model.input_size)[None])[0]
         assert line["file"] == str(path)
         assert line["label"] in model.classes
@@ -80,7 +80,7 @@ def test_csv_rows_agree_with_json_lines(tmp_path):
 
 def test_bad_model_folder_is_a_clear_error(tmp_path):
     code, lines, stderr = classify("--model", tmp_path, sample_files("real")[0])
-    assert code == 2 and lines == []
+    assert code == 1 and lines == []
     assert "cannot read" in stderr and "model.json" in stderr
 
 
@@ -104,4 +104,4 @@ def test_evaluate_scores_a_labelled_folder_like_the_module(tmp_path):
 def test_evaluate_refuses_folders_that_are_not_the_models_classes(tmp_path):
     (tmp_path / "cats").mkdir()
     result = rendernet("evaluate", "--model", DEFAULT_MODEL, tmp_path)
-    assert result.returncode == 2 and "['real', 'render']" in result.stderr and "cats" in result.stderr
+    assert result.returncode == 1 and "['real', 'render']" in result.stderr and "cats" in result.stderr

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE_DIR
 from PIL import Image
+from rendernet.errors import ImageError
 
 from training.dataset.build import SHORT_SIDE, SOURCES_FILE, crops, normalise, split_for
 from training.dataset.rcc import RccError, read_rcc
@@ -72,7 +73,7 @@ def test_normalisation_gives_one_format_size_and_no_metadata():
 def test_too_small_images_are_refused():
     buffer = io.BytesIO()
     Image.new("RGB", (100, 400)).save(buffer, "PNG")
-    with pytest.raises(Exception, match="too small"):
+    with pytest.raises(ImageError, match="too small"):
         normalise(buffer.getvalue())
 
 

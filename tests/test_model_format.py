@@ -49,7 +49,7 @@ def test_round_trip(model_dir):
     (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
     (lambda m: m["layers"][0]["config"].update(activation="gelu"), "activation 'gelu' is not supported"),
     (lambda m: m["layers"][0]["weights"].update(kernel=[3, 3, 3, 4]), "has shape [4, 4, 3, 4]"),
-    (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "missing"),
+    (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "model.json and weights.npz disagree: missing 'conv/gamma'"),
     (lambda m: m.pop("classes"), "required key 'classes' is missing"),
     (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
     (lambda m: m["input"].update(shape=[-200, -200, 3]), "input.shape must be [height, width, channels]"),

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from rendernet import RendernetError, load_model
 from rendernet.decision import SURE
 
 DEFAULT_CACHE = Path.home() / ".cache" / "rendernet"
@@ -27,20 +28,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def usage_error(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def load_model_or_exit(folder):
-    from rendernet import ModelError, load_model
-
-    try:
-        return load_model(folder)
-    except ModelError as error:
-        usage_error(str(error))
-
-
 def cmd_classify(args) -> int:
     import csv
 
@@ -49,7 +36,7 @@ def cmd_classify(args) -> int:
 
     from .evaluate import classify_path
 
-    model = load_model_or_exit(args.model)
+    model = load_model(args.model)
     failed = False
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
@@ -71,11 +58,7 @@ def cmd_classify(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_folder
 
-    model = load_model_or_exit(args.model)
-    try:
-        report = evaluate_folder(model, args.data_dir)
-    except ValueError as error:
-        usage_error(str(error))
+    report = evaluate_folder(load_model(args.model), args.data_dir)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -170,8 +153,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; the one place where errors become messages and exit codes (1; usage errors 2)."""
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except RendernetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

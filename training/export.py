@@ -21,6 +21,8 @@ from rendernet.model import sha256_bytes
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
 
+from .errors import TrainingError
+
 CONFIG_KEYS = (
     "filters", "kernel_size", "strides", "padding", "activation", "use_bias", "depth_multiplier",
     "dilation_rate", "groups", "data_format", "pool_size", "units", "epsilon", "axis", "scale",
@@ -173,11 +175,11 @@ def export_tflite(model: keras.Model, path, quantize=None, representative_images
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
         if representative_images is None or len(representative_images) == 0:
-            raise ValueError("int8 quantization needs representative images")
+            raise TrainingError("int8 quantization needs representative images")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in representative_images)
     elif quantize is not None:
-        raise ValueError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})")
+        raise TrainingError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})")
     path = Path(path)
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole signature
         path.write_bytes(converter.convert())

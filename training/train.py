@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as data_module
+from .errors import TrainingError
 from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, roc_auc
 
 ARCHITECTURES = {  # name: (input size, stored kernel dtype)
@@ -36,7 +37,7 @@ def make_strategy(name: str):
         return tf.distribute.MirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    raise SystemExit(f"error: unknown strategy {name!r} (choose default or mirrored)")
+    raise TrainingError(f"unknown strategy {name!r} (choose default or mirrored)")
 
 
 def fit(classes, train_examples, validation_examples, *, epochs, batch_size, patience, learning_rate, seed,
@@ -52,7 +53,7 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
     tf.config.experimental.enable_op_determinism()
     counts = np.bincount([example.label for example in train_examples], minlength=len(classes))
     if counts.min() == 0:
-        raise SystemExit(f"error: class {classes[int(counts.argmin())]!r} has no training images")
+        raise TrainingError(f"class {classes[int(counts.argmin())]!r} has no training images")
     class_weight = {index: len(train_examples) / (len(counts) * count) for index, count in enumerate(counts)}
     if verbose:
         print("train images per class: " + ", ".join(f"{name} {count}" for name, count in zip(classes, counts, strict=False))
@@ -60,7 +61,7 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
     distribution = make_strategy(strategy)
     replicas = distribution.num_replicas_in_sync
     if replicas > 1 and len(validation_examples) < replicas:
-        raise SystemExit(f"error: {len(validation_examples)} validation image(s) cannot be shared by {replicas} "
+        raise TrainingError(f"{len(validation_examples)} validation image(s) cannot be shared by {replicas} "
                          "replicas; add more images")
     with distribution.scope():
         model = build_model(len(classes), widths=widths)
@@ -193,11 +194,11 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if architecture not in ARCHITECTURES:
-        raise SystemExit(f"error: unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
+        raise TrainingError(f"unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
     size, weights_dtype = ARCHITECTURES[architecture]
     pretrained = architecture != "small"
     if input_size and not pretrained and input_size != size:
-        raise SystemExit(f"error: the small architecture takes {size} px input; --input-size is for efficientnet-lite0")
+        raise TrainingError(f"the small architecture takes {size} px input; --input-size is for efficientnet-lite0")
     size = input_size or size
     learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
     backbone_cache = data_module.DEFAULT_CACHE.parent  # downloaded and converted pretrained weights
@@ -213,7 +214,7 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
         print(f"skipped {len(dataset.skipped)} unreadable file(s); list in {skipped_log}")
     unknown = set(hold_out) - {example.source for example in dataset.examples}
     if unknown:
-        raise SystemExit(f"error: no images from source(s) {sorted(unknown)} to hold out; sources: "
+        raise TrainingError(f"no images from source(s) {sorted(unknown)} to hold out; sources: "
                          f"{sorted({example.source for example in dataset.examples})}")
     held_out = [example for example in dataset.examples if example.source in hold_out]
     dataset.examples = [example for example in dataset.examples if example.source not in hold_out]
@@ -221,7 +222,7 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
         print(f"held out from training and validation: {len(held_out)} images of {', '.join(sorted(hold_out))}")
     splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
     if not splits["train"] or not splits["validation"]:
-        raise SystemExit("error: need images in both the train and validation splits; add more images")
+        raise TrainingError("need images in both the train and validation splits; add more images")
     print("split sizes: " + ", ".join(f"{name} {len(items)}" for name, items in splits.items()))
 
     # ---- fit

@@ -27,6 +27,7 @@ from PIL import Image
 
 from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
+from .errors import TrainingError
 
 
 def add_head(x, num_classes: int, hidden: int = 0, dropout: float = 0.2):
@@ -107,7 +108,7 @@ def fit_head(model: keras.Model, train_features, train_labels, validation_featur
     head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     counts = np.bincount(train_labels, minlength=num_classes)
     if counts.min() == 0:
-        raise ValueError(f"class {int(counts.argmin())} has no training images")
+        raise TrainingError(f"class {int(counts.argmin())} has no training images")
     class_weight = {index: len(train_labels) / (num_classes * count) for index, count in enumerate(counts)}
     history = head.fit(
         train_features, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,

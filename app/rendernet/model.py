@@ -23,7 +23,6 @@ from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, read_manifest
 from .weights import decode
 
 
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from rendernet.errors import ImageError
 from rendernet.preprocess import load_image, to_rgb
 
+from ..errors import TrainingError
 from .rcc import RccError, read_rcc
 
 SOURCES_FILE = Path(__file__).with_name("sources.json")
@@ -174,7 +175,7 @@ def cached_render(output: Path, render_new: bool, progress: str, label: str, com
 def povray_renders(source: dict, cache: Path, render_new: bool = True):
     """Render allow-listed POV-Ray example scenes at each size; yield (scene + size, PNG bytes)."""
     if shutil.which("povray") is None:
-        raise RuntimeError("the `povray` program is missing (Debian package povray)")
+        raise TrainingError("the `povray` program is missing (Debian package povray)")
     root = fetch_package("deb", source["package"], cache)
     scenes = sorted(path for path in root.rglob("*.pov") if selected(str(path.relative_to(root)), source))
     renders = cache / "povray"
@@ -232,7 +233,7 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
                         "license": source["license"], "sha256": digest, "group": group,
                         "split": split_for(group), "size": size,
                     })
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as error:
+        except (subprocess.CalledProcessError, TrainingError, OSError) as error:
             detail = getattr(error, "stderr", "") or ""
             log(f"  {source['name']}: source skipped: {error} {detail.strip()[:300]}")
             skipped.append({"source": source["name"], "original": "*", "reason": str(error)})
@@ -292,7 +293,7 @@ def bpy_python() -> str:
     python = os.environ.get("RENDERNET_BPY_PYTHON", sys.executable)
     probe = subprocess.run([python, "-c", "import bpy"], capture_output=True, text=True)
     if probe.returncode != 0:
-        raise RuntimeError(f"{python} cannot import bpy: install bpy==5.0.1 into a Python 3.11 venv and set "
+        raise TrainingError(f"{python} cannot import bpy: install bpy==5.0.1 into a Python 3.11 venv and set "
                            "RENDERNET_BPY_PYTHON to its python")
     return python
 

@@ -1,0 +1,9 @@
+"""The error the training side raises: the data, the settings or a download cannot be used; the message says why.
+
+Only the `rendernet` command turns errors into messages and exit codes."""
+
+from rendernet.errors import RendernetError
+
+
+class TrainingError(RendernetError):
+    """Training cannot go on as asked (no such folder, too few classes, an unknown option...)."""
