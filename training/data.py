@@ -52,8 +52,12 @@ class Dataset:
         return [example for example in self.examples if example.split == name]
 
 
-def hash_split(relative_path: str) -> str:
-    fraction = int(hashlib.sha256(relative_path.encode()).hexdigest()[:8], 16) / 16**8
+def hash_split(key: str) -> str:
+    """The one split rule: a key's sha256 picks train, validation or test (70/15/15), the same on every run.
+
+    The dataset builder keys by source picture (so crops and re-renders of one picture share a split);
+    for folders without a manifest, the key is the file's path under DATA_DIR."""
+    fraction = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
     return next(name for name, upper in SPLIT_BOUNDS if fraction < upper)
 
 

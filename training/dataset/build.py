@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from rendernet.errors import ImageError
 from rendernet.preprocess import load_image, to_rgb
 
+from ..data import hash_split
 from ..errors import TrainingError
 from .rcc import RccError, read_rcc
 
@@ -37,7 +38,6 @@ SOURCES_FILE = Path(__file__).with_name("sources.json")
 SHORT_SIDE = 320
 WEBP_QUALITY = 90
 MIN_SHORT_SIDE = 160
-SPLITS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -78,12 +78,6 @@ def crops(data: bytes) -> list:
         piece.save(buffer, "PNG")
         encoded.append(buffer.getvalue())
     return encoded
-
-
-def split_for(group: str) -> str:
-    """Deterministic split of a source-picture group by its hash."""
-    fraction = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 16**8
-    return next(name for name, upper in SPLITS if fraction < upper)
 
 
 # ---------------------------------------------------------------- fetching
@@ -194,6 +188,36 @@ def povray_renders(source: dict, cache: Path, render_new: bool = True):
 
 # ---------------------------------------------------------------- build
 
+def picture(source: dict, original: str, data: bytes, seen: set, staging: Path) -> tuple:
+    """One source picture into the dataset: its crops (for sources with "crops"), normalised and written under
+    `staging`, duplicates (sha256 in `seen`) left out. Returns (entries, skipped). Every entry of the picture
+    is in its group, and the group's hash (data.hash_split) picks one split for all of them."""
+    group = f"{source['name']}:{original.split('@')[0]}"
+    entries, skipped = [], []
+    for index, piece in enumerate(crops(data) if source.get("crops") else [data]):
+        try:
+            normalised = normalise(piece)
+        except ImageError as error:
+            skipped.append({"source": source["name"], "original": original, "reason": str(error)})
+            continue
+        digest = hashlib.sha256(normalised).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        relative = f"{source['class']}/{source['name']}-{digest[:12]}.webp"
+        (staging / source["class"]).mkdir(exist_ok=True)
+        (staging / relative).write_bytes(normalised)
+        with Image.open(io.BytesIO(normalised)) as image:
+            size = list(image.size)
+        entries.append({
+            "path": relative, "class": source["class"], "source": source["name"],
+            "package": source["package"], "original": original + (f"#crop{index}" if index else ""),
+            "license": source["license"], "sha256": digest, "group": group,
+            "split": hash_split(group), "size": size,
+        })
+    return entries, skipped
+
+
 def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True) -> dict:
     """Build the dataset into `out` (replaced atomically); returns the manifest.
 
@@ -210,29 +234,9 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
         candidates = render(source, cache, render_new) if render else package_files(source, cache)
         try:
             for original, data in candidates:
-                group = f"{source['name']}:{original.split('@')[0]}"
-                pieces = crops(data) if source.get("crops") else [data]
-                for index, piece in enumerate(pieces):
-                    try:
-                        normalised = normalise(piece)
-                    except ImageError as error:
-                        skipped.append({"source": source["name"], "original": original, "reason": str(error)})
-                        continue
-                    digest = hashlib.sha256(normalised).hexdigest()
-                    if digest in seen:
-                        continue
-                    seen.add(digest)
-                    relative = f"{source['class']}/{source['name']}-{digest[:12]}.webp"
-                    (staging / source["class"]).mkdir(exist_ok=True)
-                    (staging / relative).write_bytes(normalised)
-                    with Image.open(io.BytesIO(normalised)) as image:
-                        size = list(image.size)
-                    entries.append({
-                        "path": relative, "class": source["class"], "source": source["name"],
-                        "package": source["package"], "original": original + (f"#crop{index}" if index else ""),
-                        "license": source["license"], "sha256": digest, "group": group,
-                        "split": split_for(group), "size": size,
-                    })
+                picture_entries, picture_skipped = picture(source, original, data, seen, staging)
+                entries += picture_entries
+                skipped += picture_skipped
         except (subprocess.CalledProcessError, TrainingError, OSError) as error:
             detail = getattr(error, "stderr", "") or ""
             log(f"  {source['name']}: source skipped: {error} {detail.strip()[:300]}")
