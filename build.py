@@ -68,7 +68,7 @@ CORE_PACKAGE = APP / "rendernet"
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402
 from rendernet.errors import ModelError  # noqa: E402
-from rendernet.manifest import read_manifest  # noqa: E402
+from rendernet.manifest import check_weights, read_manifest  # noqa: E402
 
 sys.path.remove(str(APP))
 DEFAULT_CACHE = cache_root() / "build"
@@ -202,8 +202,8 @@ def check_model(model_dir: Path) -> dict:
             from rendernet.model import load_model  # NumPy's part of the core, found through the imported package
 
             load_model(model_dir)
-        elif sha256_file(model_dir / "weights.npz") != manifest["weights"]["sha256"]:
-            raise ModelError(f"{model_dir}/weights.npz does not match its model.json")
+        else:
+            check_weights(manifest, (model_dir / "weights.npz").read_bytes(), f"{model_dir}/weights.npz")
     except ModelError as error:
         raise BuildError(f"the model cannot be bundled: {error}") from None
     return manifest
@@ -325,6 +325,20 @@ def serve(dist: Path, port: int) -> None:
         log(f"serving {dist} at http://127.0.0.1:{server.server_address[1]}/  (Ctrl+C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
+
+
+# ---------------------------------------------------------------- open it in a browser (the site tests and bench/browser.py)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-domain-reliability", "--disable-extensions", "--disable-default-apps"]
+READY = "body[data-state=ready]"  # the page sets it once it can classify
+LONG_TASKS = """
+  window.longTasks = [];
+  new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((task) => [task.startTime, task.duration])))
+    .observe({ type: "longtask", buffered: true });
+"""  # an init script: the main thread's tasks over 50 ms, as [start, duration] in ms since navigation
 
 
 def main(argv=None) -> int:

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 
 from PIL import Image
 from rendernet import load_model
 from rendernet.classify import classify_file
-from test_site import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
 import build
+from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
 
 def percentile(values, fraction):

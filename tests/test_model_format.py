@@ -43,8 +43,8 @@ def test_round_trip(model_dir):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=3), "format version 3 is not supported"),
-    (lambda m: m.update(format="something-else"), "expected format 'rendernet-numpy'"),
+    (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
+    (lambda m: m.update(format="something-else"), "format must be 'rendernet-numpy'"),
     (lambda m: m["layers"][0].update(type="LSTM"), "'LSTM', which the NumPy forward pass does not implement"),
     (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
     (lambda m: m["layers"][0]["config"].update(activation="gelu"), "activation 'gelu' is not supported"),
@@ -161,17 +161,22 @@ def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
 
 
 def test_class_activation_map_averages_to_the_logits(model_dir):
-    """For average pooling + Dense, the map's spatial mean is the logits: softmax of it is the prediction."""
+    """For average pooling + Dense, the map's spatial mean is the logits; for the shipped model, softmax of it is the
+    prediction. (The untrained toy model's logits are in the hundreds: compared as logits, relatively.)"""
     from conftest import DEFAULT_MODEL, sample_files
     from rendernet import preprocess
 
     for model in (load_model(model_dir), load_model(DEFAULT_MODEL)):
+        dense = model.head()
         for path in sample_files()[::60]:
-            probabilities, maps = model.explain(preprocess(path, model.input_size))
-            logits = maps.mean(axis=(0, 1), dtype=np.float64)
-            softmax = np.exp(logits - logits.max())
-            np.testing.assert_allclose(softmax / softmax.sum(), probabilities, atol=1e-5)
+            pixels = preprocess(path, model.input_size)
+            probabilities, maps = model.explain(pixels)
+            _, features = model.forward(pixels[None], return_features=True)
+            logits = features[0].mean(axis=(0, 1)) @ dense.kernel_t.T + dense.bias
+            np.testing.assert_allclose(maps.mean(axis=(0, 1)), logits, rtol=1e-4, atol=1e-4)
             assert maps.shape[:2] == ((14, 14) if model.input_size == 224 else (50, 50))
+        softmax = np.exp(logits - logits.max())
+        np.testing.assert_allclose(softmax / softmax.sum(), probabilities, atol=1e-5)
 
 
 def test_no_map_without_a_pooled_dense_head(tmp_path):
@@ -181,3 +186,53 @@ def test_no_map_without_a_pooled_dense_head(tmp_path):
     export_numpy(keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x)), folder, ["a", "b"])
     probabilities, maps = load_model(folder).explain(np.zeros((32, 32, 3), np.uint8))
     assert maps is None and probabilities.shape == (2,)
+
+
+# One bad value per checked field of the table in rendernet/manifest.py, and the field named in the error.
+BAD_VALUES = {
+    "format": ("other", "format must be"),
+    "format_version": (9, "format_version 9 is not supported"),
+    "input": ({"shape": [0, 200, 3]}, "input.shape"),
+    "classes": (["a", ""], "classes"),
+    "threshold": (-0.1, "threshold"),
+    "layers": ({}, "layers"),
+    "layer.name, layer.type": ("", "layers[0].name"),
+    "layer.inputs": (["later"], "layers[0].inputs"),
+    "layer.weights": ([], "layers[0]"),
+    "output": ("missing-layer", "output"),
+    "weights": ({"sha256": "not hex"}, "weights.sha256"),
+}
+
+
+def manifest_table():
+    """(field, required, checked) for each row of the format table in manifest.py's docstring."""
+    from rendernet import manifest
+
+    rows = [line.split("|")[1:-1] for line in manifest.__doc__.splitlines() if line.startswith("| ") and "---" not in line]
+    return [(field.replace("(R)", "").strip(), "(R)" in field, bool(checked.strip()))
+            for field, _, checked, _ in rows[1:]]
+
+
+def test_the_loader_checks_what_the_format_table_says(model_dir):
+    from rendernet.manifest import check_manifest
+
+    valid = json.loads((model_dir / "model.json").read_text())
+    table = manifest_table()
+    assert {field for field, _, checked in table if checked} == set(BAD_VALUES), "a checked field without a test"
+    for field, required, _ in table:
+        if required and not field.startswith("layer."):
+            broken = json.loads(json.dumps(valid))
+            broken.pop(field)
+            with pytest.raises(ModelError) as error:
+                check_manifest(broken)
+            assert f"required key '{field}' is missing" in str(error.value) or \
+                str(error.value).startswith(f"model.json: {field} "), str(error.value)
+        if field in BAD_VALUES:
+            value, message = BAD_VALUES[field]
+            broken = json.loads(json.dumps(valid))
+            target, key = (broken["layers"][0], field.split(",")[0].removeprefix("layer.")) \
+                if field.startswith("layer.") else (broken, field)
+            target[key] = value
+            with pytest.raises(ModelError) as error:
+                check_manifest(broken)
+            assert message in str(error.value), (field, str(error.value))

@@ -24,12 +24,7 @@ from PIL import Image
 from rendernet import decide, load_model, preprocess
 
 import build
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-domain-reliability", "--disable-extensions", "--disable-default-apps"]
-READY = "body[data-state=ready]"
+from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
 
 def build_site(dist, model=DEFAULT_MODEL):
@@ -63,13 +58,6 @@ def browser(tmp_path):
             accept_downloads=True)
         yield context
         context.close()
-
-
-LONG_TASKS = """
-  window.longTasks = [];
-  new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((task) => [task.startTime, task.duration])))
-    .observe({ type: "longtask", buffered: true });
-"""
 
 
 class Page:

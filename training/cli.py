@@ -1,7 +1,8 @@
-"""The `rendernet` command: `train`, `classify`, `dataset build`, `dataset sample`.
+"""The `rendernet` command: `train`, `classify`, `evaluate`, `dataset build`, `dataset sample`.
 
-Imports are lazy so `rendernet classify` needs NumPy and Pillow only, and
-`--help` answers without loading TensorFlow.
+Imports are lazy so `rendernet classify` and `evaluate` need NumPy and Pillow
+only, and `--help` answers without loading TensorFlow. This is the one place
+where errors become messages and exit codes.
 """
 
 import argparse

@@ -33,6 +33,7 @@ to broadcast against it (one per output channel); its values are q * scale
 (see weights.py). float16 arrays are widened to float32 on load.
 """
 
+import hashlib
 import json
 import re
 
@@ -59,9 +60,9 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
     """Raise ModelError naming the first field that breaks the table above; return the manifest."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelError(f"{where}: expected format {FORMAT_NAME!r}, found {found!r}")
+        raise ModelError(f"{where}: format must be {FORMAT_NAME!r}, found {found!r}")
     if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise ModelError(f"{where}: format version {manifest.get('format_version')!r} is not supported "
+        raise ModelError(f"{where}: format_version {manifest.get('format_version')!r} is not supported "
                          f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     for key in REQUIRED:
         if key not in manifest:
@@ -108,6 +109,14 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
     if not isinstance(weights, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(weights.get("sha256"))):
         _fail(where, "weights.sha256", "must be 64 lowercase hex digits")
     return manifest
+
+
+def check_weights(manifest: dict, weights_bytes: bytes, where: str = WEIGHTS_FILE) -> None:
+    """The one integrity check of a weights file: its sha256 must be the manifest's."""
+    expected, found = manifest["weights"]["sha256"], hashlib.sha256(weights_bytes).hexdigest()
+    if found != expected:
+        raise ModelError(f"{where} does not match model.json: sha256 expected {expected}, found {found} "
+                         f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model")
 
 
 def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 from .decision import decide
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
-from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, read_manifest
+from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, check_weights, read_manifest
 from .weights import decode
 
 
@@ -181,13 +181,7 @@ class Model:
 
 def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE) -> dict:
     """Check the weights file's sha256 against the manifest, then read its arrays."""
-    expected = manifest["weights"].get("sha256")
-    found = sha256_bytes(weights_bytes)
-    if found != expected:
-        raise ModelError(
-            f"{where} does not match model.json: sha256 expected {expected}, found {found} "
-            f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model"
-        )
+    check_weights(manifest, weights_bytes, where)
     try:
         with np.load(io.BytesIO(weights_bytes), allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

