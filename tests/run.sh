@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need, then run them: the README's test command, and what CI runs.
-#   bash tests/run.sh [pytest arguments]
+#   bash tests/run.sh [pytest arguments]      e.g. bash tests/run.sh -m "not slow" (the fast tier, ~20 s)
 # Installs Debian's chromium when missing (apt-get), the project with its [dev] extra into .venv
 # (pip; TensorFlow CPU, Keras, ai-edge-litert, Playwright, pytest), then runs pytest. build.py,
 # called by the site tests, fetches Pyodide and PyScript with npm and the Pyodide wheels with pip.
@@ -22,9 +22,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-echo "== installing rendernet[dev] into .venv"
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# Install once per version of pyproject.toml (the project itself is an editable install, so code changes need none).
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  echo "== installing rendernet[dev] into .venv"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
 
 echo "== running the tests"
 status=0

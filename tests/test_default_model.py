@@ -2,9 +2,12 @@
 
 import keras
 import numpy as np
+import pytest
 from conftest import DEFAULT_MODEL
 from helpers import tflite_run
 from rendernet import load_model, preprocess
+
+pytestmark = pytest.mark.slow
 
 
 def test_numpy_matches_keras_and_litert_on_the_sample(sample_images):

@@ -17,6 +17,8 @@ from training.export import export_numpy, export_tflite, round_weights
 from training.torch_weights import TorchWeightsError, read_state_dict
 from training.transfer import build_classifier
 
+pytestmark = pytest.mark.slow
+
 CACHE = cache_root()
 # Committed sample photographs (scikit-image) and the ImageNet classes a person would accept for them.
 IMAGENET_CASES = {

@@ -26,6 +26,8 @@ from rendernet import decide, load_model, preprocess
 import build
 from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
+pytestmark = pytest.mark.slow
+
 
 def build_site(dist, model=DEFAULT_MODEL):
     assert build.main(["--out", str(dist), "--model", str(model)]) == 0

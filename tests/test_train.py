@@ -19,6 +19,8 @@ from rendernet.preprocess import RULE_VERSION
 from training.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
 from training.errors import TrainingError
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
