@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from conftest import DEFAULT_MODEL, ROOT, sample_files
@@ -105,3 +106,23 @@ def test_evaluate_refuses_folders_that_are_not_the_models_classes(tmp_path):
     (tmp_path / "cats").mkdir()
     result = rendernet("evaluate", "--model", DEFAULT_MODEL, tmp_path)
     assert result.returncode == 1 and "['real', 'render']" in result.stderr and "cats" in result.stderr
+
+
+def test_folders_are_walked_and_jobs_give_the_same_lines(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    files = sample_files()[::40]
+    for index, path in enumerate(files):
+        (folder / ("nested" if index % 2 else "") / path.name).write_bytes(path.read_bytes())
+    (folder / "notes.txt").write_text("not an image, not walked")
+    (folder / ".hidden" / files[0].name).write_bytes(files[0].read_bytes())
+    code, sequential, _ = classify("--model", DEFAULT_MODEL, folder)
+    assert code == 0 and len(sequential) == len(files)
+    assert sorted(Path(line["file"]).name for line in sequential) == sorted(path.name for path in files)
+    result = rendernet("classify", "--model", DEFAULT_MODEL, "--jobs", "2", "--progress", folder)
+    parallel = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0
+    assert [(line["file"], line["label"], line["probabilities"]) for line in parallel] == \
+        [(line["file"], line["label"], line["probabilities"]) for line in sequential]
+    assert f"classified {len(files)}/{len(files)}, 0 failed" in result.stderr

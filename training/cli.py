@@ -36,24 +36,29 @@ def cmd_classify(args) -> int:
     from rendernet.decision import decide
     from rendernet.report import csv_header, csv_row, safe_cell
 
-    from .evaluate import classify_path
+    from .evaluate import classify_paths, image_paths
 
     model = load_model(args.model)
-    failed = False
+    names = image_paths(args.files)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
         writer.writerow([safe_cell(cell) for cell in csv_header(model.classes)])
-    for name in args.files:
-        result = classify_path(model, name)
-        failed |= "error" in result
+    failed = 0
+    for number, result in enumerate(classify_paths(model, args.model, names, args.jobs), start=1):
+        failed += "error" in result
         if writer:
             writer.writerow(csv_row(result, model.classes, model.threshold, args.sure))
-            sys.stdout.flush()
-            continue
-        if "error" not in result:
-            decision = decide(result["probabilities"], model.classes, model.threshold, args.sure)
-            result.update(label=decision.label, confidence=round(decision.confidence, 4), not_sure=decision.not_sure)
-        print(json.dumps(result), flush=True)
+        else:
+            if "error" not in result:
+                decision = decide(result["probabilities"], model.classes, model.threshold, args.sure)
+                result.update(label=decision.label, confidence=round(decision.confidence, 4), not_sure=decision.not_sure)
+            print(json.dumps(result))
+        sys.stdout.flush()
+        if progress:
+            print(f"\rclassified {number}/{len(names)}, {failed} failed", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -128,7 +133,11 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("--sure", type=float, default=SURE,
                           help=f"confidence below which a result is marked not_sure (default {SURE})")
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
-    classify.add_argument("files", nargs="+")
+    classify.add_argument("--jobs", type=int, default=1, help="processes to classify with (default 1; e.g. the "
+                          "number of cores for a large folder)")
+    classify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="show progress on stderr (default: when stderr is a terminal)")
+    classify.add_argument("files", nargs="+", help="image files, and folders to walk for images")
     classify.set_defaults(run=cmd_classify)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a labelled folder DATA_DIR/<class>/*; JSON report")

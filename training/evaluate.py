@@ -1,17 +1,58 @@
 """Score a model on files and labelled folders with the browser's own preprocess and forward pass.
 
-Backs `rendernet classify`, `rendernet evaluate` and bench/independent.py; no TensorFlow.
+Backs `rendernet classify` (files and folders, in parallel with --jobs), `rendernet evaluate` and
+bench/independent.py; no TensorFlow.
 """
 
+import multiprocessing
 import sys
 from pathlib import Path
 
 import numpy as np
+from rendernet import load_model
 from rendernet.classify import classify_file
 
 from .data import class_files
 from .errors import TrainingError
 from .metrics import evaluate
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")  # what a folder is walked for
+
+
+def image_paths(names) -> list:
+    """Files as given, and each folder walked (sorted, hidden entries left out) for files with an image suffix."""
+    paths = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            paths += [str(found) for found in sorted(path.rglob("*"))
+                      if found.suffix.lower() in IMAGE_SUFFIXES and found.is_file()
+                      and not any(part.startswith(".") for part in found.relative_to(path).parts)]
+        else:
+            paths.append(str(name))
+    return paths
+
+
+_worker_model = None
+
+
+def _load_worker_model(folder) -> None:
+    global _worker_model
+    _worker_model = load_model(folder)
+
+
+def _classify_in_worker(name: str) -> dict:
+    return classify_path(_worker_model, name)
+
+
+def classify_paths(model, folder, names, jobs: int = 1):
+    """Yield classify_path's result for each name, in order; with jobs > 1, from that many processes (each loads
+    the model from `folder` once)."""
+    if jobs <= 1:
+        yield from (classify_path(model, name) for name in names)
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs, _load_worker_model, (str(folder),)) as pool:
+        yield from pool.imap(_classify_in_worker, names, chunksize=4)
 
 
 def classify_path(model, name: str) -> dict:
