@@ -14,19 +14,16 @@ from rendernet import RendernetError, load_model
 from rendernet.cache import cache_root
 from rendernet.decision import SURE
 
+from .config import TrainConfig
+
 DEFAULT_CACHE = cache_root()
-FEATURE_LAYERS = ("block8_add", "block11_add", "block15_add", "head")  # training/efficientnet.py, without importing Keras
 
 
 def cmd_train(args) -> int:
+    from .config import TrainConfig
     from .train import train
 
-    train(args.data_dir, args.out, architecture=args.architecture, features=args.features, views=args.views,
-          hidden=args.hidden, input_size=args.input_size,
-          epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-          seed=args.seed, strategy=args.strategy, quantize=args.quantize or (), widths=args.widths,
-          random_crops=args.random_crops, hold_out=tuple(args.hold_out or ()), loso=args.leave_one_source_out,
-          verbose=args.verbose)
+    train(args.data_dir, args.out, TrainConfig.from_args(args))
     return 0
 
 
@@ -95,37 +92,7 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train on DATA_DIR/<class>/*, export every format to --out")
     train.add_argument("data_dir")
     train.add_argument("--out", required=True, help="model folder to write, e.g. models/mine")
-    train.add_argument("--architecture", choices=("efficientnet-lite0", "small"), default="efficientnet-lite0",
-                       help="efficientnet-lite0 (default): frozen ImageNet backbone + trained head, 224 px, int8 weights; "
-                            "small: the from-scratch high-pass CNN, 200 px, ~50x faster in the browser")
-    train.add_argument("--features", choices=FEATURE_LAYERS, default="block11_add",
-                       help="efficientnet-lite0: the backbone layer whose pooled output the head reads (default "
-                            "block11_add, the end of stage 5: best on unseen sources, see the README)")
-    train.add_argument("--hidden", type=int, default=0,
-                       help="efficientnet-lite0: units of a ReLU layer before the softmax (default 0: a linear head)")
-    train.add_argument("--input-size", type=int,
-                       help="input side in px (default: 224 for efficientnet-lite0, 200 for small)")
-    train.add_argument("--views", type=int, default=4,
-                       help="efficientnet-lite0: views per training image, the original + augmented crops (default 4)")
-    train.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")
-    train.add_argument("--patience", type=int, default=12, help="EarlyStopping patience in epochs (default 12)")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--seed", type=int, default=1234)
-    train.add_argument("--widths", type=lambda text: tuple(int(part) for part in text.split(",")), default=(16, 32, 64),
-                       help="small: filters of each conv block, comma-separated (default 16,32,64; up to 5 blocks)")
-    train.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                       help="mirrored: tf.distribute.MirroredStrategy over all local GPUs")
-    train.add_argument("--quantize", action="append", choices=("float16", "int8"),
-                       help="also write model.<mode>.tflite (repeatable)")
-    train.add_argument("--random-crops", action="store_true",
-                       help="augment with random resized crops of a 320 px square (off by default: it did not help "
-                            "on the default dataset; see the README)")
-    train.add_argument("--hold-out", action="append", metavar="SOURCE",
-                       help="keep this source (from the dataset manifest) out of training and validation and report "
-                            "accuracy on all of it (repeatable)")
-    train.add_argument("--leave-one-source-out", action="store_true",
-                       help="also retrain once per source without it and score that source (slow)")
-    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    TrainConfig.add_arguments(train)
     train.set_defaults(run=cmd_train)
 
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")

@@ -16,12 +16,14 @@ run so nothing can drift).
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from rendernet.cache import cache_root
 
 from . import data as data_module
+from .config import TrainConfig
 from .errors import TrainingError
 from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, roc_auc
 
@@ -36,9 +38,11 @@ def make_strategy(name: str):
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":  # the cluster and this worker's place in it come from the TF_CONFIG variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    raise TrainingError(f"unknown strategy {name!r} (choose default or mirrored)")
+    raise TrainingError(f"unknown strategy {name!r} (choose default, mirrored or multi-worker)")
 
 
 def fit(classes, train_examples, validation_examples, *, epochs, batch_size, patience, learning_rate, seed,
@@ -186,11 +190,18 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
                     [example.source for example in examples])
 
 
-def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_size=32, patience=12, learning_rate=None,
-          seed=1234, strategy="default", quantize=(), cache_dir=None, widths=(16, 32, 64), random_crops=False,
-          hold_out=(), loso=False, features="block11_add", views=4, hidden=0, input_size=None, verbose=1) -> dict:
+def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **overrides) -> dict:
+    """Train on DATA_DIR/<class>/* with `config` (TrainConfig's defaults, with `overrides` applied), export every
+    format into `out`, and return the metrics (also written to out/metrics.json, with the config)."""
     from .export import export_numpy, export_tflite, round_weights
 
+    config = replace(config or TrainConfig(), **overrides)
+    architecture, features, hidden, input_size, views = (config.architecture, config.features, config.hidden,
+                                                          config.input_size, config.views)
+    epochs, batch_size, patience, learning_rate, seed = (config.epochs, config.batch_size, config.patience,
+                                                         config.learning_rate, config.seed)
+    strategy, widths, random_crops, quantize = config.strategy, config.widths, config.random_crops, config.quantize
+    hold_out, loso, verbose = config.hold_out, config.loso, config.verbose
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +257,7 @@ def train(data_dir, out, architecture="efficientnet-lite0", epochs=60, batch_siz
     # ---- threshold (on sources left out, else on validation) and evaluation (the weights as stored)
     metrics = {"architecture": architecture, "input_size": size, "features": features if pretrained else None,
                "hidden": hidden if pretrained else None, "views": views if pretrained else None,
-               "classes": dataset.classes}
+               "classes": dataset.classes, "config": {**config.as_dict(), "learning_rate": learning_rate}}
     if loso:
         metrics["leave_one_source_out"], threshold = leave_one_source_out(dataset, splits, settings, pooled)
         metrics["threshold_rule"] = "best balanced accuracy on the leave-one-source-out scores, sources weighted equally"

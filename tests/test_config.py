@@ -1,0 +1,25 @@
+"""The training configuration: one dataclass gives the CLI options, train()'s settings and metrics.json's record."""
+
+import json
+
+from training.cli import parser
+from training.config import TrainConfig
+
+
+def parse(*arguments):
+    return TrainConfig.from_args(parser().parse_args(["train", "data", "--out", "model", *arguments]))
+
+
+def test_defaults_come_from_the_dataclass():
+    assert parse() == TrainConfig()
+
+
+def test_every_option_reaches_the_config():
+    config = parse("--architecture", "small", "--epochs", "3", "--batch-size", "8", "--learning-rate", "0.01",
+                   "--widths", "8,16", "--quantize", "int8", "--quantize", "float16", "--hold-out", "povray",
+                   "--leave-one-source-out", "--random-crops", "--strategy", "multi-worker", "--input-size", "96",
+                   "--verbose", "0")
+    assert config == TrainConfig(architecture="small", epochs=3, batch_size=8, learning_rate=0.01, widths=(8, 16),
+                                 quantize=("int8", "float16"), hold_out=("povray",), loso=True, random_crops=True,
+                                 strategy="multi-worker", input_size=96, verbose=0)
+    assert json.loads(json.dumps(config.as_dict()))["widths"] == [8, 16]
