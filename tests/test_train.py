@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,42 @@ train({str(dataset)!r}, {str(tmp_path / 'model')!r}, architecture="small", epoch
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
     assert load_model(tmp_path / "model").forward(np.zeros((1, 200, 200, 3), np.uint8)).shape == (1, 2)
+
+
+def test_multi_worker_training_on_two_local_processes(tmp_path):
+    """`rendernet train --strategy multi-worker` as on a cluster: two worker processes on 127.0.0.1, each told its
+    place by TF_CONFIG, one epoch; both finish with identical weights."""
+    dataset = tmp_path / "data"
+    for name in ("real", "render"):
+        (dataset / name).mkdir(parents=True)
+        for path in sample_files(name)[:20]:
+            (dataset / name / path.name).write_bytes(path.read_bytes())
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "training.cli", "train", dataset, "--out", tmp_path / f"model{index}", "--architecture",
+             "small", "--epochs", "1", "--batch-size", "8", "--strategy", "multi-worker", "--verbose", "0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=300)
+            assert worker.returncode == 0, stderr[-3000:]
+    finally:
+        for worker in workers:
+            worker.kill()
+    first, second = (np.load(tmp_path / f"model{index}" / "weights.npz") for index in range(2))
+    assert sorted(first.files) == sorted(second.files)
+    assert all(np.array_equal(first[key], second[key]) for key in first.files)
+    metrics = json.loads((tmp_path / "model0" / "metrics.json").read_text())
+    assert metrics["config"]["strategy"] == "multi-worker" and metrics["epochs_run"] == 1
 
 
 def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_path):
