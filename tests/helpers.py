@@ -5,8 +5,7 @@ import numpy as np
 
 def export_and_load(model, folder, classes=None):
     from rendernet import load_model
-
-    from training.export import export_numpy
+    from rendernet_train.export import export_numpy
 
     classes = classes or [f"class{index}" for index in range(model.output_shape[-1])]
     export_numpy(model, folder, classes)

@@ -14,7 +14,7 @@ from rendernet import load_model, preprocess
 
 
 def rendernet(*arguments):
-    return subprocess.run([sys.executable, "-m", "training.cli", *map(str, arguments)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "rendernet_train.cli", *map(str, arguments)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -55,7 +55,7 @@ def test_extreme_strips_get_error_lines_in_bounded_memory(tmp_path):
     good = sample_files("render")[0]
     # VmHWM: this process's peak resident memory (ru_maxrss would include the forked test runner's)
     script = ("import re, runpy, sys; sys.argv = ['rendernet', *sys.argv[1:]]\n"
-              "try: runpy.run_module('training.cli', run_name='__main__')\n"
+              "try: runpy.run_module('rendernet_train.cli', run_name='__main__')\n"
               "finally: print('peak', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", script, "classify", "--model", DEFAULT_MODEL, *strips, good],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

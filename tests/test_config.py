@@ -2,8 +2,8 @@
 
 import json
 
-from training.cli import parser
-from training.config import TrainConfig
+from rendernet_train.cli import parser
+from rendernet_train.config import TrainConfig
 
 
 def parse(*arguments):

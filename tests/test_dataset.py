@@ -11,10 +11,9 @@ import pytest
 from conftest import ROOT, SAMPLE_DIR
 from PIL import Image
 from rendernet.errors import ImageError
-
-from training.data import hash_split
-from training.dataset.build import SHORT_SIDE, SOURCES_FILE, normalise, picture
-from training.dataset.rcc import RccError, read_rcc
+from rendernet_train.data import hash_split
+from rendernet_train.dataset.build import SHORT_SIDE, SOURCES_FILE, normalise, picture
+from rendernet_train.dataset.rcc import RccError, read_rcc
 
 RCC = Path(__file__).parent / "data" / "gcompris-hanoi.rcc"
 
@@ -137,7 +136,7 @@ def test_only_the_permitted_interior_photographs_are_trained_on():
 
 
 def test_scan_lists_symlinks_and_non_utf8_names_as_skipped(tmp_path):
-    from training.data import scan
+    from rendernet_train.data import scan
 
     for name in ("real", "render"):
         (tmp_path / name).mkdir()

@@ -52,7 +52,7 @@ def randomise(model, rng):
 
 
 def check_parity(model, numpy_model, batch, tmp_path):
-    from training.export import export_tflite
+    from rendernet_train.export import export_tflite
 
     expected = np.asarray(model(batch))
     got = numpy_model.forward(batch)
@@ -127,7 +127,7 @@ def test_residual_functional_model(tmp_path):
 
 
 def test_default_architecture_random_weights(tmp_path):
-    from training.model import build_model
+    from rendernet_train.model import build_model
 
     rng = np.random.default_rng(10)
     model = build_model(3)

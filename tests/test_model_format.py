@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from rendernet import ModelError, load_model
 from rendernet.model import model_from_bytes
-
-from training.export import export_numpy
+from rendernet_train.export import export_numpy
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +128,7 @@ def rewrite_weights(folder, change):
 
 
 def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
-    from training.export import round_weights
+    from rendernet_train.export import round_weights
 
     inputs = keras.Input((20, 20, 3), name="input")
     x = keras.layers.Conv2D(6, 3, padding="same", activation="relu6", name="conv")(inputs)

@@ -11,11 +11,10 @@ from conftest import SAMPLE_DIR
 from helpers import tflite_run
 from rendernet import load_model, preprocess
 from rendernet.cache import cache_root
-
-from training.efficientnet import blocks, fetch_weights, imagenet_classifier
-from training.export import export_numpy, export_tflite, round_weights
-from training.torch_weights import TorchWeightsError, read_state_dict
-from training.transfer import build_classifier
+from rendernet_train.efficientnet import blocks, fetch_weights, imagenet_classifier
+from rendernet_train.export import export_numpy, export_tflite, round_weights
+from rendernet_train.torch_weights import TorchWeightsError, read_state_dict
+from rendernet_train.transfer import build_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -100,9 +99,8 @@ def test_whole_backbone_in_numpy_matches_keras_and_litert(tmp_path, sample_image
 
 def test_backbone_stops_only_at_a_block_output():
     import keras
-
-    from training.efficientnet import backbone_layers
-    from training.errors import TrainingError
+    from rendernet_train.efficientnet import backbone_layers
+    from rendernet_train.errors import TrainingError
 
     inputs = keras.Input((224, 224, 3))
     assert tuple(backbone_layers(inputs, "block11_add").shape) == (None, 14, 14, 112)

@@ -16,9 +16,8 @@ from helpers import tflite_run
 from PIL import Image
 from rendernet import load_model, preprocess
 from rendernet.preprocess import RULE_VERSION
-
-from training.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
-from training.errors import TrainingError
+from rendernet_train.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
+from rendernet_train.errors import TrainingError
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ def tiny_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
-    from training.train import train
+    from rendernet_train.train import train
 
     out = tmp_path_factory.mktemp("model")
     cache = tmp_path_factory.mktemp("cache")
@@ -128,7 +127,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from training.train import make_strategy, train
+from rendernet_train.train import make_strategy, train
 strategy = make_strategy("mirrored")
 print("REPLICAS", strategy.num_replicas_in_sync)
 train({str(dataset)!r}, {str(tmp_path / 'model')!r}, architecture="small", epochs=1, batch_size=8, strategy="mirrored",
@@ -161,7 +160,7 @@ def test_multi_worker_training_on_two_local_processes(tmp_path):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "train", dataset, "--out", tmp_path / f"model{index}", "--architecture",
+            [sys.executable, "-m", "rendernet_train.cli", "train", dataset, "--out", tmp_path / f"model{index}", "--architecture",
              "small", "--epochs", "1", "--batch-size", "8", "--strategy", "multi-worker", "--verbose", "0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
@@ -182,8 +181,7 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     """The default architecture end to end on the sample: frozen EfficientNet-Lite0 + head, int8 weights,
     a held-out source scored (accuracy and ROC AUC), leave-one-source-out, NumPy == Keras."""
     import keras
-
-    from training.train import train
+    from rendernet_train.train import train
 
     data = tmp_path / "sample"
     shutil.copytree(SAMPLE_DIR, data)
@@ -208,7 +206,7 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
 
 
 def test_same_seed_same_weights(tiny_dataset, tmp_path):
-    from training.train import train
+    from rendernet_train.train import train
 
     for name in ("first", "second"):
         train(tiny_dataset, tmp_path / name, architecture="small", epochs=2, batch_size=8, cache_dir=tmp_path / "cache",
