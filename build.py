@@ -65,6 +65,7 @@ PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-e
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
+CORE_NOT_IN_PAGE = ("cache.py", "cli.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402
 from rendernet.errors import ModelError  # noqa: E402
@@ -245,7 +246,7 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     pyodide_dir, pyscript_dir = content_folder(staging, "pyodide"), content_folder(staging, "pyscript")
 
     app = staging / "app"
-    shutil.copytree(CORE_PACKAGE, app / "rendernet", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(CORE_PACKAGE, app / "rendernet", ignore=shutil.ignore_patterns("__pycache__", *CORE_NOT_IN_PAGE))
     shutil.copytree(APP / "static", app / "static")
     for name in ("main.py", "worker.py"):
         shutil.copyfile(APP / name, app / name)

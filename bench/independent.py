@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 
 from rendernet import load_model
+from rendernet.evaluate import evaluate_folder
 from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.dataset.build import SOURCES_FILE, fetch_package, read_catalog
-from rendernet_train.evaluate import evaluate_folder
 
 
 def training_photos() -> set:

@@ -33,7 +33,7 @@ def test_argmax_without_threshold():
 def test_model_label_and_metrics_use_the_same_rule():
     from conftest import DEFAULT_MODEL
     from rendernet import load_model
-    from rendernet_train.metrics import predict_labels
+    from rendernet.metrics import predict_labels
 
     default_model = load_model(DEFAULT_MODEL)
     rows = np.random.default_rng(0).dirichlet([1, 1], size=200).astype(np.float32)

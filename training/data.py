@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from rendernet.cache import cache_root
 from rendernet.errors import ImageError
+from rendernet.evaluate import class_files
 from rendernet.preprocess import INPUT_SIZE, RULE_VERSION, load_image, preprocess
 
 from .errors import TrainingError
@@ -60,34 +61,6 @@ def hash_split(key: str) -> str:
     for folders without a manifest, the key is the file's path under DATA_DIR."""
     fraction = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
     return next(name for name, upper in SPLIT_BOUNDS if fraction < upper)
-
-
-def printable(path) -> str:
-    """A path as text even when its name is not valid UTF-8 (those bytes shown as \\x.. escapes)."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def class_files(folder: Path, skipped: list | None = None) -> list:
-    """Every regular file under a class folder, hidden ones left out, in a stable order.
-
-    Symbolic links (not followed) and names that are not valid UTF-8 are left out
-    too, and appended to `skipped` as (path, reason)."""
-    files = []
-    for path in sorted(folder.rglob("*")):
-        reason = None
-        if path.name.startswith("."):
-            continue
-        if path.is_symlink():
-            reason = "symbolic link (not followed)"
-        elif not path.is_file():
-            continue
-        elif printable(path) != str(path):
-            reason = "file name is not valid UTF-8"
-        if reason is None:
-            files.append(path)
-        elif skipped is not None:
-            skipped.append((printable(path), reason))
-    return files
 
 
 def scan(data_dir) -> Dataset:

@@ -2,8 +2,8 @@
 
 Only the `rendernet` command turns errors into messages and exit codes."""
 
-from rendernet.errors import RendernetError
+from rendernet.errors import DataError
 
 
-class TrainingError(RendernetError):
+class TrainingError(DataError):
     """Training cannot go on as asked (no such folder, too few classes, an unknown option...)."""

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 from rendernet.cache import cache_root
+from rendernet.metrics import evaluate, roc_auc
 
 from . import data as data_module
 from .config import TrainConfig
 from .errors import TrainingError
-from .metrics import choose_threshold, evaluate, plot_confusion, plot_history, roc_auc
+from .metrics import choose_threshold, plot_confusion, plot_history
 
 ARCHITECTURES = {  # name: (input size, stored kernel dtype)
     "efficientnet-lite0": (224, "int8"),

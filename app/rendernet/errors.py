@@ -11,3 +11,7 @@ class ImageError(RendernetError):
 
 class ModelError(RendernetError):
     """A model folder is missing, altered, of another format version, or unsupported."""
+
+
+class DataError(RendernetError):
+    """A folder of images is not what the command needs (not a folder, sub-folders not the model's classes...)."""

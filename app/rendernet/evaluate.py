@@ -1,7 +1,7 @@
 """Score a model on files and labelled folders with the browser's own preprocess and forward pass.
 
 Backs `rendernet classify` (files and folders, in parallel with --jobs), `rendernet evaluate` and
-bench/independent.py; no TensorFlow.
+bench/independent.py. NumPy and Pillow only: no TensorFlow.
 """
 
 import multiprocessing
@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rendernet import load_model
-from rendernet.classify import classify_file
 
-from .data import class_files
-from .errors import TrainingError
+from .classify import classify_file
+from .errors import DataError
 from .metrics import evaluate
+from .model import load_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")  # what a folder is walked for
 
@@ -66,13 +65,41 @@ def classify_path(model, name: str) -> dict:
     return result
 
 
+def printable(path) -> str:
+    """A path as text even when its name is not valid UTF-8 (those bytes shown as \\x.. escapes)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def class_files(folder: Path, skipped: list | None = None) -> list:
+    """Every regular file under a class folder, hidden ones left out, in a stable order.
+
+    Symbolic links (not followed) and names that are not valid UTF-8 are left out
+    too, and appended to `skipped` as (path, reason)."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        reason = None
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink():
+            reason = "symbolic link (not followed)"
+        elif not path.is_file():
+            continue
+        elif printable(path) != str(path):
+            reason = "file name is not valid UTF-8"
+        if reason is None:
+            files.append(path)
+        elif skipped is not None:
+            skipped.append((printable(path), reason))
+    return files
+
+
 def class_folders(model, data_dir: Path) -> list:
-    """DATA_DIR's class sub-folders; ValueError unless each is named after one of the model's classes."""
+    """DATA_DIR's class sub-folders; DataError unless each is named after one of the model's classes."""
     if not data_dir.is_dir():
-        raise TrainingError(f"{data_dir} is not a folder")
+        raise DataError(f"{data_dir} is not a folder")
     folders = sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
     if not folders or any(folder.name not in model.classes for folder in folders):
-        raise TrainingError(f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
+        raise DataError(f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
                          f"found {[folder.name for folder in folders]}")
     return folders
 

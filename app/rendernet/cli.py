@@ -1,0 +1,98 @@
+"""The core's commands, `rendernet classify` and `rendernet evaluate`: NumPy and Pillow only, no TensorFlow.
+
+`python -m rendernet.cli` runs them alone; the full `rendernet` command
+(rendernet_train.cli) adds `train` and `dataset`. `run` is the one place where
+errors become messages and exit codes (1; usage errors 2).
+"""
+
+import argparse
+import json
+import sys
+
+from .decision import SURE
+from .errors import RendernetError
+from .model import load_model
+
+
+def cmd_classify(args) -> int:
+    import csv
+
+    from .decision import decide
+    from .evaluate import classify_paths, image_paths
+    from .report import csv_header, csv_row, safe_cell
+
+    model = load_model(args.model)
+    names = image_paths(args.files)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    writer = csv.writer(sys.stdout) if args.csv else None
+    if writer:
+        writer.writerow([safe_cell(cell) for cell in csv_header(model.classes)])
+    failed = 0
+    for number, result in enumerate(classify_paths(model, args.model, names, args.jobs), start=1):
+        failed += "error" in result
+        if writer:
+            writer.writerow(csv_row(result, model.classes, model.threshold, args.sure))
+        else:
+            if "error" not in result:
+                decision = decide(result["probabilities"], model.classes, model.threshold, args.sure)
+                result.update(label=decision.label, confidence=round(decision.confidence, 4), not_sure=decision.not_sure)
+            print(json.dumps(result))
+        sys.stdout.flush()
+        if progress:
+            print(f"\rclassified {number}/{len(names)}, {failed} failed", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_folder
+
+    report = evaluate_folder(load_model(args.model), args.data_dir)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Add `classify` and `evaluate` to an argparse subparsers object."""
+    classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
+    classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    classify.add_argument("--sure", type=float, default=SURE,
+                          help=f"confidence below which a result is marked not_sure (default {SURE})")
+    classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
+    classify.add_argument("--jobs", type=int, default=1, help="processes to classify with (default 1; e.g. the "
+                          "number of cores for a large folder)")
+    classify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="show progress on stderr (default: when stderr is a terminal)")
+    classify.add_argument("files", nargs="+", help="image files, and folders to walk for images")
+    classify.set_defaults(run=cmd_classify)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on a labelled folder DATA_DIR/<class>/*; JSON report")
+    evaluate.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    evaluate.add_argument("data_dir")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="rendernet", description="Classify images with a rendernet model folder.")
+    add_commands(main.add_subparsers(dest="command", required=True))
+    return main
+
+
+def run(arguments: argparse.ArgumentParser, argv=None) -> int:
+    """Parse `argv` and run its command, turning any RendernetError into a message and exit status 1."""
+    args = arguments.parse_args(argv)
+    try:
+        return args.run(args)
+    except RendernetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def main(argv=None) -> int:
+    return run(parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
