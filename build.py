@@ -36,6 +36,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,24 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
         page = page.replace(token, folder)
     (staging / "index.html").write_text(page)
     write_service_worker(staging)
+    precompress(staging)
+
+
+def precompress(dist: Path) -> None:
+    """Beside every file that compresses, its gzip (always) and brotli (when the `brotli` package is importable)
+    copy, for `--serve` and static hosts that serve precompressed files (see the README)."""
+    try:
+        import brotli
+    except ImportError:
+        brotli = None
+    for path in sorted(path for path in dist.rglob("*") if path.is_file()):
+        data = path.read_bytes()
+        packed = {".gz": gzip.compress(data, compresslevel=9, mtime=0)}
+        if brotli:
+            packed[".br"] = brotli.compress(data, quality=11)
+        for suffix, body in packed.items():
+            if len(body) < 0.95 * len(data):
+                path.with_name(path.name + suffix).write_bytes(body)
 
 
 def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
@@ -299,22 +318,55 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
 
 
 def size_report(dist: Path) -> str:
-    rows, total_raw, total_gzip = [], 0, 0
-    for path in sorted(path for path in dist.rglob("*") if path.is_file()):
-        raw = path.stat().st_size
-        packed = len(gzip.compress(path.read_bytes(), compresslevel=6))
-        total_raw, total_gzip = total_raw + raw, total_gzip + packed
-        rows.append((raw, packed, path.relative_to(dist).as_posix()))
-    lines = [f"{'raw':>12} {'gzip':>12}  file"]
-    lines += [f"{raw:>12,} {packed:>12,}  {name}" for raw, packed, name in sorted(rows, reverse=True)[:12]]
-    lines.append(f"{total_raw:>12,} {total_gzip:>12,}  total ({len(rows)} files)")
+    """The largest files and the total: raw, and as served precompressed (the smallest copy: brotli, gzip, raw)."""
+    rows = []
+    for path in sorted(path for path in dist.rglob("*") if path.is_file() and path.suffix not in PRECOMPRESSED):
+        copies = [path] + [path.with_name(path.name + suffix) for suffix in PRECOMPRESSED]
+        rows.append((path.stat().st_size, min(copy.stat().st_size for copy in copies if copy.exists()),
+                     path.relative_to(dist).as_posix()))
+    lines = [f"{'raw':>12} {'served':>12}  file"]
+    lines += [f"{raw:>12,} {served:>12,}  {name}" for raw, served, name in sorted(rows, reverse=True)[:12]]
+    lines.append(f"{sum(row[0] for row in rows):>12,} {sum(row[1] for row in rows):>12,}  total ({len(rows)} files; "
+                 f"served: as sent to a browser that accepts {', '.join(PRECOMPRESSED.values())})")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- serve
 
+PRECOMPRESSED = {".br": "br", ".gz": "gzip"}  # suffix: Content-Encoding, in order of preference
+CONTENT_FOLDER = re.compile(r"^/(app|pyodide|pyscript)-[0-9a-f]{12}/")  # named by their content: never change
+
+
 class Handler(http.server.SimpleHTTPRequestHandler):
+    """A static server that sends a file's precompressed copy when the browser accepts it, and caches the
+    content-named folders for a year (immutable) while index.html and sw.js are revalidated on every load."""
+
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if path.is_dir() and self.path.split("?")[0].endswith("/"):
+            path = path / "index.html"
+        accepted = {part.split(";")[0].strip() for part in self.headers.get("Accept-Encoding", "").split(",")}
+        for suffix, encoding in PRECOMPRESSED.items():
+            copy = path.with_name(path.name + suffix)
+            if (encoding in accepted and path.is_file() and copy.is_file()
+                    and copy.stat().st_mtime_ns >= path.stat().st_mtime_ns):  # a copy older than its file is stale
+                handle = open(copy, "rb")  # noqa: SIM115 - SimpleHTTPRequestHandler sends and closes it
+                self.send_response(200)
+                self.send_header("Content-Type", self.guess_type(str(path)))
+                self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(copy.stat().st_size))
+                self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
+                self.end_headers()
+                return handle
+        return super().send_head()
+
+    def end_headers(self):
+        immutable = CONTENT_FOLDER.match(self.path)
+        self.send_header("Cache-Control", "public, max-age=31536000, immutable" if immutable else "no-cache")
+        self.send_header("Vary", "Accept-Encoding")
+        super().end_headers()
 
     def log_message(self, format, *args):
         pass

@@ -1,8 +1,13 @@
 """build.py: the trust chain (pinned runtime sha256, wheels against pyodide-lock.json) and the bundle's shape."""
 
+import functools
+import gzip
+import http.client
+import http.server
 import json
 import re
 import shutil
+import threading
 
 import pytest
 from conftest import DEFAULT_MODEL
@@ -32,7 +37,7 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert code == 0, output.err
     dist = tmp_path / "dist"
     top = {path.name.split("-")[0] for path in dist.iterdir()}
-    assert top == {"index.html", "sw.js", "pyodide", "pyscript", "app"}
+    assert top == {"index.html", "index.html.gz", "sw.js", "sw.js.gz", "pyodide", "pyscript", "app"}
     runtime, app = next(dist.glob("pyodide-*")), next(dist.glob("app-*"))
     lock = json.loads((runtime / "pyodide-lock.json").read_text())
     assert sorted(lock["packages"]) == ["numpy", "pillow"]
@@ -57,7 +62,8 @@ def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
     assert [name for name in first if name not in second] == [name for name in first if name.startswith("app-")]
     assert [name for name in first if name.startswith("py")] == [name for name in second if name.startswith("py")]
     worker = (tmp_path / "dist" / "sw.js").read_text()
-    files = [path for path in (tmp_path / "dist").rglob("*") if path.is_file() and path.name != "sw.js"]
+    files = [path for path in (tmp_path / "dist").rglob("*")
+             if path.is_file() and not path.name.startswith("sw.js") and path.suffix not in build.PRECOMPRESSED]
     assert all(build.sha256_file(path) in worker for path in files)
 
 
@@ -132,3 +138,35 @@ def test_missing_npm_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(build.BuildError, match=re.escape("`npm` is not installed; it is needed to fetch the npm "
                                                          "package @pyscript/core@0.6.66")):
         build.npm_package(build.PYSCRIPT_NPM, tmp_path / "cache", tmp_path / "unpacked")
+
+
+def test_precompressed_copies_are_served_with_cache_headers(tmp_path, pyodide_dir, capsys):
+    """build.py writes a .gz beside every file that compresses; --serve's handler sends it to a browser that
+    accepts gzip (and the file itself to one that does not), caches the content-named folders for a year and
+    has index.html revalidated."""
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    dist = tmp_path / "dist"
+    wasm = next(dist.glob("pyodide-*/pyodide.asm.wasm"))
+    assert gzip.decompress(wasm.with_name(wasm.name + ".gz").read_bytes()) == wasm.read_bytes()
+    assert not next(dist.glob("pyodide-*/numpy-*.whl")).with_suffix(".whl.gz").exists(), "a wheel is already compressed"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def get(path, **headers):
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            return response, response.read()
+
+        path = "/" + wasm.relative_to(dist).as_posix()
+        response, body = get(path, **{"Accept-Encoding": "gzip, deflate"})
+        assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == wasm.read_bytes()
+        assert response.getheader("Content-Type") == "application/wasm"
+        assert response.getheader("Cache-Control") == "public, max-age=31536000, immutable"
+        response, body = get(path)
+        assert response.getheader("Content-Encoding") is None and body == wasm.read_bytes()
+        response, body = get("/", **{"Accept-Encoding": "gzip"})
+        assert response.getheader("Cache-Control") == "no-cache"
+        assert gzip.decompress(body) == (dist / "index.html").read_bytes()
+    finally:
+        server.shutdown()
