@@ -351,6 +351,8 @@ def test_repeat_visit_works_offline(site, browser):
         again = Page(browser, site)
         rows = again.upload([sample_files("render")[2]], 1)
         assert "label" in rows[0]
+        again.page.wait_for_timeout(2000)  # the page's background update check has failed by now
+        assert again.page.locator("#notice").is_hidden(), "offline is not a failed update"
         assert again.errors == []
     finally:
         browser.set_offline(False)
