@@ -262,7 +262,11 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
                                                  "packages_cache": "passthrough", "files": core_files}, indent=1))
     app_dir = content_folder(staging, "app")
 
-    page = (APP / "index.html").read_text()
+    preload = [f"{pyodide_dir}/{name}" for name in ("pyodide.asm.wasm", "python_stdlib.zip")]
+    preload += [f"{pyodide_dir}/{path.name}" for path in wheels.values()]
+    preload += [f"{app_dir}/model/{name}" for name in MODEL_FILES[:2]]
+    page = (APP / "index.html").read_text().replace("<!--PRELOAD-->", "\n".join(
+        f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
     for token, folder in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir)):
         page = page.replace(token, folder)
     (staging / "index.html").write_text(page)
