@@ -221,14 +221,13 @@ def content_folder(staging: Path, prefix: str) -> str:
     return f"{prefix}-{digest}"
 
 
-def write_service_worker(dist: Path) -> str:
+def write_service_worker(dist: Path) -> None:
     """sw.js: the bundle's files with their sha256, checked as it caches them, under a version named by them all."""
     hashes = {path.relative_to(dist).as_posix(): sha256_file(path) for path in sorted(dist.rglob("*")) if path.is_file()}
     version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
     bundle = {("./" if name == "index.html" else f"./{name}"): digest for name, digest in hashes.items()}
     template = (APP / "sw.js").read_text()
     (dist / "sw.js").write_text(template.replace("__VERSION__", version).replace("__BUNDLE__", json.dumps(bundle, indent=0)))
-    return version
 
 
 def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, model_dir: Path) -> None:

@@ -16,8 +16,7 @@ import keras
 import numpy as np
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
-from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE
-from rendernet.model import sha256_bytes
+from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
 

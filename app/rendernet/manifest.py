@@ -111,9 +111,14 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
     return manifest
 
 
+def sha256_bytes(data: bytes) -> str:
+    """The digest model.json records for weights.npz (`weights.sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def check_weights(manifest: dict, weights_bytes: bytes, where: str = WEIGHTS_FILE) -> None:
     """The one integrity check of a weights file: its sha256 must be the manifest's."""
-    expected, found = manifest["weights"]["sha256"], hashlib.sha256(weights_bytes).hexdigest()
+    expected, found = manifest["weights"]["sha256"], sha256_bytes(weights_bytes)
     if found != expected:
         raise ModelError(f"{where} does not match model.json: sha256 expected {expected}, found {found} "
                          f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model")

@@ -8,7 +8,6 @@ convolution before it, and returns a Model whose `forward` runs with NumPy alone
 The format, field by field, and the checks every manifest passes: manifest.py.
 """
 
-import hashlib
 import io
 import time
 import zipfile
@@ -21,10 +20,6 @@ from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
 from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, check_weights, read_manifest
 from .weights import decode
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Model:
@@ -59,6 +54,7 @@ class Model:
         outputs = self._output_size()
         if outputs is not None and outputs != len(self.classes):
             raise ModelError(f"model.json: classes names {len(self.classes)} classes, the network outputs {outputs}")
+        self._head = self._find_head()
 
     def _layer(self, name: str):
         return next(((layer, inputs) for layer, inputs in self.layers if layer.name == name), (None, []))
@@ -73,6 +69,9 @@ class Model:
     def head(self):
         """The Dense output layer when it reads globally average-pooled features (through Dropout only), else
         None: for such a head, the logits are the spatial mean of a per-location map (see explain)."""
+        return self._head
+
+    def _find_head(self):
         layer, inputs = self._layer(self.output_name)
         if not isinstance(layer, Dense) or layer.config.get("activation") not in ("softmax", "linear"):
             return None
