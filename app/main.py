@@ -1,25 +1,28 @@
 """The rendernet page: the user interface, on the main thread; the work runs in worker.py.
 
-PyScript runs this file on the page's main thread with no packages: it starts
-the worker (NumPy, Pillow and the core package), hands it one file at a time,
-and draws the answers. Everything is built from DOM nodes with `textContent`
-and attributes, never from HTML strings, so a file name, a class name or a
-metric can hold any characters. Labels, "not sure", the summary and the CSV
-all come from rendernet.decision with the slider's current value. Nothing is
-sent anywhere: files are read in the page and classified in its worker.
+PyScript runs this file on the page's main thread in MicroPython, which starts
+in a few milliseconds and leaves the CPU to the worker's Pyodide (NumPy, Pillow
+and the core package); the code keeps to what MicroPython and CPython share (no
+`[*a, b]`, `{**a}`, quotes with a colon inside an f-string's braces, `typing`).
+It hands the worker one file at a time and draws the answers. Everything is
+built from DOM nodes with `textContent` and attributes, never from HTML
+strings, so a file name, a class name or a metric can hold any characters.
+Labels, "not sure" and the summary come from rendernet.decision with the
+slider's current value; the worker writes the CSV with the same rule and
+value. Nothing is sent anywhere: files are read in the page and classified in
+its worker.
 """
 
 import asyncio
 import json
 
 import js
-from pyodide.ffi import create_proxy, to_js
 from pyscript import document, when, window
+from pyscript.ffi import create_proxy, to_js
 from rendernet.decision import decide
-from rendernet.report import results_csv
 
-OFFLINE_TIMEOUT_MS = 30_000  # a first visit waits at most this long for the offline copy
-DEBUG = "debug" in js.URLSearchParams.new(js.location.search)  # ?debug exposes test and benchmark hooks
+OFFLINE_TIMEOUT_MS = 30000  # a first visit waits at most this long for the offline copy
+DEBUG = js.URLSearchParams.new(js.location.search).has("debug")  # ?debug exposes test and benchmark hooks
 
 
 class Page:
@@ -71,6 +74,12 @@ def set_loading(step: int, text: str, failed: bool = False) -> None:
         element("loading").classList.add("failed")
 
 
+def reason(state: str) -> str:
+    """The reason in a "failed: ..." state from rendernetEnableOffline."""
+    prefix = "failed: "
+    return state[len(prefix):] if state.startswith(prefix) else state
+
+
 def notice(text: str) -> None:
     element("notice").textContent = text
     element("notice").hidden = False
@@ -90,34 +99,39 @@ def table(rows, caption=None, header=None):
     return built
 
 
+def text(value) -> str:
+    """A value as shown: floats to 6 significant digits (MicroPython reads 0.962 as 0.9619999999999999)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def show_about(info: dict) -> None:
     manifest, metrics = info["manifest"], info["metrics"]
     test = metrics.get("test", {})
-    unseen = {**metrics.get("held_out", {}), **metrics.get("leave_one_source_out", {})}
+    unseen = dict(metrics.get("held_out", {}))
+    unseen.update(metrics.get("leave_one_source_out", {}))
     rows = [
         ("Classes", ", ".join(page.classes)),
-        ("Test accuracy", test.get("accuracy", "n/a")),
-        ("Test ROC AUC", test.get("roc_auc", "n/a")),
+        ("Test accuracy", text(test.get("accuracy", "n/a"))),
+        ("Test ROC AUC", text(test.get("roc_auc", "n/a"))),
         ("Test images", test.get("count", "n/a")),
-        *[(f"Unseen source “{source}”", f"accuracy {scores.get('accuracy')}, ROC AUC {scores.get('roc_auc', 'n/a')} "
-           f"on {scores.get('count')} images, with the source left out of training")
-          for source, scores in unseen.items() if isinstance(scores, dict)],
+    ] + [(f"Unseen source “{source}”", f"accuracy {text(scores.get('accuracy'))}, ROC AUC {text(scores.get('roc_auc', 'n/a'))} "
+          f"on {scores.get('count')} images, with the source left out of training")
+         for source, scores in unseen.items() if isinstance(scores, dict)] + [
         ("Decision threshold",
-         f"{page.threshold} (probability of “{page.classes[-1]}”)" if page.threshold is not None else "most probable class"),
+         f"{text(page.threshold)} (probability of “{page.classes[-1]}”)" if page.threshold is not None else "most probable class"),
         ("Parameters", f"{manifest.get('params', 0):,}"),
         ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),
         ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
         ("Layers", info["layers"]),
         ("Preprocessing", manifest.get("preprocessing", "")),
-        *[("Credits", credit) for credit in manifest.get("credits", [])],
-    ]
+    ] + [("Credits", credit) for credit in manifest.get("credits", [])]
     body = element("about-body")
     body.replaceChildren(table(rows))
     confusion = test.get("confusion")
     if isinstance(confusion, list):
-        append(body, table([(name, *row) for name, row in zip(page.classes, confusion, strict=False)],
+        append(body, table([[name] + list(row) for name, row in zip(page.classes, confusion)],
                            caption="Confusion matrix on the test split (rows: actual, columns: predicted)",
-                           header=["", *page.classes]))
+                           header=[""] + page.classes))
 
 
 async def start_worker():
@@ -170,7 +184,7 @@ def add_row(answer: dict) -> None:
     if element("sort-by").value == "confidence":
         sort_rows()
     else:
-        element("results").tBodies[0].appendChild(row)
+        element("results").tBodies.item(0).appendChild(row)
     for button in ("download-csv", "clear"):
         element(button).disabled = False
     summarize()
@@ -199,7 +213,7 @@ def sort_rows() -> None:
         return (1, 0) if "error" in result else (0, page.decision(result).confidence)
 
     entries = sorted(page.rows, key=key) if element("sort-by").value == "confidence" else page.rows
-    element("results").tBodies[0].replaceChildren(*[row for _, row in entries])
+    element("results").tBodies.item(0).replaceChildren(*[row for _, row in entries])
 
 
 def update_batch() -> None:
@@ -243,7 +257,7 @@ def enqueue(files) -> None:
     page.queue += files
     page.total += len(files)
     update_batch()
-    page.task = asyncio.ensure_future(run_queue())  # held, so the running task is not garbage-collected
+    page.task = asyncio.create_task(run_queue())  # held, so the running task is not garbage-collected
 
 
 # ---------------------------------------------------------------- events
@@ -269,7 +283,7 @@ def connect() -> None:
     def dragged_away(event):
         element("drop-zone").classList.remove("dragging")
 
-    @when("paste", document)
+    @when("paste", "body")  # a paste anywhere in the page (it bubbles to the body)
     def pasted(event):
         if event.clipboardData and event.clipboardData.files.length:
             event.preventDefault()
@@ -310,7 +324,7 @@ def connect() -> None:
     @when("click", "#clear")
     def clear(event):
         page.rows.clear()
-        element("results").tBodies[0].replaceChildren()
+        element("results").tBodies.item(0).replaceChildren()
         page.done, page.total = 0, 0
         update_batch()
         summarize()
@@ -318,15 +332,16 @@ def connect() -> None:
             element(button).disabled = True
 
     @when("click", "#download-csv")
-    def download(event):
-        blob = js.Blob.new(to_js([current_csv()]), to_js({"type": "text/csv"}, dict_converter=js.Object.fromEntries))
+    async def download(event):
+        blob = js.Blob.new(to_js([await current_csv()]), to_js({"type": "text/csv"}))
         link = node("a", href=js.URL.createObjectURL(blob), download="rendernet-results.csv")
         link.click()
         js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
 
 
-def current_csv() -> str:
-    return results_csv([result for result, _ in page.rows], page.classes, page.threshold, page.sure())
+def current_csv():
+    """The results as CSV text (a promise): report.results_csv in the worker, at the slider's current value."""
+    return page.worker.to_csv(json.dumps([result for result, _ in page.rows]), page.sure())
 
 
 # ---------------------------------------------------------------- start
@@ -341,7 +356,7 @@ def remember_version(app: str) -> None:
 
 
 def offline_update_failed(state: str) -> None:
-    notice(f"The offline copy was not updated ({state.removeprefix('failed: ')}); this version keeps working.")
+    notice(f"The offline copy was not updated ({reason(state)}); this version keeps working.")
 
 
 async def start() -> None:
@@ -372,7 +387,7 @@ async def start() -> None:
     set_loading(3, "Preparing offline use…")
     offline = await window.rendernetEnableOffline(OFFLINE_TIMEOUT_MS, create_proxy(offline_update_failed))
     if offline != "ready":
-        notice(f"Offline use is not available ({offline.removeprefix('failed: ')}); the page works while online.")
+        notice(f"Offline use is not available ({reason(offline)}); the page works while online.")
     remember_version(app)
     connect()
     element("file-input").disabled = False
@@ -380,12 +395,13 @@ async def start() -> None:
     element("loading").classList.add("ready")
     timings["ready"] = js.performance.now()
     if DEBUG:
-        window.rendernet_debug = to_js({
-            "timings": timings,
-            "csv": create_proxy(current_csv),
-            "time_forward": create_proxy(lambda repeats=30: page.worker.time_forward(repeats)),
-            "profile": create_proxy(lambda repeats=5: page.worker.profile(repeats)),
-        }, dict_converter=js.Object.fromEntries)
+        hooks = js.Object.new()
+        hooks.timings = to_js(timings)
+        hooks.csv = create_proxy(current_csv)
+        hooks.time_forward = create_proxy(lambda repeats=30: page.worker.time_forward(repeats))
+        hooks.profile = create_proxy(lambda repeats=5: page.worker.profile(repeats))
+        hooks.modules = create_proxy(lambda: page.worker.modules())
+        window.rendernet_debug = hooks
     document.body.dataset.state = "ready"
 
 

@@ -19,6 +19,7 @@ from pyodide.http import pyfetch
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
 from rendernet.model import model_from_bytes
+from rendernet.report import results_csv
 
 THUMBNAIL = 96  # px, the side of the thumbnail and heatmap the page shows
 state = {"model": None, "last_pixels": None}
@@ -84,6 +85,12 @@ def classify(name: str, data) -> str:
     return json.dumps(answer)
 
 
+def to_csv(results: str, sure: float) -> str:
+    """The page's results (a JSON list) as spreadsheet-safe CSV, decided at the page's `sure` level."""
+    model = state["model"]
+    return results_csv(json.loads(results), model.classes, model.threshold, float(sure))
+
+
 def time_forward(repeats: int = 30) -> str:
     """Milliseconds of each of `repeats` forward passes (batch 1) on the last classified image (bench/browser.py)."""
     import time
@@ -111,4 +118,12 @@ def profile(repeats: int = 5) -> str:
     return json.dumps(result)
 
 
-__export__ = ["load", "classify", "time_forward", "profile"]
+def modules() -> str:
+    """Every file this worker has imported, relative to the standard library zip or site-packages: what
+    app/page_modules.txt must list, since build.py ships only those (tests/test_site.py checks)."""
+    roots = ("/lib/python312.zip/", "/site-packages/")
+    paths = [getattr(module, "__file__", None) or "" for module in list(sys.modules.values())]
+    return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
+
+
+__export__ = ["load", "classify", "to_csv", "time_forward", "profile", "modules"]

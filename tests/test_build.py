@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import threading
+import zipfile
 
 import pytest
 from conftest import DEFAULT_MODEL
@@ -43,11 +44,40 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert sorted(lock["packages"]) == ["numpy", "pillow"]
     worker = json.loads((app / "worker.json").read_text())
     assert worker["interpreter"] == f"../{runtime.name}/pyodide.mjs" and worker["packages_cache"] == "passthrough"
-    assert json.loads((app / "main.json").read_text()) == {"interpreter": worker["interpreter"], "files": worker["files"]}
+    pyscript = next(dist.glob("pyscript-*"))
+    main = json.loads((app / "main.json").read_text())  # MicroPython, with the decision rule
+    assert main["interpreter"] == f"../{pyscript.name}/micropython.mjs" and (pyscript / "micropython.wasm").exists()
+    assert sorted(main["files"]) == [f"./rendernet/{name}" for name in sorted(build.CORE_ON_MAIN_THREAD)]
     assert (app / "rendernet" / "layers.py").read_bytes() == (build.CORE_PACKAGE / "layers.py").read_bytes()
     page = (dist / "index.html").read_text()
     assert f'src="./{app.name}/main.py"' in page and "__APP__" not in page and "__PYSCRIPT__" not in page
     assert "total" in output.out and "gzip" in output.out
+
+
+def stored_files(path):
+    with zipfile.ZipFile(path) as archive:
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
+        return {name for name in archive.namelist() if not name.endswith("/") and ".dist-info/" not in name}
+
+
+def test_runtime_is_trimmed_to_the_listed_files_and_the_lock_knows_the_new_wheels(tmp_path, pyodide_dir, capsys):
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    runtime = next((tmp_path / "dist").glob("pyodide-*"))
+    lock = json.loads((runtime / "pyodide-lock.json").read_text())
+    listed = build.page_modules()
+    shipped = stored_files(runtime / "python_stdlib.zip")
+    assert "json/__init__.py" in shipped and "xmlrpc/client.py" not in shipped and shipped <= listed
+    for entry in lock["packages"].values():
+        wheel = runtime / entry["file_name"]
+        assert build.sha256_file(wheel) == entry["sha256"]  # Pyodide refuses a wheel that does not match
+        assert stored_files(wheel) <= listed
+        with zipfile.ZipFile(pyodide_dir / entry["file_name"]) as original:
+            assert len(original.namelist()) > len(stored_files(wheel))
+    assert "numpy/_core/_multiarray_umath.cpython-312-wasm32-emscripten.so" in stored_files(next(runtime.glob("numpy-*")))
+    assert build.main(["--out", str(tmp_path / "full"), "--model", str(DEFAULT_MODEL), "--pyodide-dir",
+                       str(pyodide_dir), "--full-runtime"]) == 0
+    full = next((tmp_path / "full").glob("pyodide-*"))
+    assert (full / "python_stdlib.zip").read_bytes() == (pyodide_dir / "python_stdlib.zip").read_bytes()
 
 
 def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
@@ -148,7 +178,7 @@ def test_precompressed_copies_are_served_with_cache_headers(tmp_path, pyodide_di
     dist = tmp_path / "dist"
     wasm = next(dist.glob("pyodide-*/pyodide.asm.wasm"))
     assert gzip.decompress(wasm.with_name(wasm.name + ".gz").read_bytes()) == wasm.read_bytes()
-    assert not next(dist.glob("pyodide-*/numpy-*.whl")).with_suffix(".whl.gz").exists(), "a wheel is already compressed"
+    assert all(copy.stat().st_size < 0.95 * copy.with_suffix("").stat().st_size for copy in dist.rglob("*.gz"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -29,8 +29,8 @@ from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 pytestmark = pytest.mark.slow
 
 
-def build_site(dist, model=DEFAULT_MODEL):
-    assert build.main(["--out", str(dist), "--model", str(model)]) == 0
+def build_site(dist, model=DEFAULT_MODEL, *options):
+    assert build.main(["--out", str(dist), "--model", str(model), *options]) == 0
     return dist
 
 
@@ -66,7 +66,7 @@ class Page:
     """A page of the site with its requests, console errors, dialogs and main-thread long tasks recorded from
     the first byte."""
 
-    def __init__(self, context, url, wait_for=READY):
+    def __init__(self, context, url, wait_for=READY, path="/"):
         self.requests, self.errors, self.dialogs = [], [], []
         context.on("request", lambda request: self.requests.append(request.url))
         self.page = context.new_page()
@@ -74,7 +74,7 @@ class Page:
         self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
-        self.page.goto(url + "/")
+        self.page.goto(url + path)
         self.page.wait_for_selector(wait_for, state="attached", timeout=90_000)
         self.requests_at_ready = len(self.requests)
         self.ready_at = self.page.evaluate("performance.now()")
@@ -258,6 +258,38 @@ def test_extreme_strips_are_error_rows_and_the_batch_goes_on(site, browser, tmp_
     assert "label" in rows[4]
     assert "4 failed" in page.page.inner_text("#summary")
     assert page.errors == []
+
+
+def every_kind_of_file(folder):
+    """Files down every path of decoding: the bad ones, strips, and each format and mode Pillow meets here."""
+    files = write_bad_files(folder)
+    rgb = Image.open(sample_files("real")[0]).convert("RGB")
+    rotated = rgb.getexif()
+    rotated[0x0112] = 6  # EXIF orientation: rotate on load
+    variants = [("exif.jpg", rgb, {"exif": rotated}), ("alpha.png", rgb.convert("RGBA"), {}), ("image.bmp", rgb, {}),
+                ("image.tiff", rgb, {}), ("palette.gif", rgb.convert("P"), {}), ("alpha.webp", rgb.convert("RGBA"), {}),
+                ("strip.png", Image.new("RGB", (20000, 1)), {}), ("grey.jpg", rgb.convert("L"), {})]
+    for name, image, options in variants:
+        files.append(folder / name)
+        image.save(files[-1], **options)
+    return [*files, *sample_files("render")[:2]]
+
+
+def test_the_trimmed_runtime_holds_every_module_the_page_imports(browser, tmp_path):
+    """build.py ships only the files app/page_modules.txt lists (a missing module would fail at run time): with the
+    whole runtime, every path the page takes imports nothing outside that list."""
+    with serving(build_site(tmp_path / "dist", DEFAULT_MODEL, "--full-runtime")) as url:
+        page = Page(browser, url, path="/?debug")  # ?debug: the page's test hooks
+        files = every_kind_of_file(tmp_path)
+        page.upload(files, len(files))
+        page.page.check("#show-heatmap")
+        assert download_csv(page)
+        page.page.evaluate("window.rendernet_debug.time_forward(1)")
+        page.page.evaluate("window.rendernet_debug.profile(1)")
+        imported = set(json.loads(page.page.evaluate("window.rendernet_debug.modules()")))
+        assert page.errors == []
+    missing = sorted(imported - build.page_modules())
+    assert not missing, "add these lines to app/page_modules.txt:\n" + "\n".join(missing)
 
 
 def test_forty_images_leave_the_main_thread_free(site, browser, tmp_path):

@@ -2,8 +2,9 @@
 
 Imports NumPy, Pillow and the standard library only, so the very same files run
 natively (training, tests, the `rendernet classify` command) and inside Pyodide
-in the browser. The page's main thread loads neither NumPy nor Pillow: there,
-only the pure-Python modules (decision, report, manifest, errors) are usable.
+in the browser. Without NumPy and Pillow (build.py), only the pure-Python
+modules (decision, report, manifest, errors) are usable; the page's main thread
+runs MicroPython and imports only decision and errors.
 """
 
 from .decision import Decision, decide
@@ -12,8 +13,8 @@ from .errors import ImageError, ModelError, RendernetError
 try:
     from .model import Model, load_model
     from .preprocess import INPUT_SIZE, load_image, preprocess
-except ModuleNotFoundError as error:  # the page's main thread
-    if error.name not in ("numpy", "PIL"):
+except ImportError as error:  # no NumPy or Pillow; MicroPython's ImportError has no .name
+    if getattr(error, "name", "PIL") not in ("numpy", "PIL"):
         raise
 
 __all__ = ["INPUT_SIZE", "Decision", "ImageError", "Model", "ModelError", "RendernetError", "decide", "load_image",

@@ -1,7 +1,7 @@
 """The one decision rule: probabilities -> label, confidence and "not sure".
 
-Pure Python (no NumPy), so the page's main thread, which loads no packages,
-decides exactly as the CLI, the metrics and the page's worker do.
+Pure Python that MicroPython runs too, so the page's main thread (MicroPython,
+no packages) decides exactly as the CLI, the metrics and the page's worker do.
 
 - Two classes with a threshold t (model.json "threshold"): classes[1] when its
   probability p >= t, else classes[0]. Confidence is the distance from t,
@@ -12,15 +12,11 @@ decides exactly as the CLI, the metrics and the page's worker do.
   --sure; SURE by default).
 """
 
-from typing import NamedTuple
+from collections import namedtuple
 
 SURE = 0.6  # default: below this confidence a result is "not sure"
 
-
-class Decision(NamedTuple):
-    label: str
-    confidence: float
-    not_sure: bool
+Decision = namedtuple("Decision", ("label", "confidence", "not_sure"))  # str, float in [0, 1], bool
 
 
 def decide(probabilities, classes, threshold=None, sure: float = SURE) -> Decision:
@@ -35,7 +31,7 @@ def decide(probabilities, classes, threshold=None, sure: float = SURE) -> Decisi
         else:
             index, confidence = 0, 0.5 + 0.5 * (t - p) / t
     else:
-        index = max(range(len(probabilities)), key=probabilities.__getitem__)
+        index = max(range(len(probabilities)), key=lambda i: probabilities[i])
         confidence = probabilities[index]
     confidence = min(max(confidence, 0.0), 1.0)
     return Decision(classes[index], confidence, confidence < sure)
