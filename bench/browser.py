@@ -1,19 +1,24 @@
-"""The built site in headless Chromium: time to ready, per-image latency, bytes on first load.
+"""The built site in headless Chromium: time to ready, per-image latency, bytes on first load, LiteRT.js.
 
     python bench/browser.py [--model models/default] [--images 40]
 
 Builds dist/ into a temp folder, serves it on 127.0.0.1, opens it in Debian's
 chromium with a fresh profile (first visit), reloads it in the same profile
-(repeat visit, served by the service worker), then classifies sample images
-through the real file input; last, a fresh visit through a server throttled to
-20 Mbit/s with 40 ms round trips. Prints a table, then JSON.
+(repeat visits, served by the service worker while the page re-checks sw.js in
+the background), then classifies sample images through the real file input and
+times the forward pass in the page's worker and, in the same page, the shipped
+model.tflite in LiteRT.js (npm @litertjs/core, a benchmark-only dependency,
+checked against npm's integrity like the build's). Then a fresh visit through a
+server throttled to 20 Mbit/s with 40 ms round trips, and the floor: a page
+that only starts Pyodide and runs `1+1`, fresh and repeat. Prints a table, then
+JSON.
 """
 
 import argparse
 import functools
-import gzip
 import http.server
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 
+import numpy as np
 from PIL import Image
 from rendernet import load_model
 from rendernet.classify import classify_file
@@ -35,6 +41,59 @@ from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+LITERT_NPM = {  # benchmark only: `npm view <spec> dist.integrity`
+    "@litertjs/core@2.5.3": "sha512-PlGmbMOq9WitX7FO0jhbdJw9GthatsyuCQXjTt/wJZo0FLaw48q4tz8IwqgqCIkviYGr9OFDL1kCnN4nzWoyJQ==",
+    "@litertjs/wasm-utils@2.5.3": "sha512-4fJiw6tBQnIs+0jH/OQ16nYOiSl8/+zZnn5h2ul8aTKHi05sVqZW580Tmk78pC2kT39A9OYBVdFawteZ/sI1kQ==",
+}
+FLOOR_PAGE = """<!doctype html><meta charset="utf-8"><title>floor</title><script type="module">
+  import { loadPyodide } from "./%s/pyodide.mjs";
+  const pyodide = await loadPyodide();
+  pyodide.runPython("1+1");
+  document.body.dataset.state = "ready";
+</script><body></body>"""  # bare Pyodide, from the same bundle: what any Pyodide page waits for at least
+LITERT_WORKER = """onmessage = async ({ data: { pixels, shape, repeats } }) => {
+  try {  // a classic worker (LiteRT.js loads its WebAssembly glue with importScripts), importing the ES module
+    const { loadLiteRt, loadAndCompile, Tensor } = await import("../dist/index.js");
+    await loadLiteRt(new URL("./", location.href).href);  // this worker lives beside the .wasm files it finds
+    const model = await loadAndCompile(new URL("../../model.tflite", location.href).href, { accelerator: "wasm" });
+    const input = new Tensor(Float32Array.from(pixels), shape);
+    const times = [];
+    let output;
+    for (let run = 0; run < repeats + 3; run++) {  // 3 warm-up runs
+      const started = performance.now();
+      const results = await model.run(input);
+      const elapsed = performance.now() - started;
+      output = Array.from(results[0].toTypedArray());
+      results.forEach((tensor) => tensor.delete());
+      if (run >= 3) times.push(elapsed);
+    }
+    postMessage({ times, output });
+  } catch (error) {
+    postMessage({ error: String(error) });
+  }
+};
+"""  # the shipped model.tflite in LiteRT.js's WebAssembly CPU runtime (XNNPACK), in a worker like the NumPy pass
+LITERT_RUN = """([pixels, shape, repeats]) => new Promise((resolve) => {
+  const worker = new Worker("/litert/core/wasm/run.js");
+  worker.onmessage = (event) => { worker.terminate(); resolve(event.data); };
+  worker.onerror = (event) => resolve({ error: event.message });
+  worker.postMessage({ pixels, shape, repeats });
+})"""  # started from the page (its main thread's MicroPython also defines the global `Module` LiteRT.js uses)
+
+
+def add_litert(dist: Path, model_dir: Path) -> None:
+    """LiteRT.js and the model's .tflite under dist/litert/, its one bare import pointed at wasm-utils' file."""
+    unpacked = Path(tempfile.mkdtemp(prefix="litert-"))
+    core, utils = (build.npm_package(spec, build.DEFAULT_CACHE, unpacked / spec.split("/")[1], integrity)
+                   for spec, integrity in LITERT_NPM.items())
+    shutil.copytree(core, dist / "litert" / "core")
+    shutil.copytree(utils, dist / "litert" / "wasm-utils")
+    index = dist / "litert" / "core" / "dist" / "index.js"
+    index.write_text(index.read_text().replace('from "@litertjs/wasm-utils"', 'from "../../wasm-utils/dist/index.js"'))
+    shutil.copyfile(model_dir / "model.tflite", dist / "litert" / "model.tflite")
+    (dist / "litert" / "core" / "wasm" / "run.js").write_text(LITERT_WORKER)
 
 
 def open_until_ready(page, url):
@@ -82,6 +141,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rendernet-bench-"))
     dist = work / "dist"
     build.build(dist, Path(args.model), build.DEFAULT_CACHE)
+    add_litert(dist, Path(args.model))
+    (dist / "floor.html").write_text(FLOOR_PAGE % next(dist.glob("pyodide-*")).name)
+    model = load_model(args.model)
     served = []  # (path, bytes) of every response body the server sent
 
     class CountingHandler(build.Handler):
@@ -105,9 +167,11 @@ def main() -> None:
         first_load = list(served)
         first_load_bytes = sum(size for _, size in first_load)
         files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
-        first_load_gzip = sum(len(gzip.compress((dist / name).read_bytes())) for name in files)
-        repeat = open_until_ready(page, url)
+        first_load_raw = sum((dist / name).stat().st_size for name in files)
+        repeats = [open_until_ready(page, url)]
         repeat_bytes = sum(size for _, size in served[len(first_load):])
+        repeats += [open_until_ready(page, url) for _ in range(4)]
+        repeat = statistics.median(repeats)
         page.set_input_files("#file-input", [str(path) for path in images[:5]])
         page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 5", timeout=120_000)
         first_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
@@ -120,6 +184,10 @@ def main() -> None:
         batch_long_tasks = [duration for start, duration in page.evaluate("window.longTasks") if start >= batch_started]
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         forward = json.loads(page.evaluate("window.rendernet_debug.time_forward(60)"))
+        litert_pixels = classify_file(model, images[-1].name, images[-1].read_bytes())[1]
+        litert = page.evaluate(LITERT_RUN, [litert_pixels.ravel().tolist(), [1, *litert_pixels.shape], 60])
+        if "error" in litert:
+            sys.exit(f"LiteRT.js failed: {litert['error']}")
         jpegs = []  # the same images re-saved as JPEG: Pyodide decodes with libjpeg 9, native with libjpeg-turbo
         for path in images[5:]:
             jpegs.append(work / "jpeg" / f"{path.stem}.jpg")
@@ -144,9 +212,14 @@ def main() -> None:
         throttled = open_until_ready(context.new_page(), f"http://127.0.0.1:{throttled_server.server_address[1]}/")
         context.close()
         throttled_server.shutdown()
+        context = playwright.chromium.launch_persistent_context(
+            work / "floor-profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        floor_page, floor_url = context.new_page(), url.replace("/?debug", "/floor.html")
+        floor_fresh = open_until_ready(floor_page, floor_url)
+        floor_repeat = statistics.median(open_until_ready(floor_page, floor_url) for _ in range(5))
+        context.close()
     server.shutdown()
 
-    model = load_model(args.model)
     native_full = [classify_file(model, path.name, path.read_bytes())[0]["ms"] for path in images[5:]]
     pixels = classify_file(model, "x", images[0].read_bytes())[1][None]
     native_forward = []
@@ -160,15 +233,19 @@ def main() -> None:
     jpeg_differences = sorted(abs(row["probabilities"][positive] - native["probabilities"][positive])
                               for native, row in zip(jpeg_native, jpeg_rows, strict=True))
     results = {
-        "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit": round(repeat, 3),
+        "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit_median_of_5": round(repeat, 3),
+                          "repeat_visits": [round(value, 3) for value in repeats],
                           "fresh_profile_at_20_mbit_40_ms": round(throttled, 3)},
-        "first_load": {"bytes_transferred": first_load_bytes, "gzip_bytes_of_those_files": first_load_gzip,
-                       "responses": len(first_load)},
+        "floor_ready_seconds": {"fresh_profile": round(floor_fresh, 3), "repeat_visit_median_of_5": round(floor_repeat, 3)},
+        "first_load": {"bytes_transferred": first_load_bytes, "raw_bytes_of_those_files": first_load_raw,
+                       "responses": len(first_load), "model_weights_bytes": model.manifest["weights"]["bytes"]},
         "repeat_visit_bytes_transferred": repeat_bytes,
         "per_image_ms": {
             "browser_forward": {"p50": percentile(forward, 0.5), "p95": percentile(forward, 0.95)},
             "browser_decode_preprocess_forward": {"p50": percentile(browser_full, 0.5),
                                                   "p95": percentile(browser_full, 0.95)},
+            "litert_js_forward": {"p50": round(percentile(litert["times"], 0.5), 3),
+                                  "p95": round(percentile(litert["times"], 0.95), 3)},
             "native_forward": {"p50": round(percentile(native_forward, 0.5), 3),
                                "p95": round(percentile(native_forward, 0.95), 3)},
             "native_decode_preprocess_forward": {"p50": percentile(native_full, 0.5),
@@ -189,16 +266,22 @@ def main() -> None:
         "repeat_visit_ms_since_navigation": {key: round(value) for key, value in timings.items()},
     }
     per_image = results["per_image_ms"]
+    numpy_probabilities = model.forward(litert_pixels[None])[0]
+    results["litert_js_vs_numpy_max_probability_difference"] = float(np.abs(numpy_probabilities - litert["output"]).max())
+    results["numpy_to_litert_js_ratio"] = round(statistics.median(forward) / statistics.median(litert["times"]), 1)
     results["browser_to_native_ratio"] = {
         "forward": round(statistics.median(forward) / statistics.median(native_forward), 1),
         "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1)}
-    print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s, fresh at 20 Mbit/s and 40 ms round "
-          f"trips {throttled:.2f} s")
-    print(f"first load: {first_load_bytes:,} bytes in {len(first_load)} responses "
-          f"({first_load_gzip:,} bytes if gzip-served); repeat visit: {repeat_bytes:,} bytes")
+    print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s (median of 5), fresh at 20 Mbit/s and "
+          f"40 ms round trips {throttled:.2f} s; the floor (bare Pyodide, 1+1): fresh {floor_fresh:.2f} s, "
+          f"repeat {floor_repeat:.2f} s")
+    print(f"first load: {first_load_bytes:,} bytes on the wire in {len(first_load)} responses ({first_load_raw:,} "
+          f"bytes uncompressed); repeat visit: {repeat_bytes:,} bytes")
     print(f"{'per image (ms)':<36}{'p50':>8}{'p95':>8}")
     for name, values in per_image.items():
         print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
+    print(f"NumPy pass in Pyodide / LiteRT.js: x{results['numpy_to_litert_js_ratio']} (outputs differ by at most "
+          f"{results['litert_js_vs_numpy_max_probability_difference']:.1e})")
     print(f"browser/native: forward x{results['browser_to_native_ratio']['forward']}, "
           f"decode+preprocess+forward x{results['browser_to_native_ratio']['decode_preprocess_forward']}")
     print("browser forward, ms per layer type: " + ", ".join(

@@ -165,10 +165,14 @@ def export_numpy(model: keras.Model, folder, classes, threshold=None, extra=None
 
 
 def export_tflite(model: keras.Model, path, quantize=None, representative_images=None) -> Path:
-    """Convert to TFLite: float32, or with `quantize` 'float16' or 'int8' (needs representative images)."""
+    """Convert to TFLite: float32, or with `quantize` 'float16' or 'int8' (needs representative images).
+
+    The input is one image, [1, H, W, C]: LiteRT.js refuses a dynamic batch, and the native interpreter still
+    takes any batch after `resize_tensor_input`."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    one_image = keras.Input(model.input_shape[1:], batch_size=1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(one_image, model(one_image, training=False)))
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
