@@ -21,8 +21,9 @@ the sha256 in that lock file; the model by loading it with the core's own
 loader. Any mismatch stops the build before dist/ is touched. The lock file
 shipped in dist/ is pruned to the packages the page uses. The standard library
 zip and the two wheels are then trimmed to the files the page imports
-(app/page_modules.txt; `--full-runtime` ships them whole), stored uncompressed,
-and the lock records the trimmed wheels' own sha256, which Pyodide checks.
+(app/page_modules.txt; `--full-runtime` ships them whole), compiled to bytecode
+by the bundle's own Pyodide run in Node, stored uncompressed, and the lock
+records the rebuilt wheels' own sha256, which Pyodide checks.
 
 Layout of dist/: `index.html` and `sw.js` at the top, everything else in
 folders named by a hash of their content (`pyodide-<hash>/`, `pyscript-<hash>/`,
@@ -228,17 +229,71 @@ def page_modules() -> set:
     return {line for line in lines if line and not line.startswith("#")}
 
 
-def trim_archive(path: Path, keep: set) -> str:
+def trim_archive(path: Path, keep: set) -> None:
     """Rewrite a zip (the standard library or a wheel, already verified) with only the files in `keep`, the
     folders and the wheel's metadata, uncompressed: fewer bytes to fetch and to unpack, and the server's
-    gzip or brotli compresses stored files better than zip's own deflate. Returns the new file's sha256."""
+    gzip or brotli compresses stored files better than zip's own deflate."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as trimmed:
         for entry in source.infolist():
             if entry.is_dir() or entry.filename in keep or ".dist-info/" in entry.filename:
                 trimmed.writestr(zipfile.ZipInfo(entry.filename, entry.date_time), source.read(entry))
     path.write_bytes(buffer.getvalue())
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+COMPILE_IN_PYODIDE = """
+const [runtime, ...archives] = process.argv.slice(2);  // the runtime folder, ending in "/"
+const { pathToFileURL } = await import("url");
+const { loadPyodide } = await import(pathToFileURL(runtime + "pyodide.mjs"));
+const pyodide = await loadPyodide({ indexURL: runtime });
+const fs = await import("fs");
+for (const archive of archives) {
+  pyodide.FS.writeFile("/tmp/archive.zip", fs.readFileSync(archive));
+  pyodide.runPython(`
+import importlib._bootstrap_external as external, importlib.util, io, zipfile
+with open("/tmp/archive.zip", "rb") as file:
+    source = zipfile.ZipFile(io.BytesIO(file.read()))
+with zipfile.ZipFile("/tmp/archive.zip", "w") as target:
+    for entry in source.infolist():
+        data = source.read(entry)
+        if entry.filename.endswith(".py"):  # optimize=0: NumPy breaks on docstrings removed behind its back
+            code = compile(data, entry.filename, "exec", dont_inherit=True, optimize=0)
+            data = external._code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False)
+            target.writestr(zipfile.ZipInfo(entry.filename + "c", entry.date_time), data)
+        else:
+            target.writestr(zipfile.ZipInfo(entry.filename, entry.date_time), data)
+`);
+  fs.writeFileSync(archive, pyodide.FS.readFile("/tmp/archive.zip"));
+}
+"""  # node, with the bundle's own Pyodide: CPython 3.12 compiles the bytecode it will run
+
+
+def compile_archives(runtime: Path, archives: list, cache: Path) -> None:
+    """Replace each .py in these zips by its sourceless .pyc (unchecked hash-based, PEP 552), compiled by the
+    bundle's own CPython 3.12 (Pyodide in Node): the browser then runs a module's bytecode on import instead
+    of compiling its source on every visit. Tracebacks show no source lines for these files. Results are
+    kept in the build cache (`derived/`) under the hash of the zip and of the compiler script, and trusted
+    as they are there (delete the folder to compile afresh); compressed copies there are checked on use."""
+    kept = {archive: cache / "derived" / (hashlib.sha256(archive.read_bytes() + COMPILE_IN_PYODIDE.encode()).hexdigest()
+                                          + ".pyc.zip") for archive in archives}
+    missing = [archive for archive in archives if not kept[archive].exists()]
+    if missing:
+        with tempfile.TemporaryDirectory() as folder:
+            script = Path(folder) / "compile.mjs"
+            script.write_text(COMPILE_IN_PYODIDE)
+            run(["node", str(script), f"{runtime.resolve()}/", *map(str, missing)], ROOT,
+                "Python bytecode compiler (Node.js runs the bundle's Pyodide)")
+        for archive in missing:
+            keep_in_cache(kept[archive], archive.read_bytes())
+    for archive in archives:
+        shutil.copyfile(kept[archive], archive)
+
+
+def keep_in_cache(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 def content_folder(staging: Path, prefix: str) -> str:
@@ -261,21 +316,23 @@ def write_service_worker(dist: Path) -> None:
 
 
 def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, micropython: Path,
-          model_dir: Path, trim: bool = True) -> None:
+          model_dir: Path, cache: Path, trim: bool = True) -> None:
     """Write the whole site into `staging`."""
     (staging / "pyodide").mkdir()
     for name in RUNTIME_SHA256:
         if name != "pyodide-lock.json":
             shutil.copyfile(runtime / name, staging / "pyodide" / name)
     lock = pruned_lock(lock)
-    for name, path in wheels.items():
+    for path in wheels.values():
         shutil.copyfile(path, staging / "pyodide" / path.name)
     if trim:
-        keep = page_modules()
-        trim_archive(staging / "pyodide" / "python_stdlib.zip", keep)
+        archives = [staging / "pyodide" / "python_stdlib.zip"] + [staging / "pyodide" / path.name
+                                                                 for path in wheels.values()]
+        for archive in archives:
+            trim_archive(archive, page_modules())
+        compile_archives(runtime, archives, cache)
         for name, path in wheels.items():
-            lock["packages"][name] = {**lock["packages"][name],
-                                      "sha256": trim_archive(staging / "pyodide" / path.name, keep)}
+            lock["packages"][name] = {**lock["packages"][name], "sha256": sha256_file(staging / "pyodide" / path.name)}
     (staging / "pyodide" / "pyodide-lock.json").write_text(json.dumps(lock))
     (staging / "pyscript").mkdir()
     for path in pyscript.iterdir():
@@ -311,22 +368,28 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
         page = page.replace(token, folder)
     (staging / "index.html").write_text(page)
     write_service_worker(staging)
-    precompress(staging)
+    precompress(staging, cache)
 
 
-def precompress(dist: Path) -> None:
+def precompress(dist: Path, cache=None) -> None:
     """Beside every file that compresses, its gzip (always) and brotli (when the `brotli` package is importable)
-    copy, for `--serve` and static hosts that serve precompressed files (see the README)."""
-    try:
+    copy, for `--serve` and static hosts that serve precompressed files (see the README). Copies of large
+    files are kept in the build cache (brotli at quality 11 takes about 2 s per MB)."""
+    compressors = {".gz": (lambda data: gzip.compress(data, compresslevel=9, mtime=0), gzip.decompress)}
+    with contextlib.suppress(ImportError):
         import brotli
-    except ImportError:
-        brotli = None
+
+        compressors[".br"] = (lambda data: brotli.compress(data, quality=11), brotli.decompress)
     for path in sorted(path for path in dist.rglob("*") if path.is_file()):
         data = path.read_bytes()
-        packed = {".gz": gzip.compress(data, compresslevel=9, mtime=0)}
-        if brotli:
-            packed[".br"] = brotli.compress(data, quality=11)
-        for suffix, body in packed.items():
+        for suffix, (compress, decompress) in compressors.items():
+            kept = cache / "derived" / f"{hashlib.sha256(data).hexdigest()}{suffix}" if cache else None
+            if kept and kept.exists() and decompress(kept.read_bytes()) == data:  # a cached copy, checked
+                body = kept.read_bytes()
+            else:
+                body = compress(data)
+                if kept and len(data) > 1 << 16:
+                    keep_in_cache(kept, body)
             if len(body) < 0.95 * len(data):
                 path.with_name(path.name + suffix).write_bytes(body)
 
@@ -348,7 +411,7 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool
         micropython = npm_package(MICROPYTHON_NPM, cache, unpacked / "micropython")
         staging = Path(tempfile.mkdtemp(prefix=".dist-", dir=dist.parent))
         try:
-            stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, trim)
+            stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, cache, trim)
             if dist.exists():
                 old = dist.with_name(f".old-{dist.name}-{os.getpid()}")
                 dist.rename(old)

@@ -48,11 +48,11 @@ LITERT_NPM = {  # benchmark only: `npm view <spec> dist.integrity`
     "@litertjs/wasm-utils@2.5.3": "sha512-4fJiw6tBQnIs+0jH/OQ16nYOiSl8/+zZnn5h2ul8aTKHi05sVqZW580Tmk78pC2kT39A9OYBVdFawteZ/sI1kQ==",
 }
 FLOOR_PAGE = """<!doctype html><meta charset="utf-8"><title>floor</title><script type="module">
-  import { loadPyodide } from "./%s/pyodide.mjs";
+  import { loadPyodide } from "./pyodide.mjs";
   const pyodide = await loadPyodide();
   pyodide.runPython("1+1");
   document.body.dataset.state = "ready";
-</script><body></body>"""  # bare Pyodide, from the same bundle: what any Pyodide page waits for at least
+</script><body></body>"""  # bare Pyodide as published: what any Pyodide page waits for at least
 LITERT_WORKER = """onmessage = async ({ data: { pixels, shape, repeats } }) => {
   try {  // a classic worker (LiteRT.js loads its WebAssembly glue with importScripts), importing the ES module
     const { loadLiteRt, loadAndCompile, Tensor } = await import("../dist/index.js");
@@ -94,6 +94,16 @@ def add_litert(dist: Path, model_dir: Path) -> None:
     index.write_text(index.read_text().replace('from "@litertjs/wasm-utils"', 'from "../../wasm-utils/dist/index.js"'))
     shutil.copyfile(model_dir / "model.tflite", dist / "litert" / "model.tflite")
     (dist / "litert" / "core" / "wasm" / "run.js").write_text(LITERT_WORKER)
+
+
+def add_floor(folder: Path) -> None:
+    """dist/floor/: the published Pyodide runtime files (not the bundle's trimmed ones), compressed the same way."""
+    runtime = build.npm_package(build.PYODIDE_NPM, build.DEFAULT_CACHE, Path(tempfile.mkdtemp(prefix="pyodide-")))
+    folder.mkdir()
+    for name in build.RUNTIME_SHA256:
+        shutil.copyfile(runtime / name, folder / name)
+    (folder / "index.html").write_text(FLOOR_PAGE)
+    build.precompress(folder)
 
 
 def open_until_ready(page, url):
@@ -142,7 +152,7 @@ def main() -> None:
     dist = work / "dist"
     build.build(dist, Path(args.model), build.DEFAULT_CACHE)
     add_litert(dist, Path(args.model))
-    (dist / "floor.html").write_text(FLOOR_PAGE % next(dist.glob("pyodide-*")).name)
+    add_floor(dist / "floor")
     model = load_model(args.model)
     served = []  # (path, bytes) of every response body the server sent
 
@@ -168,6 +178,8 @@ def main() -> None:
         first_load_bytes = sum(size for _, size in first_load)
         files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
         first_load_raw = sum((dist / name).stat().st_size for name in files)
+        first_load_smallest = sum(min(copy.stat().st_size for copy in (dist / name, dist / f"{name}.gz", dist / f"{name}.br")
+                                      if copy.exists()) for name in files)  # an HTTPS host sending the .br copies
         repeats = [open_until_ready(page, url)]
         repeat_bytes = sum(size for _, size in served[len(first_load):])
         repeats += [open_until_ready(page, url) for _ in range(4)]
@@ -214,7 +226,7 @@ def main() -> None:
         throttled_server.shutdown()
         context = playwright.chromium.launch_persistent_context(
             work / "floor-profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        floor_page, floor_url = context.new_page(), url.replace("/?debug", "/floor.html")
+        floor_page, floor_url = context.new_page(), url.replace("/?debug", "/floor/")
         floor_fresh = open_until_ready(floor_page, floor_url)
         floor_repeat = statistics.median(open_until_ready(floor_page, floor_url) for _ in range(5))
         context.close()
@@ -238,6 +250,7 @@ def main() -> None:
                           "fresh_profile_at_20_mbit_40_ms": round(throttled, 3)},
         "floor_ready_seconds": {"fresh_profile": round(floor_fresh, 3), "repeat_visit_median_of_5": round(floor_repeat, 3)},
         "first_load": {"bytes_transferred": first_load_bytes, "raw_bytes_of_those_files": first_load_raw,
+                       "smallest_copies_of_those_files": first_load_smallest,
                        "responses": len(first_load), "model_weights_bytes": model.manifest["weights"]["bytes"]},
         "repeat_visit_bytes_transferred": repeat_bytes,
         "per_image_ms": {
@@ -276,7 +289,8 @@ def main() -> None:
           f"40 ms round trips {throttled:.2f} s; the floor (bare Pyodide, 1+1): fresh {floor_fresh:.2f} s, "
           f"repeat {floor_repeat:.2f} s")
     print(f"first load: {first_load_bytes:,} bytes on the wire in {len(first_load)} responses ({first_load_raw:,} "
-          f"bytes uncompressed); repeat visit: {repeat_bytes:,} bytes")
+          f"uncompressed; {first_load_smallest:,} as brotli where build.py wrote .br copies); repeat visit: "
+          f"{repeat_bytes:,} bytes")
     print(f"{'per image (ms)':<36}{'p50':>8}{'p95':>8}")
     for name, values in per_image.items():
         print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
