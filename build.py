@@ -328,8 +328,9 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     if trim:
         archives = [staging / "pyodide" / "python_stdlib.zip"] + [staging / "pyodide" / path.name
                                                                  for path in wheels.values()]
+        keep = page_modules()
         for archive in archives:
-            trim_archive(archive, page_modules())
+            trim_archive(archive, keep)
         compile_archives(runtime, archives, cache)
         for name, path in wheels.items():
             lock["packages"][name] = {**lock["packages"][name], "sha256": sha256_file(staging / "pyodide" / path.name)}

@@ -120,9 +120,10 @@ def profile(repeats: int = 5) -> str:
 
 def modules() -> str:
     """Every file this worker has imported, relative to the standard library zip or site-packages: what
-    app/page_modules.txt must list, since build.py ships only those (tests/test_site.py checks)."""
+    app/page_modules.txt must list, since build.py ships only those (tests/test_site.py checks). A module
+    build.py shipped as bytecode is named by its source."""
     roots = ("/lib/python312.zip/", "/site-packages/")
-    paths = [getattr(module, "__file__", None) or "" for module in list(sys.modules.values())]
+    paths = [(getattr(module, "__file__", None) or "").removesuffix("c") for module in list(sys.modules.values())]
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 

@@ -22,7 +22,8 @@ const job = JSON.parse(fs.readFileSync(0, "utf8"));
 const output = [];
 const mp = await loadMicroPython({ stdout: (line) => output.push(line), stderr: (line) => output.push(line) });
 for (const [path, text] of Object.entries(job.files)) {
-  path.split("/").slice(0, -1).reduce((folder, part) => { try { mp.FS.mkdir(folder + part); } catch {} return folder + part + "/"; }, "/");
+  const folders = path.split("/").slice(0, -1);
+  folders.forEach((_, depth) => { try { mp.FS.mkdir("/" + folders.slice(0, depth + 1).join("/")); } catch {} });
   mp.FS.writeFile("/" + path, text);
 }
 try { await mp.runPythonAsync(job.code); } catch (error) { output.push(error.message); }
