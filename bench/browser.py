@@ -174,6 +174,7 @@ def main() -> None:
         page = context.new_page()
         page.add_init_script(LONG_TASKS)
         fresh = open_until_ready(page, url)
+        fresh_timings = page.evaluate("window.rendernet_debug.timings")
         first_load = list(served)
         first_load_bytes = sum(size for _, size in first_load)
         files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
@@ -276,6 +277,7 @@ def main() -> None:
         "browser_forward_ms_by_layer_type": {key: value for key, value in profile.items() if key != "wasm_memory_bytes"},
         "browser_peak_wasm_memory_bytes": profile.get("wasm_memory_bytes"),
         "macs_per_image": model.manifest["macs"],
+        "fresh_visit_ms_since_navigation": {key: round(value) for key, value in fresh_timings.items()},
         "repeat_visit_ms_since_navigation": {key: round(value) for key, value in timings.items()},
     }
     per_image = results["per_image_ms"]
