@@ -21,7 +21,9 @@ CASES = [
     ("conv_valid_s3_nobias", (13, 10, 3), lambda: L.Conv2D(2, 3, strides=3, use_bias=False, activation="sigmoid")),
     ("conv_rect_kernel", (8, 9, 3), lambda: L.Conv2D(3, (2, 3), strides=(1, 2), padding="same", activation="swish")),
     ("conv_stride_eq_kernel", (12, 16, 3), lambda: L.Conv2D(6, 4, strides=4, activation="tanh")),
-    ("depthwise_same_s1", (9, 7, 3), lambda: L.DepthwiseConv2D(3, padding="same")),
+    ("depthwise_same_s1", (9, 7, 3), lambda: L.DepthwiseConv2D(3, padding="same")),  # wide: shifted views
+    ("depthwise_deep_same_s2", (7, 6, 16), lambda: L.DepthwiseConv2D(5, strides=2, padding="same")),  # deep: einsum
+    ("depthwise_deep_rect_s1", (6, 5, 12), lambda: L.DepthwiseConv2D((3, 2), activation="relu6")),
     ("depthwise_mult2_s2", (11, 9, 3), lambda: L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, activation="relu")),
     ("depthwise_even_same_s3", (10, 11, 1), lambda: L.DepthwiseConv2D(4, strides=3, padding="same")),
     ("separable_same", (9, 9, 3), lambda: L.SeparableConv2D(4, 3, padding="same", activation="relu")),

