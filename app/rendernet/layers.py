@@ -8,8 +8,8 @@ turns its inputs into its output.
 Speed notes. Pyodide's NumPy has no BLAS and no SIMD: there `a @ b` is slower
 than `np.einsum`, while natively `@` (BLAS) wins by ~10x. `pack` lays each
 weight matrix out once for the platform's `matmul` (see there). Convolutions become one matrix product: a plain
-reshape when stride == kernel size (the default model's convolutions), else an
-im2col copy of kernel_h * kernel_w shifted views.
+reshape when stride == kernel size (1x1 convolutions), else an im2col copy of
+kernel_h * kernel_w shifted views. Depthwise convolutions: see `DepthwiseConv2D.depthwise`.
 """
 
 import sys
