@@ -383,11 +383,11 @@ def precompress(dist: Path, cache=None) -> None:
         compressors[".br"] = (lambda data: brotli.compress(data, quality=11), brotli.decompress)
     for path in sorted(path for path in dist.rglob("*") if path.is_file()):
         data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         for suffix, (compress, decompress) in compressors.items():
-            kept = cache / "derived" / f"{hashlib.sha256(data).hexdigest()}{suffix}" if cache else None
-            if kept and kept.exists() and decompress(kept.read_bytes()) == data:  # a cached copy, checked
-                body = kept.read_bytes()
-            else:
+            kept = cache / "derived" / f"{digest}{suffix}" if cache else None
+            body = kept.read_bytes() if kept and kept.exists() else None
+            if body is None or decompress(body) != data:  # a cached copy is used only once checked
                 body = compress(data)
                 if kept and len(data) > 1 << 16:
                     keep_in_cache(kept, body)
@@ -426,13 +426,16 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool
     return dist
 
 
+def served_size(path: Path) -> int:
+    """Bytes a browser that accepts brotli and gzip receives for this file: its smallest precompressed copy."""
+    copies = [path] + [path.with_name(path.name + suffix) for suffix in PRECOMPRESSED]
+    return min(copy.stat().st_size for copy in copies if copy.exists())
+
+
 def size_report(dist: Path) -> str:
     """The largest files and the total: raw, and as served precompressed (the smallest copy: brotli, gzip, raw)."""
-    rows = []
-    for path in sorted(path for path in dist.rglob("*") if path.is_file() and path.suffix not in PRECOMPRESSED):
-        copies = [path] + [path.with_name(path.name + suffix) for suffix in PRECOMPRESSED]
-        rows.append((path.stat().st_size, min(copy.stat().st_size for copy in copies if copy.exists()),
-                     path.relative_to(dist).as_posix()))
+    rows = [(path.stat().st_size, served_size(path), path.relative_to(dist).as_posix())
+            for path in sorted(dist.rglob("*")) if path.is_file() and path.suffix not in PRECOMPRESSED]
     lines = [f"{'raw':>12} {'served':>12}  file"]
     lines += [f"{raw:>12,} {served:>12,}  {name}" for raw, served, name in sorted(rows, reverse=True)[:12]]
     lines.append(f"{sum(row[0] for row in rows):>12,} {sum(row[1] for row in rows):>12,}  total ({len(rows)} files; "

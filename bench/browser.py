@@ -108,6 +108,12 @@ def add_floor(folder: Path) -> None:
     build.precompress(folder)
 
 
+def fresh_browser(playwright, profile: Path):
+    """Debian's chromium with a new profile at `profile`: a first visit."""
+    return playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+                                                         headless=True)
+
+
 def open_until_ready(page, url):
     started = time.perf_counter()
     page.goto(url)
@@ -171,8 +177,7 @@ def main() -> None:
     images = (images * (1 + (args.images + 5) // len(images)))[: args.images + 5]
 
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            work / "profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        context = fresh_browser(playwright, work / "profile")
         page = context.new_page()
         page.add_init_script(LONG_TASKS)
         fresh = open_until_ready(page, url)
@@ -181,8 +186,7 @@ def main() -> None:
         first_load_bytes = sum(size for _, size in first_load)
         files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
         first_load_raw = sum((dist / name).stat().st_size for name in files)
-        first_load_smallest = sum(min(copy.stat().st_size for copy in (dist / name, dist / f"{name}.gz", dist / f"{name}.br")
-                                      if copy.exists()) for name in files)  # an HTTPS host sending the .br copies
+        first_load_smallest = sum(build.served_size(dist / name) for name in files)  # a host sending the .br copies
         repeats = [open_until_ready(page, url)]
         repeat_bytes = sum(size for _, size in served[len(first_load):])
         repeats += [open_until_ready(page, url) for _ in range(4)]
@@ -228,13 +232,11 @@ def main() -> None:
         throttled_server = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(Link().handler(build.Handler), directory=str(dist)))
         threading.Thread(target=throttled_server.serve_forever, daemon=True).start()
-        context = playwright.chromium.launch_persistent_context(
-            work / "throttled-profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        context = fresh_browser(playwright, work / "throttled-profile")
         throttled = open_until_ready(context.new_page(), f"http://127.0.0.1:{throttled_server.server_address[1]}/")
         context.close()
         throttled_server.shutdown()
-        context = playwright.chromium.launch_persistent_context(
-            work / "floor-profile", executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        context = fresh_browser(playwright, work / "floor-profile")
         floor_page, floor_url = context.new_page(), url.replace("/?debug", "/floor/")
         floor_fresh = open_until_ready(floor_page, floor_url)
         floor_repeat = statistics.median(open_until_ready(floor_page, floor_url) for _ in range(5))
