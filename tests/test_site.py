@@ -310,8 +310,17 @@ def wait_for_offline_copy(page, dist):
     cache = re.search(r'"(rendernet-[0-9a-f]+)"', (dist / "sw.js").read_text()).group(1)
     deadline = time.monotonic() + 60
     while page.page.evaluate("caches.keys()") != [cache]:  # evaluate awaits the promise; wait_for_function does not
-        assert time.monotonic() < deadline, f"{cache} was never cached"
+        assert time.monotonic() < deadline, f"{cache} was never cached: {page.page.evaluate(SERVICE_WORKER_STATE)}"
         page.page.wait_for_timeout(250)
+
+
+SERVICE_WORKER_STATE = """async () => {
+  const registration = await navigator.serviceWorker.getRegistration();
+  const worker = (name) => registration && registration[name] && registration[name].state;
+  return { caches: await caches.keys(), controlled: Boolean(navigator.serviceWorker.controller),
+           installing: worker("installing"), waiting: worker("waiting"), active: worker("active"),
+           notice: document.querySelector("#notice").textContent };
+}"""  # what a failed wait reports
 
 
 def model_with_threshold(folder, threshold):
