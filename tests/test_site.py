@@ -308,7 +308,7 @@ def test_forty_images_leave_the_main_thread_free(site, browser, tmp_path):
 def wait_for_offline_copy(context, url, dist):
     """Until the service worker of the build now in `dist` has cached it and taken charge, watched from a page of
     the site that is not the app. With the app's page still open, Chromium once held the new worker "waiting"
-    behind the old, active one for over the 60 s allowed here (1 of 6 runs of this file); the lifecycle lets it
+    behind the old, active one for over the 60 s allowed here (the wait failed in 3 of 17 runs); the lifecycle lets it
     wait while the old worker has work, and closing the page ends that page's work."""
     cache = re.search(r'"(rendernet-[0-9a-f]+)"', (dist / "sw.js").read_text()).group(1)
     page = context.new_page()
