@@ -34,6 +34,7 @@ load and no cache, HTTP or service worker, can serve an old file for a new page.
 import argparse
 import base64
 import contextlib
+import errno
 import functools
 import gzip
 import hashlib
@@ -219,7 +220,17 @@ def check_model(model_dir: Path) -> dict:
             check_weights(manifest, (model_dir / "weights.npz").read_bytes(), f"{model_dir}/weights.npz")
     except ModelError as error:
         raise BuildError(f"the model cannot be bundled: {error}") from None
+    except OSError as error:
+        raise BuildError(f"the model cannot be read: {describe_os_error(error)}") from None
     return manifest
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error: what happened, to which path, and what to do when that is clear."""
+    where = f" ({error.filename})" if error.filename else ""
+    advice = {errno.ENOSPC: "; free some space and build again", errno.EROFS: "; choose --out on a writable disk",
+              errno.EACCES: "; choose a folder you may write to", errno.EISDIR: "; it should be a file"}
+    return f"{error.strerror or error}{where}{advice.get(error.errno, '')}"
 
 
 def page_modules() -> set:
@@ -395,11 +406,74 @@ def precompress(dist: Path, cache=None) -> None:
                 path.with_name(path.name + suffix).write_bytes(body)
 
 
+BUILD_MARK = ".rendernet-build"  # in every dist/ this script writes: the folder may be replaced by the next build
+SCRATCH = (".rendernet-unpacked-", ".rendernet-staging-", ".rendernet-old-")  # + "<pid>-...", beside dist/
+LEGACY_SCRATCH = re.compile(r"^\.(dist|unpacked)-[a-z0-9_]{8}$|^\.old-.+-\d+$")  # earlier versions' names
+
+
+def scratch_folder(parent: Path, prefix: str) -> Path:
+    """A new folder beside dist/ named with this process's id, so a later build knows whether it is still in use."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
+def remove_stale_scratch(parent: Path) -> None:
+    """Remove the scratch folders that killed builds left beside dist/ (their process no longer runs)."""
+    for path in parent.iterdir():
+        prefix = next((prefix for prefix in SCRATCH if path.name.startswith(prefix)), None)
+        if prefix is not None:
+            pid = path.name[len(prefix):].split("-")[0]
+            if pid.isdigit() and process_runs(int(pid)):
+                continue
+        elif not LEGACY_SCRATCH.match(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            log(f"removing {path} (left by a build that was stopped)")
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def check_out_folder(dist: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding anything but an earlier build of this script."""
+    if dist.exists() and not dist.is_dir():
+        raise BuildError(f"--out {dist} is a file, not a folder; name a folder (it is created if missing)")
+    if not dist.exists() or (dist / BUILD_MARK).is_file():
+        return
+    entries = sorted(path.name for path in dist.iterdir())
+    earlier_build = re.compile(r"^(index\.html|sw\.js)(\.gz|\.br)?$|^(app|pyodide|pyscript)-[0-9a-f]{12}$")
+    foreign = [name for name in entries if not earlier_build.match(name)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise BuildError(f"--out {dist} holds files that are not a rendernet build ({shown}); the build replaces the "
+                         f"whole folder, so name an empty or new folder, or move them away")
+
+
+def publish_mode(folder: Path) -> None:
+    """Give every folder and file the mode `mkdir` and `cp` would (mkdtemp makes 700 and copytree copies the
+    source's mode): readable by a web server running as another user unless the umask says otherwise."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool = True) -> Path:
     """Check everything, stage the site next to `dist`, and only then swap it in."""
+    check_out_folder(dist)
     manifest = check_model(model_dir)
-    with tempfile.TemporaryDirectory(prefix=".unpacked-", dir=dist.parent) as unpacked:
-        unpacked = Path(unpacked)
+    dist.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(dist.parent)
+    unpacked = scratch_folder(dist.parent, SCRATCH[0])
+    staging = scratch_folder(dist.parent, SCRATCH[1])
+    try:
         if pyodide_dir:
             runtime = Path(pyodide_dir)
             lock = verify_runtime(runtime)
@@ -410,18 +484,19 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool
             wheels = find_wheels(lock, [runtime, pypi_wheels(cache)])
         pyscript = npm_package(PYSCRIPT_NPM, cache, unpacked / "pyscript") / "dist"
         micropython = npm_package(MICROPYTHON_NPM, cache, unpacked / "micropython")
-        staging = Path(tempfile.mkdtemp(prefix=".dist-", dir=dist.parent))
-        try:
-            stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, cache, trim)
-            if dist.exists():
-                old = dist.with_name(f".old-{dist.name}-{os.getpid()}")
-                dist.rename(old)
-                staging.rename(dist)
-                shutil.rmtree(old)
-            else:
-                staging.rename(dist)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, cache, trim)
+        (staging / BUILD_MARK).write_text("Written by rendernet's build.py: the next build replaces this whole folder.\n")
+        publish_mode(staging)
+        if dist.exists():
+            old = scratch_folder(dist.parent, SCRATCH[2])
+            dist.rename(old / dist.name)
+            staging.rename(dist)
+            shutil.rmtree(old)
+        else:
+            staging.rename(dist)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
     log(f"built {dist} with model {model_dir} ({', '.join(manifest['classes'])})")
     return dist
 
@@ -451,7 +526,8 @@ CONTENT_FOLDER = re.compile(r"^/(app|pyodide|pyscript)-[0-9a-f]{12}/")  # named 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     """A static server that sends a file's precompressed copy when the browser accepts it, and caches the
-    content-named folders for a year (immutable) while index.html and sw.js are revalidated on every load."""
+    content-named folders for a year (immutable) while index.html and sw.js are revalidated on every load;
+    errors are never cached."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
 
@@ -474,9 +550,16 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 return handle
         return super().send_head()
 
+    def send_response(self, code, message=None):
+        self.status = code
+        super().send_response(code, message)
+
     def end_headers(self):
-        immutable = CONTENT_FOLDER.match(self.path)
-        self.send_header("Cache-Control", "public, max-age=31536000, immutable" if immutable else "no-cache")
+        if self.status >= 400:  # never cached: a deploy caught half-way must not stay broken once it is complete
+            self.send_header("Cache-Control", "no-store")
+        else:
+            immutable = CONTENT_FOLDER.match(self.path)
+            self.send_header("Cache-Control", "public, max-age=31536000, immutable" if immutable else "no-cache")
         self.send_header("Vary", "Accept-Encoding")
         super().end_headers()
 
@@ -506,9 +589,16 @@ LONG_TASKS = """
 """  # an init script: the main thread's tasks over 50 ms, as [start, duration] in ms since navigation
 
 
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/)")
+    parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/); it must be new, "
+                        "empty or an earlier build, which is replaced whole")
     parser.add_argument("--model", default=str(ROOT / "models" / "default"), help="model folder to bundle")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download cache (default {DEFAULT_CACHE})")
     parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime and wheels")
@@ -516,18 +606,24 @@ def main(argv=None) -> int:
                         help="ship the whole standard library, NumPy and Pillow (default: only what app/page_modules.txt "
                              "lists; needed when you change what the page imports)")
     parser.add_argument("--serve", action="store_true", help="serve dist/ on 127.0.0.1 after building")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000, help="port for --serve (default 8000)")
     args = parser.parse_args(argv)
     dist = Path(args.out).resolve()
-    dist.parent.mkdir(parents=True, exist_ok=True)
     try:
         build(dist, Path(args.model), Path(args.cache), args.pyodide_dir, trim=not args.full_runtime)
     except BuildError as error:
         print(f"build failed: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        print(f"build failed: {describe_os_error(error)}", file=sys.stderr)
+        return 1
     log(size_report(dist))
     if args.serve:
-        serve(dist, args.port)
+        try:
+            serve(dist, args.port)
+        except OSError as error:
+            print(f"cannot serve on 127.0.0.1:{args.port}: {describe_os_error(error)}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -1,14 +1,22 @@
 """build.py: the trust chain (pinned runtime sha256, wheels against pyodide-lock.json) and the bundle's shape."""
 
+import contextlib
 import functools
 import gzip
 import http.client
 import http.server
 import json
+import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import DEFAULT_MODEL
@@ -38,7 +46,7 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert code == 0, output.err
     dist = tmp_path / "dist"
     top = {path.name.split("-")[0] for path in dist.iterdir() if path.suffix != ".br"}  # .br: when brotli imports
-    assert top == {"index.html", "index.html.gz", "sw.js", "sw.js.gz", "pyodide", "pyscript", "app"}
+    assert top == {"index.html", "index.html.gz", "sw.js", "sw.js.gz", "pyodide", "pyscript", "app", ".rendernet"}
     runtime, app = next(dist.glob("pyodide-*")), next(dist.glob("app-*"))
     lock = json.loads((runtime / "pyodide-lock.json").read_text())
     assert sorted(lock["packages"]) == ["numpy", "pillow"]
@@ -100,7 +108,8 @@ def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
     assert [name for name in first if name.startswith("py")] == [name for name in second if name.startswith("py")]
     worker = (tmp_path / "dist" / "sw.js").read_text()
     files = [path for path in (tmp_path / "dist").rglob("*")
-             if path.is_file() and not path.name.startswith("sw.js") and path.suffix not in build.PRECOMPRESSED]
+             if path.is_file() and not path.name.startswith("sw.js") and path.suffix not in build.PRECOMPRESSED
+             and path.name != build.BUILD_MARK]
     assert all(build.sha256_file(path) in worker for path in files)
 
 
@@ -205,5 +214,169 @@ def test_precompressed_copies_are_served_with_cache_headers(tmp_path, pyodide_di
         response, body = get("/", **{"Accept-Encoding": "gzip"})
         assert response.getheader("Cache-Control") == "no-cache"
         assert gzip.decompress(body) == (dist / "index.html").read_bytes()
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------- deployment: modes, --out, leftovers, errors
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: serves as another user, mounts a tmpfs")
+
+
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@contextlib.contextmanager
+def tmpfs(size, *options):
+    """A small tmpfs mounted for the test (root only): a disk that fills up, or a read-only folder."""
+    folder = Path(tempfile.mkdtemp())
+    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        folder.rmdir()
+
+
+def modes(dist):
+    return {stat.S_IMODE(path.stat().st_mode) for path in [dist, *dist.rglob("*")] if path.is_dir()}, \
+           {stat.S_IMODE(path.stat().st_mode) for path in dist.rglob("*") if path.is_file()}
+
+
+def test_dist_follows_the_umask(tmp_path, pyodide_dir, capsys):
+    """Folders and files get the modes `mkdir` and `cp` would give them: world-readable under umask 022, not under 027."""
+    with umask(0o022):
+        assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    assert modes(tmp_path / "dist") == ({0o755}, {0o644})
+    with umask(0o027):
+        assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    assert modes(tmp_path / "dist") == ({0o750}, {0o640})
+
+
+SERVE_AS_NOBODY = """
+import functools, http.server, os, sys
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler,
+                                                                              directory=sys.argv[1]))
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # after the imports: this Python's files may be root's alone
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""  # the standard library's static server, running as user nobody
+
+
+@needs_root
+def test_dist_is_served_by_a_server_running_as_another_user(pyodide_dir, capsys):
+    parent = Path(tempfile.mkdtemp())
+    parent.chmod(0o755)  # as a web root's parent would be
+    try:
+        with umask(0o022):
+            assert build.main(["--out", str(parent / "dist"), "--model", str(DEFAULT_MODEL),
+                               "--pyodide-dir", str(pyodide_dir)]) == 0
+        dist = parent / "dist"
+        server = subprocess.Popen([sys.executable, "-c", SERVE_AS_NOBODY, str(dist)], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(server.stdout.readline())
+            paths = ["/", "/sw.js", *("/" + path.relative_to(dist).as_posix() for path in
+                                      [next(dist.glob("app-*/model/weights.npz")), next(dist.glob("pyodide-*/pyodide.asm.wasm"))])]
+            for path in paths:
+                connection = http.client.HTTPConnection("127.0.0.1", port)
+                connection.request("GET", path)
+                assert connection.getresponse().status == 200, f"{path} is not served to user nobody"
+        finally:
+            server.terminate()
+            server.wait()
+    finally:
+        shutil.rmtree(parent)
+
+
+def test_out_folder_holding_other_files_is_refused_and_kept(tmp_path, pyodide_dir, capsys):
+    dist = tmp_path / "dist"
+    (dist / "docs").mkdir(parents=True)
+    (dist / "CNAME").write_text("example.org")
+    (dist / "docs" / "important.txt").write_text("keep me")
+    code, output = run_build(tmp_path, pyodide_dir, capsys)
+    assert code == 1 and output.err.count("\n") == 1
+    assert "holds files that are not a rendernet build (CNAME, docs)" in output.err
+    assert (dist / "CNAME").read_text() == "example.org" and (dist / "docs" / "important.txt").read_text() == "keep me"
+    (dist / "CNAME").unlink()
+    shutil.rmtree(dist / "docs")
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0  # an empty folder is fine, and so is a build of ours
+    (dist / "extra.txt").write_text("added to a deployed build")
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    assert not (dist / "extra.txt").exists()
+
+
+def test_out_that_is_a_file_is_one_clear_line(tmp_path, pyodide_dir, capsys):
+    (tmp_path / "dist").write_text("not a folder")
+    code, output = run_build(tmp_path, pyodide_dir, capsys)
+    assert code == 1 and output.err == f"build failed: --out {tmp_path / 'dist'} is a file, not a folder; name a folder (it is created if missing)\n"
+    assert (tmp_path / "dist").read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [tmp_path / "dist"]
+
+
+def test_a_killed_build_leaves_nothing_after_the_next_build(tmp_path, pyodide_dir, capsys):
+    """SIGKILL a real build while it stages; the next build removes what it left (and keeps a running build's)."""
+    build_command = [sys.executable, str(build.ROOT / "build.py"), "--out", str(tmp_path / "dist"),
+                     "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir)]
+    for _ in range(2):
+        process = subprocess.Popen(build_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not any(tmp_path.glob(".rendernet-staging-*/pyodide/*")) and process.poll() is None:
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+    (tmp_path / ".dist-abcd1234").mkdir()  # as earlier versions named their staging folder
+    running = tmp_path / f".rendernet-staging-{os.getppid()}-x"  # a process that runs: pytest's parent
+    running.mkdir()
+    left = {path.name for path in tmp_path.iterdir()} - {"dist", running.name}
+    assert len(left) >= 3, left
+    assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
+    assert {path.name for path in tmp_path.iterdir()} == {"dist", running.name}
+
+
+def test_model_json_that_is_a_folder_is_one_clear_line(tmp_path, pyodide_dir, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    (model / "model.json").unlink()
+    (model / "model.json").mkdir()
+    code = build.main(["--out", str(tmp_path / "dist"), "--model", str(model), "--pyodide-dir", str(pyodide_dir)])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"build failed: the model cannot be read: Is a directory ({model / 'model.json'}); it should be a file\n"
+
+
+def test_port_out_of_range_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        build.main(["--port", "70000"])
+    assert exit.value.code == 2 and "'70000' is not a port number (0-65535" in capsys.readouterr().err
+
+
+@needs_root
+def test_full_disk_and_read_only_parent_are_one_clear_line(pyodide_dir, capsys):
+    with tmpfs("4m") as small:
+        code = build.main(["--out", str(small / "dist"), "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("build failed: No space left on device") and err.count("\n") == 1
+        assert "free some space and build again" in err and list(small.iterdir()) == []  # nothing left behind
+    with tmpfs("1m", "ro") as read_only:
+        code = build.main(["--out", str(read_only / "site" / "dist"), "--model", str(DEFAULT_MODEL),
+                           "--pyodide-dir", str(pyodide_dir)])
+        err = capsys.readouterr().err
+        assert code == 1 and err == f"build failed: Read-only file system ({read_only / 'site'}); choose --out on a writable disk\n"
+
+
+def test_errors_are_never_cached(tmp_path):
+    """A file missing from a deploy caught half-way is a 404 the browser asks for again, not one kept for a year."""
+    dist = tmp_path / "dist"
+    (dist / "app-0123456789ab").mkdir(parents=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+        connection.request("GET", "/app-0123456789ab/main.py")
+        response = connection.getresponse()
+        assert response.status == 404 and response.getheader("Cache-Control") == "no-store"
     finally:
         server.shutdown()
