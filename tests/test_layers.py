@@ -106,6 +106,22 @@ def test_batchnorm_after_activation_is_not_folded(tmp_path):
     check_parity(model, numpy_model, rng.normal(0, 1, (2, 6, 6, 3)).astype(np.float32), tmp_path)
 
 
+@pytest.mark.parametrize("activation", [lambda: L.Activation("relu6"), lambda: L.Activation("relu"),
+                                        lambda: L.ReLU(max_value=6.0), lambda: L.Activation("tanh")],
+                         ids=["relu6", "relu", "ReLU6-layer", "tanh"])
+def test_activation_of_a_tensor_another_layer_also_reads(tmp_path, activation):
+    """An activation must not overwrite its input: here the residual branch reads it too (NumPy once differed from
+    Keras by 8.0 on this graph when ReLU6 ran in place)."""
+    rng = np.random.default_rng(10)
+    inputs = keras.Input((5, 6, 3), name="input")
+    x = L.Rescaling(1 / 16.0, offset=-8.0, name="scale")(inputs)
+    y = L.Conv2D(3, 1, activation="relu6", name="conv")(x)  # a fused ReLU6 on the conv's own output
+    model = keras.Model(inputs, L.Add(name="add")([x, activation()(x), y]))
+    randomise(model, rng)
+    numpy_model = export_and_load(model, tmp_path)
+    check_parity(model, numpy_model, rng.integers(0, 256, (2, 5, 6, 3)).astype(np.float32), tmp_path)
+
+
 def test_residual_functional_model(tmp_path):
     rng = np.random.default_rng(9)
     inputs = keras.Input((15, 13, 3), name="input")

@@ -50,6 +50,19 @@ def test_modes_through_files(mode, format):
     assert out.shape == (INPUT_SIZE, INPUT_SIZE, 3)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_depth_is_scaled_by_the_whole_image_range_then_cropped(mode):
+    """As the rule says: converted to 8 bits by the whole image's range, then the centre square. The centre of this
+    wide ramp holds only the middle of the range, so it must stay mid-grey (not be stretched to 0-255)."""
+    ramp = np.tile(np.linspace(0, 60000, 600), (200, 1))
+    image = Image.fromarray(ramp.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+    assert image.mode == mode
+    eight_bit = Image.fromarray((ramp * (255 / 60000)).round().astype(np.uint8), "L")
+    out = preprocess(encode(image, "TIFF" if mode == "F" else "PNG"))
+    assert np.array_equal(out, preprocess(eight_bit))
+    assert 80 <= out.min() and out.max() <= 175
+
+
 def test_transparency_is_composited_on_white():
     transparent = Image.new("RGBA", (250, 250), (255, 0, 0, 0))
     assert (preprocess(encode(transparent, "PNG")) == 255).all()

@@ -51,13 +51,14 @@ def _softmax(x):
 ACTIVATIONS = {
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0.0),
-    "relu6": lambda x: np.clip(x, 0.0, 6.0, out=x),  # in place: every caller passes a fresh array
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
     "sigmoid": _sigmoid,
     "softmax": _softmax,
     "swish": lambda x: x * _sigmoid(x),
     "silu": lambda x: x * _sigmoid(x),
     "tanh": np.tanh,
 }
+IN_PLACE = {"relu6": lambda x: np.clip(x, 0.0, 6.0, out=x)}  # for an array no other layer reads (a Linear's output)
 
 
 def _pair(value):
@@ -168,6 +169,7 @@ class Linear(Layer):
     def __init__(self, name, config, weights):
         super().__init__(name, config, weights)
         self.bias = self.weights.get("bias")
+        self.activation = IN_PLACE.get(config.get("activation"), self.activation)  # its output is its own
         self.kernel_t = None
         self._packed = None
 

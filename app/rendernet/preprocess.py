@@ -8,11 +8,12 @@ The rule (also written into every model manifest, see preprocessing_rule):
    >= 400 px); animated images use their first frame;
 2. apply the EXIF orientation;
 3. convert to RGB; transparency is composited on white; 16-bit and float images
-   are scaled to 8 bits by their own value range;
+   are scaled to 8 bits by the value range of the whole image;
 4. crop the centre square (side = the short side), then scale it to
    `size` x `size` px (the model's input, model.json input.shape; 200 for the
    small network, 224 for EfficientNet-Lite0) with the bilinear filter.
-   Cropping first bounds memory and time by the output for any aspect ratio;
+   The code crops before it converts (only the range is read from the whole
+   image): memory and time are then bounded by the square for any aspect ratio;
    images thinner than MIN_SIDE px or longer than MAX_ASPECT:1 are refused.
 """
 
@@ -27,7 +28,9 @@ INPUT_SIZE = 200
 MAX_PIXELS = 60_000_000
 MAX_ASPECT = 20  # a 20:1 strip's centre square is 5 % of it: beyond that, the crop says nothing of the image
 MIN_SIDE = 16
-RULE_VERSION = 2  # 1 scaled the whole image, then cropped; caches of preprocessed pixels are keyed by it
+RULE_VERSION = 3  # caches of preprocessed pixels are keyed by it; 1 scaled the whole image, then cropped; 2 scaled
+#                   16-bit images by the centre square's range
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 def preprocessing_rule(size: int = INPUT_SIZE) -> str:
@@ -82,11 +85,12 @@ def center_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB, compositing transparency on white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+def to_rgb(image: Image.Image, value_range=None) -> Image.Image:
+    """Convert any Pillow mode to RGB, compositing transparency on white; a 16-bit or float image is scaled from
+    `value_range` (low, high), by default its own, to 0-255."""
+    if image.mode in HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
+        low, high = map(float, value_range or image.getextrema())
         scale = 255.0 / (high - low) if high > low else 0.0
         image = Image.fromarray(((values - low) * scale).round().astype(np.uint8), "L")
     if image.mode == "P" or image.mode == "PA":
@@ -105,7 +109,9 @@ def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
     image = source if isinstance(source, Image.Image) else load_image(source, size=size)
     try:
         check_dimensions(*image.size)
-        image = to_rgb(center_square(ImageOps.exif_transpose(image)))
+        image = ImageOps.exif_transpose(image)
+        value_range = image.getextrema() if image.mode in HIGH_DEPTH_MODES else None
+        image = to_rgb(center_square(image), value_range)
         return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
