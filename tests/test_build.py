@@ -314,7 +314,9 @@ def test_out_folder_holding_other_files_is_refused_and_kept(tmp_path, pyodide_di
 def test_out_that_is_a_file_is_one_clear_line(tmp_path, pyodide_dir, capsys):
     (tmp_path / "dist").write_text("not a folder")
     code, output = run_build(tmp_path, pyodide_dir, capsys)
-    assert code == 1 and output.err == f"build failed: --out {tmp_path / 'dist'} is a file, not a folder; name a folder (it is created if missing)\n"
+    assert code == 1
+    assert output.err == (f"build failed: --out {tmp_path / 'dist'} is a file, not a folder; "
+                          "name a folder (it is created if missing)\n")
     assert (tmp_path / "dist").read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [tmp_path / "dist"]
 
 
@@ -344,7 +346,8 @@ def test_model_json_that_is_a_folder_is_one_clear_line(tmp_path, pyodide_dir, ca
     (model / "model.json").mkdir()
     code = build.main(["--out", str(tmp_path / "dist"), "--model", str(model), "--pyodide-dir", str(pyodide_dir)])
     err = capsys.readouterr().err
-    assert code == 1 and err == f"build failed: the model cannot be read: Is a directory ({model / 'model.json'}); it should be a file\n"
+    assert code == 1
+    assert err == f"build failed: the model cannot be read: Is a directory ({model / 'model.json'}); it should be a file\n"
 
 
 def test_port_out_of_range_is_one_clear_line(capsys):

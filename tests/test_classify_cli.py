@@ -3,11 +3,15 @@
 import csv
 import io
 import json
+import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from PIL import Image
 from rendernet import load_model, preprocess
@@ -126,3 +130,95 @@ def test_folders_are_walked_and_jobs_give_the_same_lines(tmp_path):
     assert [(line["file"], line["label"], line["probabilities"]) for line in parallel] == \
         [(line["file"], line["label"], line["probabilities"]) for line in sequential]
     assert f"classified {len(files)}/{len(files)}, 0 failed" in result.stderr
+
+
+def core_classify(*arguments, **options):
+    """`python -m rendernet.cli classify` (the core alone, no TensorFlow)."""
+    return subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL),
+                           *map(str, arguments)], cwd=ROOT, capture_output=True, text=True, timeout=300, **options)
+
+
+def test_huge_non_image_under_a_memory_limit_is_one_error_row(tmp_path):
+    """A 4 GB file (sparse) with a 1.5 GB address-space limit: read as far as its header, not into memory."""
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(4 << 30)
+    good = sample_files("real")[0]
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))  # noqa: E731
+    result = core_classify(huge, good, preexec_fn=limit, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0] == {"file": str(huge), "error": "not an image Pillow can read"} and "label" in lines[1]
+
+
+def worker_processes(parent: int) -> list:
+    """The multiprocessing workers (spawned children) of a process."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_killed_worker_loses_and_repeats_no_file(tmp_path):
+    """--jobs 2, one worker SIGKILLed mid-run: every file gets exactly one line, in order, and the run ends."""
+    files = [path for path in sample_files() for _ in range(2)][:200]
+    process = subprocess.Popen([sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL),
+                                "--jobs", "2", *map(str, files)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    lines = [json.loads(process.stdout.readline()) for _ in range(20)]
+    os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
+    lines += [json.loads(line) for line in process.stdout.read().splitlines()]  # not communicate(): it skips
+    process.wait(timeout=300)                                                   # what readline() buffered
+    errors = process.stderr.read()
+    assert [line["file"] for line in lines] == list(map(str, files))
+    assert all("label" in line for line in lines), [line for line in lines if "error" in line]
+    assert process.returncode == 0, errors
+
+
+def test_fifo_empty_folder_and_skipped_files_are_reported(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    for name in ("a.heic", "b.svg", "c.pdf", "noextension"):
+        (folder / name).write_bytes(b"x")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (folder / "room.webp").write_bytes(sample_files("real")[0].read_bytes())
+    result = core_classify(folder / "pipe.jpg", folder)  # a FIFO named: an error row; met in a walk: left out
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(folder / "pipe.jpg"), str(folder / "room.webp")]
+    assert lines[0]["error"] == "not a regular file (a FIFO)" and "label" in lines[1] and result.returncode == 1
+    assert ("note: left out of the folder walk: 1 (dangling link), 1 (not a regular file), 1 (not an image suffix: (none)), "
+            "1 (not an image suffix: .heic), 1 (not an image suffix: .pdf), 1 (not an image suffix: .svg)") in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = core_classify(tmp_path / "empty")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"error: no image files to classify in {tmp_path / 'empty'}")
+
+
+@pytest.mark.parametrize("value", ["7", "-1", "nan", "high"])
+def test_sure_outside_0_to_1_is_refused(value):
+    result = core_classify("--sure", value, sample_files("real")[0])
+    assert result.returncode == 2 and f"{value!r} is not a number from 0 to 1" in result.stderr
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    files = " ".join(map(str, sample_files()[:30]))
+    result = subprocess.run(f"{sys.executable} -m rendernet.cli classify --model {DEFAULT_MODEL} {files} | head -1",
+                            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == ""
+
+
+def test_names_that_are_not_utf8_give_valid_utf8_csv(tmp_path):
+    name = os.fsdecode(b"caf\xe9 =1+1.webp")
+    (tmp_path / name).write_bytes(sample_files("real")[0].read_bytes())
+    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--csv", "--model", str(DEFAULT_MODEL),
+                             str(tmp_path)], cwd=ROOT, capture_output=True, timeout=300)
+    rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8"))))  # strict: raises on invalid UTF-8
+    assert [row["file"] for row in rows] == [f"{tmp_path}/caf\\xe9 =1+1.webp"] and rows[0]["label"]
+
+
+def test_train_starts_without_tensorflow_log_lines(tmp_path):
+    (tmp_path / "data" / "only-one-class").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "rendernet_train.cli", "train", str(tmp_path / "data"), "--out",
+                             str(tmp_path / "model")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"})
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'data'} needs at least 2 class sub-folders, found ['only-one-class']\n"

@@ -60,7 +60,7 @@ def test_high_depth_is_scaled_by_the_whole_image_range_then_cropped(mode):
     eight_bit = Image.fromarray((ramp * (255 / 60000)).round().astype(np.uint8), "L")
     out = preprocess(encode(image, "TIFF" if mode == "F" else "PNG"))
     assert np.array_equal(out, preprocess(eight_bit))
-    assert 80 <= out.min() and out.max() <= 175
+    assert out.min() >= 80 and out.max() <= 175
 
 
 def test_transparency_is_composited_on_white():

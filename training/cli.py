@@ -6,6 +6,7 @@ messages and exit codes in one place, rendernet.cli.run.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,25 @@ from .config import TrainConfig
 DEFAULT_CACHE = cache_root()
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (absl, oneDNN, CPU features) hidden: they go to file
+    descriptor 2 before TF_CPP_MIN_LOG_LEVEL applies. Set TF_CPP_MIN_LOG_LEVEL yourself to see them."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"  # TensorFlow's later info lines and warnings
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def cmd_train(args) -> int:
+    import_tensorflow_quietly()
     from .train import train
 
     train(args.data_dir, args.out, TrainConfig.from_args(args))

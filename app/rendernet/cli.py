@@ -7,22 +7,31 @@ errors become messages and exit codes (1; usage errors 2).
 
 import argparse
 import json
+import os
 import sys
 
 from .decision import SURE
-from .errors import RendernetError
+from .errors import DataError, RendernetError
 from .model import load_model
 
 
 def cmd_classify(args) -> int:
     import csv
+    from collections import Counter
 
     from .decision import decide
-    from .evaluate import classify_paths, image_paths
+    from .evaluate import IMAGE_SUFFIXES, classify_paths, image_paths
     from .report import csv_header, csv_row, safe_cell
 
     model = load_model(args.model)
-    names = image_paths(args.files)
+    skipped = Counter()
+    names = image_paths(args.files, skipped)
+    if skipped:
+        print(f"note: left out of the folder walk: {', '.join(f'{count} ({reason})' for reason, count in sorted(skipped.items()))}"
+              "; name a file to try it anyway", file=sys.stderr)
+    if not names:
+        raise DataError(f"no image files to classify in {', '.join(args.files)} (a folder is walked for "
+                        f"{', '.join(IMAGE_SUFFIXES)})")
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
@@ -53,14 +62,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def add_commands(commands) -> None:
     """Add `classify` and `evaluate` to an argparse subparsers object."""
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
     classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
-    classify.add_argument("--sure", type=float, default=SURE,
+    classify.add_argument("--sure", type=fraction, default=SURE,
                           help=f"confidence below which a result is marked not_sure (default {SURE})")
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
-    classify.add_argument("--jobs", type=int, default=1, help="processes to classify with (default 1; e.g. the "
+    classify.add_argument("--jobs", type=positive_int, default=1, help="processes to classify with (default 1; e.g. the "
                           "number of cores for a large folder)")
     classify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                           help="show progress on stderr (default: when stderr is a terminal)")
@@ -81,12 +107,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(arguments: argparse.ArgumentParser, argv=None) -> int:
-    """Parse `argv` and run its command, turning any RendernetError into a message and exit status 1."""
+    """Parse `argv` and run its command, turning any RendernetError into a message and exit status 1, and a closed
+    output pipe into a quiet exit."""
     args = arguments.parse_args(argv)
     try:
         return args.run(args)
     except RendernetError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit then fails silently
         return 1
 
 

@@ -18,6 +18,7 @@ The rule (also written into every model manifest, see preprocessing_rule):
 """
 
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,9 +47,9 @@ def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Ima
     input `size`) by libjpeg's DCT scaling: much faster, and part of the rule.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError("empty file (0 bytes)")
         source = io.BytesIO(bytes(source))
+    if byte_size(source) == 0:
+        raise ImageError("empty file (0 bytes)")
     try:
         image = Image.open(source)
         check_dimensions(*image.size)
@@ -65,6 +66,17 @@ def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Ima
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
     return image
+
+
+def byte_size(source) -> int | None:
+    """The size of a path, bytes buffer or open file, when it can be told without reading it."""
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer().nbytes
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source) if os.path.isfile(source) else None
+    if hasattr(source, "fileno"):
+        return os.fstat(source.fileno()).st_size
+    return None
 
 
 def check_dimensions(width: int, height: int) -> None:

@@ -12,10 +12,12 @@ import struct
 import zlib
 from pathlib import Path
 
+from rendernet.errors import RendernetError
+
 COMPRESSED_ZLIB, DIRECTORY, COMPRESSED_ZSTD = 1, 2, 4
 
 
-class RccError(ValueError):
+class RccError(RendernetError, ValueError):
     """The file is not a readable Qt resource file."""
 
 
