@@ -80,8 +80,9 @@ CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py")  # what main.p
 MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402
+from rendernet.decision import SURE  # noqa: E402
 from rendernet.errors import ModelError  # noqa: E402
-from rendernet.manifest import check_weights, read_manifest  # noqa: E402
+from rendernet.manifest import check_metrics, check_weights, read_manifest  # noqa: E402
 
 sys.path.remove(str(APP))
 DEFAULT_CACHE = cache_root() / "build"
@@ -212,6 +213,8 @@ def check_model(model_dir: Path) -> dict:
         raise BuildError(f"model folder {model_dir} lacks {', '.join(missing)}; train one with `rendernet train`")
     try:
         manifest = read_manifest((model_dir / "model.json").read_bytes(), f"{model_dir}/model.json")
+        if (model_dir / "metrics.json").exists():  # informative, but the page shows it
+            check_metrics(read_json(model_dir / "metrics.json"), f"{model_dir}/metrics.json")
         if importlib.util.find_spec("numpy"):
             from rendernet.model import load_model  # NumPy's part of the core, found through the imported package
 
@@ -223,6 +226,13 @@ def check_model(model_dir: Path) -> dict:
     except OSError as error:
         raise BuildError(f"the model cannot be read: {describe_os_error(error)}") from None
     return manifest
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as error:
+        raise ModelError(f"{path} is not valid JSON: {error}") from None
 
 
 def describe_os_error(error: OSError) -> str:
@@ -376,8 +386,9 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     preload += [f"{app_dir}/model/{name}" for name in MODEL_FILES[:2]]
     page = (APP / "index.html").read_text().replace("<!--PRELOAD-->", "\n".join(
         f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
-    for token, folder in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir)):
-        page = page.replace(token, folder)
+    for token, value in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir),
+                         ("__SURE__", str(round(SURE * 100)))):  # the "not sure" slider starts at the rule's default
+        page = page.replace(token, value)
     (staging / "index.html").write_text(page)
     write_service_worker(staging)
     precompress(staging, cache)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need, then run them: the README's test command, and what CI runs.
-#   bash tests/run.sh [pytest arguments]      e.g. bash tests/run.sh -m "not slow" (the fast tier, ~20 s)
+#   bash tests/run.sh [pytest arguments]      e.g. bash tests/run.sh -m "not slow" (the fast tier, ~1 min)
+#                                             or -m "not slow and not network" (offline)
 # Installs Debian's chromium when missing (apt-get), the project with its [dev] extra into .venv
 # (pip; TensorFlow CPU, Keras, ai-edge-litert, Playwright, pytest), then runs pytest. build.py,
 # called by the site tests, fetches Pyodide and PyScript with npm and the Pyodide wheels with pip.
@@ -34,6 +35,8 @@ fi
 
 echo "== running the tests"
 status=0
+# Downloads (npm, pip) and caches go to the project's .cache/tests, never the user's ~/.cache/rendernet.
+export RENDERNET_CACHE="${RENDERNET_CACHE:-$PWD/.cache/tests}"
 TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" = 5 ]; then
   echo "error: pytest collected no tests (exit 5); treating that as a failure"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DEFAULT_MODEL
+from rendernet.decision import SURE
 
 import build
 
@@ -58,7 +59,8 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert sorted(main["files"]) == [f"./rendernet/{name}" for name in sorted(build.CORE_ON_MAIN_THREAD)]
     assert (app / "rendernet" / "layers.py").read_bytes() == (build.CORE_PACKAGE / "layers.py").read_bytes()
     page = (dist / "index.html").read_text()
-    assert f'src="./{app.name}/main.py"' in page and "__APP__" not in page and "__PYSCRIPT__" not in page
+    assert f'src="./{app.name}/main.py"' in page and "__" not in page
+    assert f'type="range" min="50" max="99" value="{round(SURE * 100)}"' in page  # decision.py's default
     assert "total" in output.out and "gzip" in output.out
 
 
@@ -126,6 +128,7 @@ def edit(path, change):
     (lambda m: m.update(classes="realrender"), "classes must be a non-empty list"),
     (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
     (lambda m: m.pop("classes"), "required key 'classes' is missing"),
+    (lambda m: m.update(macs=None), "macs must be an integer >= 0, found None"),
 ])
 def test_broken_model_is_refused_and_dist_is_untouched(tmp_path, pyodide_dir, capsys, change, message):
     dist = tmp_path / "dist"
@@ -140,6 +143,7 @@ def test_broken_model_is_refused_and_dist_is_untouched(tmp_path, pyodide_dir, ca
     assert (dist / "index.html").read_text() == "the previous site"
 
 
+@pytest.mark.network
 def test_tampered_npm_cache_is_refused_with_the_command_that_clears_it(tmp_path):
     build.npm_package(build.PYSCRIPT_NPM, build.DEFAULT_CACHE, tmp_path / "fetched")  # fetched once, if not yet
     cache = tmp_path / "cache"
@@ -152,6 +156,21 @@ def test_tampered_npm_cache_is_refused_with_the_command_that_clears_it(tmp_path)
     assert "does not match npm's published integrity" in str(error.value)
     assert f"rm -rf {cache / '_pyscript_core_0.6.66'}" in str(error.value)
     assert not (tmp_path / "unpacked").exists()
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ({"test": []}, "metrics.json: test must be an object, found []"),
+    ({"test": {"accuracy": "high"}}, "metrics.json: test.accuracy must be a number or null"),
+    ({"held_out": {"povray": {"count": -3}}}, "metrics.json: held_out.povray.count must be an integer >= 0"),
+    ({"test": {"confusion": [[1, "2"]]}}, "metrics.json: test.confusion must be rows of integers"),
+    ("{not json", "metrics.json is not valid JSON"),
+])
+def test_metrics_the_page_cannot_show_are_refused(tmp_path, pyodide_dir, capsys, metrics, message):
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    (model / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    code = build.main(["--out", str(tmp_path / "dist"), "--model", str(model), "--pyodide-dir", str(pyodide_dir)])
+    assert code == 1 and message in capsys.readouterr().err and not (tmp_path / "dist").exists()
 
 
 def test_tampered_wheel_stops_the_build(tmp_path, pyodide_dir, capsys):

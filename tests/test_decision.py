@@ -52,3 +52,19 @@ def test_csv_neutralises_formulas_and_agrees_with_the_rule():
     assert rows[-1]["file"] == "'=bad.png" and rows[-1]["error"] == "'=not an image"
     decision = decide([0.3, 0.7], CLASSES, 0.472, sure=0.8)
     assert all(row["label"] == decision.label and row["not_sure"] == str(decision.not_sure) for row in rows[:-1])
+
+
+def test_roc_auc_counts_ties_half_in_linear_memory():
+    from rendernet.metrics import roc_auc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(rng.random(400) + 0.3 * labels, 1)  # many ties
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    pairs = (positives[:, None] > negatives).sum() + 0.5 * (positives[:, None] == negatives).sum()
+    assert roc_auc(labels, scores) == round(pairs / (len(positives) * len(negatives)), 4)
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+    many = 400_000  # the pairwise matrix would be 40 GB
+    labels = np.arange(many) % 2
+    assert roc_auc(labels, labels + rng.random(many) * 0.5) == 1.0

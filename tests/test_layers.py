@@ -148,7 +148,7 @@ def test_default_architecture_random_weights(tmp_path):
     from rendernet_train.model import build_model
 
     rng = np.random.default_rng(10)
-    model = build_model(3)
+    model = build_model(3, widths=(16, 32, 64), dropout=0.2)
     high_pass = model.get_layer("high_pass").get_weights()  # a fixed filter, never trained: keep it
     randomise(model, rng)
     model.get_layer("high_pass").set_weights(high_pass)

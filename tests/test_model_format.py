@@ -201,6 +201,12 @@ BAD_VALUES = {
     "layer.weights": ([], "layers[0]"),
     "output": ("missing-layer", "output"),
     "weights": ({"sha256": "not hex"}, "weights.sha256"),
+    "name": (5, "name must be a string"),
+    "preprocessing": (["bilinear"], "preprocessing must be a string"),
+    "params": (-1, "params must be an integer >= 0"),
+    "macs": (None, "macs must be an integer >= 0, found None"),
+    "metrics": ([], "metrics must be an object"),
+    "credits": ("someone", "credits must be a list of strings"),
 }
 
 

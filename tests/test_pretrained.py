@@ -16,7 +16,7 @@ from rendernet_train.export import export_numpy, export_tflite, round_weights
 from rendernet_train.torch_weights import TorchWeightsError, read_state_dict
 from rendernet_train.transfer import build_classifier
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 CACHE = cache_root()
 # Committed sample photographs (scikit-image) and the ImageNet classes a person would accept for them.
@@ -80,7 +80,7 @@ def test_whole_backbone_in_numpy_matches_keras_and_litert(tmp_path, sample_image
     final feature map within 1e-4 of its largest value."""
     import keras
 
-    model = build_classifier(224, 2, CACHE, until="head")
+    model = build_classifier(224, 2, CACHE, "head", hidden=0, dropout=0.2)
     rng = np.random.default_rng(0)
     model.get_layer("classifier").set_weights([rng.normal(0, 0.05, (1280, 2)).astype(np.float32), np.zeros(2, np.float32)])
     round_weights(model, "int8")

@@ -26,7 +26,7 @@ from rendernet import decide, load_model, preprocess
 import build
 from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 
 def build_site(dist, model=DEFAULT_MODEL, *options):

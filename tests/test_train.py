@@ -15,7 +15,7 @@ from conftest import ROOT, SAMPLE_DIR, sample_files
 from helpers import tflite_run
 from PIL import Image
 from rendernet import load_model, preprocess
-from rendernet.preprocess import RULE_VERSION
+from rendernet.preprocess import INPUT_SIZE, RULE_VERSION
 from rendernet_train.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
 from rendernet_train.errors import TrainingError
 
@@ -81,7 +81,7 @@ def test_preprocessing_cache_is_keyed_by_content(trained, tiny_dataset):
 
 def test_crop_sources_are_cached_for_training_images_only_on_request(tiny_dataset, tmp_path):
     dataset = scan(tiny_dataset)
-    cache_images(dataset, tmp_path, workers=1, progress=False, crop_sources=True)
+    cache_images(dataset, tmp_path, INPUT_SIZE, workers=1, progress=False, crop_sources=True)
     for example in dataset.examples:
         if example.split == "train":
             square = np.frombuffer(example.crop_source_file.read_bytes(), np.uint8)
@@ -95,9 +95,9 @@ def test_crop_sources_are_cached_for_training_images_only_on_request(tiny_datase
 
 def test_random_resized_crop_uses_the_preprocessing_filter():
     square = preprocess(sample_files("render")[0], CROP_SOURCE_SIZE)
-    whole = random_resized_crop(square, CROP_SOURCE_SIZE, 0, 0)
+    whole = random_resized_crop(square, CROP_SOURCE_SIZE, 0, 0, INPUT_SIZE)
     assert np.array_equal(whole, preprocess(Image.fromarray(square)))
-    smallest = random_resized_crop(square, 200, 120, 0)
+    smallest = random_resized_crop(square, 200, 120, 0, INPUT_SIZE)
     assert np.array_equal(smallest, square[0:200, 120:320])
 
 

@@ -6,9 +6,15 @@ says exactly how it was made.
 """
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
-ARCHITECTURE_NAMES = ("efficientnet-lite0", "small")
+from rendernet.preprocess import INPUT_SIZE
+
+ARCHITECTURES = {  # what each architecture sets: input side (when --input-size is not given), the dtype its kernels are
+    "efficientnet-lite0": {"input_size": 224, "weights_dtype": "int8", "learning_rate": 1e-3},  # stored in, and Adam's
+    "small": {"input_size": INPUT_SIZE, "weights_dtype": "float32", "learning_rate": 2e-3},    # learning rate
+}
+ARCHITECTURE_NAMES = tuple(ARCHITECTURES)
 FEATURE_LAYERS = ("block8_add", "block11_add", "block15_add", "head")  # training/efficientnet.py, without importing Keras
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -31,6 +37,7 @@ class TrainConfig:
                            help="efficientnet-lite0: the backbone layer whose pooled output the head reads (default "
                                 "block11_add, the end of stage 5: best on unseen sources, see the README)")
     hidden: int = option(0, help="efficientnet-lite0: units of a ReLU layer before the softmax (default 0: a linear head)")
+    dropout: float = option(0.2, help="dropout rate before the softmax (default 0.2)")
     input_size: int | None = option(None, type=int, help="input side in px (default: 224 for efficientnet-lite0, 200 for small)")
     views: int = option(4, help="efficientnet-lite0: views per training image, the original + augmented crops (default 4)")
     epochs: int = option(60, help="maximum epochs (default 60)")
@@ -53,6 +60,12 @@ class TrainConfig:
     loso: bool = option(False, flag="--leave-one-source-out",
                         help="also retrain once per source without it and score that source (slow)")
     verbose: int = option(1, choices=(0, 1, 2), help="0: quiet, 1: progress bars (default), 2: one line per epoch")
+
+    def resolved(self) -> "TrainConfig":
+        """This config with the architecture's input size and learning rate filled in where they were left to it."""
+        defaults = ARCHITECTURES[self.architecture]
+        return replace(self, input_size=self.input_size or defaults["input_size"],
+                       learning_rate=self.learning_rate or defaults["learning_rate"])
 
     def as_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}

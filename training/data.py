@@ -112,7 +112,7 @@ def _cache_one(job):
     return path, targets, None
 
 
-def cache_images(dataset: Dataset, cache_dir=DEFAULT_CACHE, size=INPUT_SIZE, workers=None, progress=True,
+def cache_images(dataset: Dataset, cache_dir, size: int, workers=None, progress=True,
                  crop_sources=False) -> None:
     """Preprocess every example at the model's input `size` into the cache (and, with crop_sources, the
     training images' larger squares too); drop and record the ones that fail."""
@@ -154,7 +154,7 @@ def load_pixels(examples, size=INPUT_SIZE) -> np.ndarray:
         np.zeros((0, size, size, 3), np.uint8)
 
 
-def random_resized_crop(square: np.ndarray, side, left, top, size=INPUT_SIZE) -> np.ndarray:
+def random_resized_crop(square: np.ndarray, side, left, top, size: int) -> np.ndarray:
     """Scale the box (left, top, side x side) of a cached square to `size` with preprocess's filter."""
     box = (int(left), int(top), int(left) + int(side), int(top) + int(side))
     image = Image.fromarray(square).resize((int(size), int(size)), Image.Resampling.BILINEAR, box=box)
@@ -189,7 +189,7 @@ def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed
         side = tf.random.uniform((), INPUT_SIZE, CROP_SOURCE_SIZE + 1, dtype=tf.int32)
         left = tf.random.uniform((), 0, CROP_SOURCE_SIZE - side + 1, dtype=tf.int32)
         top = tf.random.uniform((), 0, CROP_SOURCE_SIZE - side + 1, dtype=tf.int32)
-        pixels = tf.numpy_function(random_resized_crop, [pixels, side, left, top], tf.uint8, stateful=True)
+        pixels = tf.numpy_function(random_resized_crop, [pixels, side, left, top, INPUT_SIZE], tf.uint8, stateful=True)
         return tf.ensure_shape(pixels, (INPUT_SIZE, INPUT_SIZE, 3)), label
 
     def augment(pixels, label):

@@ -24,7 +24,7 @@ def high_pass_kernel(channels: int = 3) -> np.ndarray:
     return np.repeat(LAPLACIAN[:, :, None, None], channels, axis=2)
 
 
-def build_model(num_classes: int, widths=(16, 32, 64), dropout: float = 0.2) -> keras.Model:
+def build_model(num_classes: int, widths, dropout: float) -> keras.Model:
     """High-pass filter -> conv blocks (stride == kernel) -> global average pool -> softmax."""
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
     x = keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)

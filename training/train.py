@@ -22,17 +22,13 @@ from pathlib import Path
 
 import numpy as np
 from rendernet.cache import cache_root
-from rendernet.metrics import evaluate, roc_auc
+from rendernet.metrics import evaluate, predict_labels, roc_auc
 
 from . import data as data_module
-from .config import TrainConfig
+from .config import ARCHITECTURES, TrainConfig
 from .errors import TrainingError
 from .metrics import choose_threshold, plot_confusion, plot_history
 
-ARCHITECTURES = {  # name: (input size, stored kernel dtype)
-    "efficientnet-lite0": (224, "int8"),
-    "small": (data_module.INPUT_SIZE, "float32"),
-}
 
 
 def make_strategy(name: str):
@@ -48,7 +44,7 @@ def make_strategy(name: str):
 
 
 def fit(classes, train_examples, validation_examples, *, epochs, batch_size, patience, learning_rate, seed,
-        strategy, widths, random_crops, verbose):
+        strategy, widths, dropout, random_crops, verbose):
     """Build and train one model; returns (model, history) with the best validation-loss weights restored."""
     import keras
 
@@ -71,7 +67,7 @@ def fit(classes, train_examples, validation_examples, *, epochs, batch_size, pat
         raise TrainingError(f"{len(validation_examples)} validation image(s) cannot be shared by {replicas} "
                          "replicas; add more images")
     with distribution.scope():
-        model = build_model(len(classes), widths=widths)
+        model = build_model(len(classes), widths, dropout)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
     train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed, replicas, random_crops)
@@ -157,14 +153,14 @@ def predict(model, examples, num_classes: int, batch_size: int) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, num_classes))
 
 
-def unseen_source_report(scores: np.ndarray, label: int, other_scores: np.ndarray, threshold) -> dict:
-    """How a model did on one source it never saw: accuracy at the threshold, and the ROC AUC of that source
-    against images of the other class(es) it never saw (P(classes[1]) ranks them)."""
-    threshold = 0.5 if threshold is None else threshold
-    accuracy = float(np.mean((scores >= threshold) == bool(label)))
-    labels = np.r_[np.full(len(scores), label), np.full(len(other_scores), 1 - label)]
-    return {"accuracy": round(accuracy, 4), "count": len(scores),
-            "roc_auc": roc_auc(labels, np.r_[scores, other_scores]) if label in (0, 1) else None}
+def unseen_source_report(probabilities: np.ndarray, label: int, other_probabilities: np.ndarray, threshold) -> dict:
+    """How a model did on one source it never saw: accuracy by the one decision rule, and the ROC AUC of that
+    source against images of the other class(es) it never saw (P(last class) ranks them; two classes only)."""
+    accuracy = float(np.mean(predict_labels(probabilities, threshold) == label))
+    labels = np.r_[np.full(len(probabilities), label), np.full(len(other_probabilities), 1 - label)]
+    two_classes = probabilities.shape[1] == 2
+    return {"accuracy": round(accuracy, 4), "count": len(probabilities),
+            "roc_auc": roc_auc(labels, np.r_[probabilities[:, -1], other_probabilities[:, -1]]) if two_classes else None}
 
 
 def leave_one_source_out(dataset, splits, settings, features=None) -> tuple:
@@ -205,7 +201,7 @@ def leave_one_source_out(dataset, splits, settings, features=None) -> tuple:
     results = {}
     for source, (label, held_out, others) in scored.items():
         threshold = threshold_from([name for name in scored if name != source])
-        results[source] = {**unseen_source_report(held_out[:, -1], label, others[:, -1], threshold), "threshold": threshold}
+        results[source] = {**unseen_source_report(held_out, label, others, threshold), "threshold": threshold}
     return results, threshold_from(list(scored))
 
 
@@ -264,23 +260,23 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
     from .export import export_numpy, export_tflite, round_weights
 
     config = replace(config or TrainConfig(), **overrides)
-    architecture, features, hidden, input_size, views = (config.architecture, config.features, config.hidden,
-                                                          config.input_size, config.views)
+    if config.architecture not in ARCHITECTURES:
+        raise TrainingError(f"unknown architecture {config.architecture!r} (choose from {', '.join(ARCHITECTURES)})")
+    pretrained = config.architecture != "small"
+    if config.input_size and not pretrained and config.input_size != ARCHITECTURES["small"]["input_size"]:
+        raise TrainingError(f"the small architecture takes {ARCHITECTURES['small']['input_size']} px input; "
+                            "--input-size is for efficientnet-lite0")
+    config = config.resolved()
+    architecture, features, hidden, size, views = (config.architecture, config.features, config.hidden,
+                                                   config.input_size, config.views)
     epochs, batch_size, patience, learning_rate, seed = (config.epochs, config.batch_size, config.patience,
                                                          config.learning_rate, config.seed)
+    weights_dtype = ARCHITECTURES[architecture]["weights_dtype"]
     strategy, widths, random_crops, quantize = config.strategy, config.widths, config.random_crops, config.quantize
     hold_out, loso, verbose = config.hold_out, config.loso, config.verbose
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if architecture not in ARCHITECTURES:
-        raise TrainingError(f"unknown architecture {architecture!r} (choose from {', '.join(ARCHITECTURES)})")
-    size, weights_dtype = ARCHITECTURES[architecture]
-    pretrained = architecture != "small"
-    if input_size and not pretrained and input_size != size:
-        raise TrainingError(f"the small architecture takes {size} px input; --input-size is for efficientnet-lite0")
-    size = input_size or size
-    learning_rate = learning_rate or (1e-3 if pretrained else 2e-3)
     backbone_cache = cache_root()  # downloaded and converted pretrained weights go under backbones/
 
     # ---- data
@@ -312,12 +308,12 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
     if pretrained:
         from .transfer import build_classifier, copy_head
 
-        model = build_classifier(size, len(dataset.classes), backbone_cache, until=features, hidden=hidden)
+        model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0)
         head, history = pooled.fit(splits["train"], splits["validation"], settings)
         copy_head(head, model)
     else:
-        settings.update(strategy=strategy, widths=widths, random_crops=random_crops)
+        settings.update(strategy=strategy, widths=widths, dropout=config.dropout, random_crops=random_crops)
         model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)
     round_weights(model, weights_dtype)
     train_seconds = time.time() - started
@@ -325,7 +321,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
     # ---- threshold (on sources left out, else on validation) and evaluation (the weights as stored)
     metrics = {"architecture": architecture, "input_size": size, "features": features if pretrained else None,
                "hidden": hidden if pretrained else None, "views": views if pretrained else None,
-               "classes": dataset.classes, "config": {**config.as_dict(), "learning_rate": learning_rate}}
+               "classes": dataset.classes, "config": config.as_dict()}
     if loso:
         metrics["leave_one_source_out"], threshold = leave_one_source_out(dataset, splits, settings, pooled)
         metrics["threshold_rule"] = "best balanced accuracy on the leave-one-source-out scores, sources weighted equally"
@@ -343,7 +339,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
     metrics["skipped_files"] = len(dataset.skipped)
     metrics["split_sizes"] = {name: len(items) for name, items in splits.items()}
     if held_out:
-        held_out_probabilities = predict(model, held_out, len(dataset.classes), batch_size)[:, -1]
+        held_out_probabilities = predict(model, held_out, len(dataset.classes), batch_size)
         metrics["held_out"] = {}
         for source in sorted(hold_out):
             chosen = np.array([example.source == source for example in held_out])
@@ -351,7 +347,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
             others = [example for example in splits["test"] if example.label != label]
             metrics["held_out"][source] = unseen_source_report(
                 held_out_probabilities[chosen], label,
-                predict(model, others, len(dataset.classes), batch_size)[:, -1], threshold)
+                predict(model, others, len(dataset.classes), batch_size), threshold)
 
     # ---- export
     model.save(out / "model.keras")

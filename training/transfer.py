@@ -30,7 +30,7 @@ from .efficientnet import backbone_layers, load_pretrained
 from .errors import TrainingError
 
 
-def add_head(x, num_classes: int, hidden: int = 0, dropout: float = 0.2):
+def add_head(x, num_classes: int, hidden: int, dropout: float):
     """dropout -> (with hidden > 0) a ReLU layer of that width -> softmax: the trained part, on pooled features."""
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     if hidden:
@@ -38,8 +38,7 @@ def add_head(x, num_classes: int, hidden: int = 0, dropout: float = 0.2):
     return keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
 
 
-def build_classifier(size: int, num_classes: int, cache, until: str = "block11_add", hidden: int = 0,
-                     dropout: float = 0.2) -> keras.Model:
+def build_classifier(size: int, num_classes: int, cache, until: str, hidden: int, dropout: float) -> keras.Model:
     """input -> frozen pretrained backbone up to `until` -> pool -> add_head."""
     inputs = keras.Input((size, size, 3), name="input")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs, until))

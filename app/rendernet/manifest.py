@@ -11,9 +11,9 @@ failure a ModelError naming the field:
 |---|---|---|---|
 | format (R) | str | equals "rendernet-numpy" | the format's name |
 | format_version (R) | int | 1 or 2 | 2 adds per-array dtypes (below); 1: every array float32 |
-| name | str | | the Keras model's name |
+| name | str | a string | the Keras model's name |
 | input (R) | object | shape: 3 positive ints | [S, S, 3] for images as `preprocess(file, S)` makes them; "dtype", "range" |
-| preprocessing | str | | the preprocessing rule, in words |
+| preprocessing | str | a string | the preprocessing rule, in words |
 | classes (R) | [str, ...] | distinct non-empty names, one per output value (on load) | class names, in output order |
 | threshold | number or null | null, or 0 <= t <= 1 with 2 classes | classes[1] when its probability >= t (decision.py) |
 | layers (R) | [layer, ...] | non-empty list | in topological order; the last one (or `output`) gives the probabilities |
@@ -23,9 +23,17 @@ failure a ModelError naming the field:
 | layer.weights | {weight: spec} | object | v1: spec = shape; v2: spec = {"shape": [...], "dtype": "float32", "float16" or "int8"} |
 | layer.output_shape, layer.macs | list, int | | informative: output shape without the batch, multiply-adds per image |
 | output | str | names a layer | the layer whose output is the result (default: the last) |
-| params, macs | int | | parameters and multiply-adds per image |
+| params | int | an integer >= 0 | parameters |
+| macs | int | an integer >= 0 | multiply-adds per image |
 | weights (R) | object | "sha256" is 64 hex digits | the weights file: "file", "sha256" (checked before reading it), "bytes" |
-| metrics, credits | object, [str] | | informative: headline test metrics and per-source scores; credits for pretrained weights |
+| metrics | object | an object | informative: headline test metrics; its presence says metrics.json ships beside model.json |
+| credits | [str, ...] | a list of strings | credits for pretrained weights |
+
+The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
+
+metrics.json (written by `rendernet train`, optional) is informative; `check_metrics` checks what the page shows
+of it: "test" {"accuracy", "roc_auc": number or null, "count": int, "confusion": rows of ints}, and "held_out"
+and "leave_one_source_out", each {source: {"accuracy", "roc_auc": number or null, "count": int}}.
 
 weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
 dtype. An int8 array also has "<layer>/<weight>:scale", float32 scales shaped
@@ -108,7 +116,52 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
     weights = manifest["weights"]
     if not isinstance(weights, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(weights.get("sha256"))):
         _fail(where, "weights.sha256", "must be 64 lowercase hex digits")
+    for key, (problem, valid) in OPTIONAL_FIELDS.items():
+        if key in manifest and not valid(manifest[key]):
+            _fail(where, key, f"must be {problem}, found {manifest[key]!r}")
     return manifest
+
+
+def _is_count(value) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _is_score(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+OPTIONAL_FIELDS = {  # key: (what it must be, check)
+    "name": ("a string", lambda value: isinstance(value, str)),
+    "preprocessing": ("a string", lambda value: isinstance(value, str)),
+    "params": ("an integer >= 0", _is_count),
+    "macs": ("an integer >= 0", _is_count),
+    "metrics": ("an object", lambda value: isinstance(value, dict)),
+    "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
+}
+
+
+def check_metrics(metrics, where: str = "metrics.json") -> dict:
+    """Raise ModelError naming the first field of metrics.json the page could not show (see above); return it."""
+    if not isinstance(metrics, dict):
+        raise ModelError(f"{where} must be an object, found {type(metrics).__name__}")
+    scores = [("test", metrics.get("test", {}))]
+    for group in ("held_out", "leave_one_source_out"):
+        sources = metrics.get(group, {})
+        if not isinstance(sources, dict):
+            _fail(where, group, f"must be an object of sources, found {sources!r}")
+        scores += [(f"{group}.{source}", value) for source, value in sources.items()]
+    for field, value in scores:
+        if not isinstance(value, dict):
+            _fail(where, field, f"must be an object, found {value!r}")
+        for key in ("accuracy", "roc_auc"):
+            if not _is_score(value.get(key)):
+                _fail(where, f"{field}.{key}", f"must be a number or null, found {value[key]!r}")
+        if "count" in value and not _is_count(value["count"]):
+            _fail(where, f"{field}.count", f"must be an integer >= 0, found {value['count']!r}")
+    confusion = metrics.get("test", {}).get("confusion", [])
+    if not (isinstance(confusion, list) and all(isinstance(row, list) and all(map(_is_count, row)) for row in confusion)):
+        _fail(where, "test.confusion", f"must be rows of integers, found {confusion!r}")
+    return metrics
 
 
 def sha256_bytes(data: bytes) -> str:
