@@ -30,7 +30,6 @@ from .errors import TrainingError
 from .metrics import choose_threshold, plot_confusion, plot_history
 
 
-
 def make_strategy(name: str):
     import tensorflow as tf
 
