@@ -327,13 +327,22 @@ def content_folder(staging: Path, prefix: str) -> str:
     return f"{prefix}-{digest}"
 
 
-def write_service_worker(dist: Path) -> None:
-    """sw.js: the bundle's files with their sha256, checked as it caches them, under a version named by them all."""
+def subresource_integrity(path: Path) -> str:
+    """The `integrity` attribute of a link to this file (Subresource Integrity, sha384)."""
+    return "sha384-" + base64.b64encode(file_digest(path, "sha384").digest()).decode()
+
+
+def write_service_worker(dist: Path) -> tuple:
+    """sw.js: the bundle's files (everything in `dist` so far, and the page, written after it) with their sha256,
+    checked as it caches them, under a version named by them all. Returns (version, sha256 of sw.js), which the
+    page carries: index.html is the root of trust, sw.js the list of everything else."""
     hashes = {path.relative_to(dist).as_posix(): sha256_file(path) for path in sorted(dist.rglob("*")) if path.is_file()}
     version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
-    bundle = {("./" if name == "index.html" else f"./{name}"): digest for name, digest in hashes.items()}
+    bundle = {"./": None, **{f"./{name}": digest for name, digest in hashes.items()}}
     template = (APP / "sw.js").read_text()
-    (dist / "sw.js").write_text(template.replace("__VERSION__", version).replace("__BUNDLE__", json.dumps(bundle, indent=0)))
+    script = template.replace("__VERSION__", version).replace("__BUNDLE__", json.dumps(bundle, indent=0)).encode()
+    (dist / "sw.js").write_bytes(script)
+    return version, hashlib.sha256(script).hexdigest()
 
 
 def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, micropython: Path,
@@ -386,11 +395,14 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     preload += [f"{app_dir}/model/{name}" for name in MODEL_FILES[:2]]
     page = (APP / "index.html").read_text().replace("<!--PRELOAD-->", "\n".join(
         f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
+    version, service_worker_sha256 = write_service_worker(staging)
     for token, value in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir),
-                         ("__SURE__", str(round(SURE * 100)))):  # the "not sure" slider starts at the rule's default
+                         ("__SURE__", str(round(SURE * 100))),  # the "not sure" slider starts at the rule's default
+                         ("__VERSION__", version), ("__SW_SHA256__", service_worker_sha256),
+                         ("__SRI_PYSCRIPT_CSS__", subresource_integrity(staging / pyscript_dir / "core.css")),
+                         ("__SRI_APP_CSS__", subresource_integrity(staging / app_dir / "static" / "style.css"))):
         page = page.replace(token, value)
     (staging / "index.html").write_text(page)
-    write_service_worker(staging)
     precompress(staging, cache)
 
 

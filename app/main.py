@@ -21,8 +21,13 @@ from pyscript import document, when, window
 from pyscript.ffi import create_proxy, to_js
 from rendernet.decision import decide
 
-OFFLINE_TIMEOUT_MS = 30000  # a first visit waits at most this long for the offline copy
-DEBUG = js.URLSearchParams.new(js.location.search).has("debug")  # ?debug exposes test and benchmark hooks
+PARAMETERS = js.URLSearchParams.new(js.location.search)
+DEBUG = PARAMETERS.has("debug")  # ?debug exposes test and benchmark hooks (and &file_seconds=N)
+WORKER_SECONDS = 120  # deadlines: the worker's start (Pyodide, NumPy, Pillow, the core),
+MODEL_SECONDS = 30  # loading the model,
+FILE_SECONDS = int(PARAMETERS.get("file_seconds") or 120) if DEBUG else 120  # one file (a 60-megapixel PNG: ~10 s),
+PING_SECONDS = 10  # and the worker's answer to a ping after a call failed
+RECYCLE_BYTES = 400 * 1024 * 1024  # a worker whose memory grew past this (a huge image) is replaced after the file
 
 
 class Page:
@@ -30,6 +35,7 @@ class Page:
 
     def __init__(self):
         self.worker = None
+        self.model_url = None
         self.classes, self.threshold = [], None
         self.queue, self.running, self.cancelled, self.task = [], False, False, None
         self.rows = []  # (result, table row), in the order added
@@ -67,17 +73,18 @@ def append(parent, *children):
     return parent
 
 
-def set_loading(step: int, text: str, failed: bool = False) -> None:
+def set_loading(step: int, text: str, seconds=None) -> None:
+    """Show a start-up step; with `seconds`, the page fails (index.html's watchdog) unless the next step comes first."""
+    if window.rendernetFailed():
+        return
     element("load-progress").value = step
     element("load-status").textContent = text
-    if failed:
-        element("loading").classList.add("failed")
+    window.rendernetWatch(text.rstrip("…") if seconds else None, seconds or 0)
 
 
-def reason(state: str) -> str:
-    """The reason in a "failed: ..." state from rendernetEnableOffline."""
-    prefix = "failed: "
-    return state[len(prefix):] if state.startswith(prefix) else state
+def fail(text: str) -> None:
+    """The failed state: what failed and what to do (index.html's rendernetFail)."""
+    window.rendernetFail(text)
 
 
 def notice(text: str) -> None:
@@ -134,11 +141,37 @@ def show_about(info: dict) -> None:
                            header=[""] + page.classes))
 
 
-async def start_worker():
-    """The worker index.html started at navigation, once its Python is ready; its exported functions."""
-    worker = await window.rendernetWorker
-    await worker.ready
-    return worker.sync
+async def call(promise, seconds: int, what: str):
+    """A call to the worker with a deadline: RuntimeError when it fails, the worker dies or does not answer in time."""
+    outcome = await window.rendernetCall(promise, seconds, what)
+    if not outcome.ok:
+        raise RuntimeError(outcome.error)
+    return outcome.value
+
+
+async def load_model(worker, timings=None) -> dict:
+    """Start using a worker once its Python is ready: load the model into it; its description (or {"error"})."""
+    await call(worker.ready, WORKER_SECONDS, "Starting the worker")
+    if timings is not None:
+        timings["worker_ready"] = js.performance.now()
+    page.worker = worker.sync
+    return json.loads(await call(page.worker.load(page.model_url), MODEL_SECONDS, "Loading the model"))
+
+
+async def replace_worker(why: str) -> None:
+    """A fresh worker with the model, for one that died or grew too large (WebAssembly memory never shrinks)."""
+    element("batch-status").textContent = f"{why}: starting a new worker…"
+    info = await load_model(await window.rendernetNewWorker())
+    if "error" in info:
+        raise RuntimeError(info["error"])
+
+
+async def worker_alive() -> bool:
+    try:
+        await call(page.worker.ping(), PING_SECONDS, "The worker")
+        return True
+    except Exception:
+        return False
 
 
 # ---------------------------------------------------------------- results
@@ -233,19 +266,38 @@ async def run_queue() -> None:
     try:
         while page.queue and not page.cancelled:
             file = page.queue.pop(0)
-            try:
-                data = js.Uint8Array.new(await file.arrayBuffer())
-                answer = json.loads(await page.worker.classify(file.name, data))
-            except Exception as error:  # the browser could not read the file, or the worker failed on it
-                answer = {"result": {"file": file.name, "error": f"the file could not be processed ({error})"}}
+            answer = await classify(file)
             add_row(answer)
             page.done += 1
             update_batch()
+            if answer.get("memory", 0) > RECYCLE_BYTES:
+                await replace_worker("Giving back the memory of a large image")
+    except Exception as error:  # no worker could be started again: the rest of the batch cannot run
+        for file in page.queue:
+            add_row({"result": {"file": file.name, "error": "not classified: the page's worker could not be restarted"}})
+        notice(f"The page's worker could not be restarted ({error}); reload the page to classify more images.")
     finally:
         page.queue.clear()
         page.running = False
         element("cancel").disabled = True
         update_batch()
+
+
+async def classify(file) -> dict:
+    """One file through the worker, as {"result", "thumbnail", "heatmap", "memory"}; a file the browser cannot read,
+    or the worker fails on, gets an error result. A worker that died (or hangs) on it is replaced first."""
+    try:
+        data = js.Uint8Array.new(await file.arrayBuffer())
+    except Exception as error:
+        return {"result": {"file": file.name, "error": f"the browser could not read the file ({error})"}}
+    try:
+        return json.loads(await call(page.worker.classify(file.name, data), FILE_SECONDS, "Classifying"))
+    except Exception as error:
+        problem = str(error)
+    if await worker_alive():
+        return {"result": {"file": file.name, "error": f"the file could not be processed ({problem})"}}
+    await replace_worker("The worker stopped")
+    return {"result": {"file": file.name, "error": f"the page's worker stopped while classifying this file ({problem})"}}
 
 
 def enqueue(files) -> None:
@@ -339,9 +391,10 @@ def connect() -> None:
         js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
 
 
-def current_csv():
-    """The results as CSV text (a promise): report.results_csv in the worker, at the slider's current value."""
-    return page.worker.to_csv(json.dumps([result for result, _ in page.rows]), page.sure())
+async def current_csv():
+    """The results as CSV text: report.results_csv in the worker, at the slider's current value."""
+    return await call(page.worker.to_csv(json.dumps([result for result, _ in page.rows]), page.sure()), MODEL_SECONDS,
+                      "Writing the CSV")
 
 
 # ---------------------------------------------------------------- start
@@ -355,41 +408,40 @@ def remember_version(app: str) -> None:
     storage.setItem("rendernet-app", app)
 
 
-def offline_update_failed(state: str) -> None:
-    notice(f"The offline copy was not updated ({reason(state)}); this version keeps working.")
-
-
 async def start() -> None:
     timings = {"python_started": js.performance.now()}  # ms since navigation, read by bench/browser.py
     app = js.URL.new(document.body.dataset.app, js.location.href).href
-    set_loading(1, "Starting the worker (NumPy, Pillow)…")
+    page.model_url = app + "model/"
+    set_loading(1, "Starting the worker (Pyodide, NumPy, Pillow)…", WORKER_SECONDS + MODEL_SECONDS)
     try:
-        page.worker = await start_worker()
+        info = await load_model(await window.rendernetWorker, timings)
     except Exception as error:
-        set_loading(1, f"The worker could not start: {error}", failed=True)
+        fail(f"The worker could not start: {error}. Reload the page; if this stays, tell the site's owner.")
         return
-    timings["worker_ready"] = js.performance.now()
-    set_loading(2, "Loading the model…")
-    info = json.loads(await page.worker.load(app + "model/"))
+    timings["model_loaded"] = js.performance.now()
     if "error" in info:
-        set_loading(2, f"The model could not be loaded: {info['error']}", failed=True)
+        fail(f"The model could not be loaded: {info['error']}")
         element("about-body").textContent = "No model."
         return
+    set_loading(3, "Showing the model…", MODEL_SECONDS)
     page.classes, page.threshold = info["manifest"]["classes"], info["manifest"].get("threshold")
     element("python-version").textContent = info["python"]
-    show_about(info)
+    try:
+        show_about(info)
+    except Exception as error:  # check_manifest and check_metrics make this unlikely
+        fail(f"The model's description could not be shown: {error}")
+        return
+    if "metrics_error" in info:
+        notice(f"The model's metrics are not shown: {info['metrics_error']}")
     if len(page.classes) == 2:
         element("legend-render").textContent, element("legend-real").textContent = page.classes[1], page.classes[0]
     else:
         element("legend-render").textContent, element("legend-real").textContent = "the result", "other classes"
     element("show-heatmap").disabled = not info["heatmaps"]
-    timings["model_loaded"] = js.performance.now()
-    set_loading(3, "Preparing offline use…")
-    offline = await window.rendernetEnableOffline(OFFLINE_TIMEOUT_MS, create_proxy(offline_update_failed))
-    if offline != "ready":
-        notice(f"Offline use is not available ({reason(offline)}); the page works while online.")
     remember_version(app)
     connect()
+    if window.rendernetFailed():  # a step missed its deadline meanwhile
+        return
     element("file-input").disabled = False
     set_loading(4, f"Ready: choose images to classify as {' or '.join(page.classes)}.")
     element("loading").classList.add("ready")
@@ -397,12 +449,16 @@ async def start() -> None:
     if DEBUG:
         hooks = js.Object.new()
         hooks.timings = to_js(timings)
-        hooks.csv = create_proxy(current_csv)
         hooks.time_forward = create_proxy(lambda repeats=30: page.worker.time_forward(repeats))
         hooks.profile = create_proxy(lambda repeats=5: page.worker.profile(repeats))
         hooks.modules = create_proxy(lambda: page.worker.modules())
+        hooks.memory = create_proxy(lambda: page.worker.memory())
+        hooks.crash_worker = create_proxy(lambda: page.worker.crash())
         window.rendernet_debug = hooks
     document.body.dataset.state = "ready"
 
 
-await start()
+try:
+    await start()
+except Exception as error:  # a fault of the page itself: say so rather than wait forever
+    fail(f"The page failed to start: {error}")

@@ -1,34 +1,66 @@
-// rendernet offline cache. build.py fills in the version (a hash of every file) and the bundle: each file's URL
-// and sha256. Every file but the page lives in a folder named by its content's hash, so a URL never changes
-// meaning: those are served cache-first. The page itself is fetched from the network first (revalidated, so a
-// redeploy is seen on the next load) and from the cache when offline.
-const CACHE = "rendernet-__VERSION__";
+// rendernet's service worker: the gate every file of the app passes before it runs, and the offline copy.
+// build.py fills in the version (a hash of every file) and the bundle: each file's URL and sha256 (the page's is
+// null: index.html is the root of trust, it carries this file's sha256). Every file but the page lives in a folder
+// named by its content's hash, so a URL never changes meaning: those are served from the cache, where a file is
+// only put once it matches the build's sha256. The page itself is fetched from the network first (revalidated,
+// so a redeploy is seen on the next load) and from the cache when offline.
+//
+// Messages: to every window of the site, {type: "progress", version, done, total} while it installs and
+// {type: "failed", version, message} (naming the file) when it cannot; a {type: "version"} message sent with a
+// MessagePort is answered on the port with this version.
+const VERSION = "__VERSION__";
+const CACHE = `rendernet-${VERSION}`;
 const BUNDLE = __BUNDLE__;
 const PAGE = "./";
 const NETWORK_TIMEOUT_MS = 4000; // a page load waits no longer than this for a slow network before using the cache
 
 const hex = (buffer) => [...new Uint8Array(buffer)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 
+async function tell(message) {
+  for (const client of await self.clients.matchAll({ type: "window", includeUncontrolled: true })) {
+    client.postMessage({ ...message, version: VERSION });
+  }
+}
+
 // One file for the new cache, from the first source whose copy matches the build's sha256: an older cache, the
 // HTTP cache (safe for folders named by their content), then the network past every cache. If none matches, the
-// install fails and the old version stays in charge.
+// install fails, saying which file and why, and the old version (if any) stays in charge.
 async function verified(url, sha256) {
-  const sources = [() => caches.match(url), () => fetch(url), () => fetch(url, { cache: "reload" })];
+  const sources = sha256 === null ? [() => fetch(url, { cache: "no-cache" })]  // the page: this version's, as served
+    : [() => caches.match(url), () => fetch(url), () => fetch(url, { cache: "reload" })];
+  let problem = "could not be fetched";
   for (const source of sources) {
     const response = await source().catch(() => null);
-    if (response && response.ok
-        && hex(await crypto.subtle.digest("SHA-256", await response.clone().arrayBuffer())) === sha256) {
+    if (!response) continue;
+    if (!response.ok) {
+      problem = `is missing (HTTP ${response.status})`;
+      continue;
+    }
+    if (sha256 === null || hex(await crypto.subtle.digest("SHA-256", await response.clone().arrayBuffer())) === sha256) {
       return response;
     }
+    problem = "does not match the build's sha256 (altered, or from another version of the site)";
   }
-  throw new Error(`${url} is missing or does not match the build's sha256`);
+  throw new Error(`${url.replace(/^\.\//, "") || "index.html"} ${problem}`);
 }
 
 self.addEventListener("install", (event) => {
   event.waitUntil((async () => {
-    const responses = await Promise.all(Object.entries(BUNDLE).map(([url, sha256]) => verified(url, sha256)));
-    const cache = await caches.open(CACHE);
-    await Promise.all(Object.keys(BUNDLE).map((url, index) => cache.put(url, responses[index])));
+    const entries = Object.entries(BUNDLE);
+    let done = 0;
+    try {
+      const responses = await Promise.all(entries.map(([url, sha256]) => verified(url, sha256).then((response) => {
+        done += 1;
+        tell({ type: "progress", done, total: entries.length });
+        return response;
+      })));
+      const cache = await caches.open(CACHE);
+      await Promise.all(entries.map(([url], index) => cache.put(url, responses[index])));
+    } catch (error) {
+      await caches.delete(CACHE);
+      await tell({ type: "failed", message: error.message });
+      throw error;
+    }
     await self.skipWaiting();
   })());
 });
@@ -40,6 +72,10 @@ self.addEventListener("activate", (event) => {
         .map((name) => caches.delete(name))))
       .then(() => self.clients.claim()),
   );
+});
+
+self.addEventListener("message", (event) => {
+  if (event.data && event.data.type === "version" && event.ports[0]) event.ports[0].postMessage(VERSION);
 });
 
 async function page(request) {

@@ -18,6 +18,7 @@ from PIL import Image
 from pyodide.http import pyfetch
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
+from rendernet.manifest import check_metrics
 from rendernet.model import model_from_bytes
 from rendernet.report import results_csv
 
@@ -39,15 +40,15 @@ async def load(model_url: str) -> str:
         model = model_from_bytes(await fetch_bytes(model_url + "model.json"), weights)
     except ModelError as error:
         return json.dumps({"error": str(error)})
-    metrics = {}
+    answer = {"metrics": {}}
     if "metrics" in model.manifest:  # models exported by `rendernet train` ship metrics.json
         try:
-            metrics = json.loads(await fetch_bytes(model_url + "metrics.json"))
-        except (ModelError, ValueError):
-            metrics = {}
+            answer["metrics"] = check_metrics(json.loads(await fetch_bytes(model_url + "metrics.json")))
+        except (ModelError, ValueError) as error:
+            answer["metrics_error"] = str(error)
     state["model"] = model
     manifest = {key: value for key, value in model.manifest.items() if key != "layers"}
-    return json.dumps({"manifest": manifest, "layers": len(model.manifest["layers"]), "metrics": metrics,
+    return json.dumps({**answer, "manifest": manifest, "layers": len(model.manifest["layers"]),
                        "weights_bytes": len(weights), "heatmaps": model.head() is not None,
                        "python": sys.version.split()[0]})
 
@@ -72,10 +73,11 @@ def heatmap(maps: np.ndarray, classes: list, label: str) -> Image.Image:
 
 
 def classify(name: str, data) -> str:
-    """One file's bytes (a JS Uint8Array) -> {"result", "thumbnail", "heatmap"} as JSON."""
+    """One file's bytes (a JS Uint8Array) -> {"result", "thumbnail", "heatmap", "memory"} as JSON; memory: this
+    worker's WebAssembly memory in bytes, which never shrinks (the page replaces a worker that grew too large)."""
     model = state["model"]
     result, pixels, maps = classify_file(model, str(name), data.to_bytes(), with_map=True)
-    answer = {"result": result}
+    answer = {"result": result, "memory": wasm_memory_bytes()}
     if pixels is not None:
         state["last_pixels"] = pixels
         thumbnail = Image.fromarray(pixels).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
@@ -105,17 +107,32 @@ def time_forward(repeats: int = 30) -> str:
     return json.dumps(times)
 
 
-def profile(repeats: int = 5) -> str:
-    """Milliseconds per layer type on the last classified image, and the WebAssembly memory size in bytes,
-    which only grows, so it is the worker's peak (bench/browser.py)."""
-    result = dict(state["model"].profile(state["last_pixels"][None], repeats))
-    try:
-        import pyodide_js
+def wasm_memory_bytes() -> int:
+    """The WebAssembly memory's size: it only grows, so it is this worker's peak."""
+    import pyodide_js
 
-        result["wasm_memory_bytes"] = pyodide_js._module.HEAP8.length
-    except (ImportError, AttributeError):
-        pass
-    return json.dumps(result)
+    return pyodide_js._module.HEAP8.length
+
+
+def profile(repeats: int = 5) -> str:
+    """Milliseconds per layer type on the last classified image, and the worker's memory (bench/browser.py)."""
+    return json.dumps({**state["model"].profile(state["last_pixels"][None], repeats),
+                       "wasm_memory_bytes": wasm_memory_bytes()})
+
+
+def ping() -> str:
+    return "pong"
+
+
+def memory() -> int:
+    return wasm_memory_bytes()
+
+
+def crash() -> None:
+    """Stop this worker as a crash would, with no answer to anything (the site tests' ?debug hook)."""
+    import js
+
+    js.close()
 
 
 def modules() -> str:
@@ -127,4 +144,4 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = ["load", "classify", "to_csv", "time_forward", "profile", "modules"]
+__export__ = ["load", "classify", "to_csv", "time_forward", "profile", "modules", "ping", "memory", "crash"]

@@ -111,17 +111,21 @@ def to_rgb(image: Image.Image, value_range=None) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
     """Decode `source` (path, bytes, file object or PIL image) to a uint8 (size, size, 3) array.
 
     `size` is the model's input size; training also keeps a larger square to cut random crops from."""
-    image = source if isinstance(source, Image.Image) else load_image(source, size=size)
+    loaded = not isinstance(source, Image.Image)  # then it is ours to change in place: one full-size copy fewer
+    image = load_image(source, size=size) if loaded else source
     try:
         check_dimensions(*image.size)
-        image = ImageOps.exif_transpose(image)
+        if loaded:
+            ImageOps.exif_transpose(image, in_place=True)
+        else:
+            image = ImageOps.exif_transpose(image)
         value_range = image.getextrema() if image.mode in HIGH_DEPTH_MODES else None
         image = to_rgb(center_square(image), value_range)
         return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
