@@ -98,7 +98,8 @@ def test_runtime_is_trimmed_to_the_listed_files_and_the_lock_knows_the_new_wheel
 
 
 def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
-    """A rebuild with another model renames the app folder only; the service worker lists every file's sha256."""
+    """A rebuild with another model renames the app folder only; the service worker lists every other file's sha256
+    and the page carries the service worker's."""
     assert run_build(tmp_path, pyodide_dir, capsys)[0] == 0
     first = sorted(path.name for path in (tmp_path / "dist").iterdir())
     model = tmp_path / "model"
@@ -111,8 +112,9 @@ def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
     worker = (tmp_path / "dist" / "sw.js").read_text()
     files = [path for path in (tmp_path / "dist").rglob("*")
              if path.is_file() and not path.name.startswith("sw.js") and path.suffix not in build.PRECOMPRESSED
-             and path.name != build.BUILD_MARK]
+             and path.name not in (build.BUILD_MARK, "index.html")]
     assert all(build.sha256_file(path) in worker for path in files)
+    assert build.sha256_file(tmp_path / "dist" / "sw.js") in (tmp_path / "dist" / "index.html").read_text()
 
 
 def edit(path, change):
