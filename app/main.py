@@ -446,6 +446,7 @@ async def start() -> None:
     set_loading(4, f"Ready: choose images to classify as {' or '.join(page.classes)}.")
     element("loading").classList.add("ready")
     timings["ready"] = js.performance.now()
+    page.worker.warm_up()  # not awaited: a file chosen meanwhile is classified right after it
     if DEBUG:
         hooks = js.Object.new()
         hooks.timings = to_js(timings)

@@ -75,8 +75,12 @@ def heatmap(maps: np.ndarray, classes: list, label: str) -> Image.Image:
 def classify(name: str, data) -> str:
     """One file's bytes (a JS Uint8Array) -> {"result", "thumbnail", "heatmap", "memory"} as JSON; memory: this
     worker's WebAssembly memory in bytes, which never shrinks (the page replaces a worker that grew too large)."""
+    return json.dumps(classify_bytes(str(name), data.to_bytes()))
+
+
+def classify_bytes(name: str, data: bytes) -> dict:
     model = state["model"]
-    result, pixels, maps = classify_file(model, str(name), data.to_bytes(), with_map=True)
+    result, pixels, maps = classify_file(model, name, data, with_map=True)
     answer = {"result": result, "memory": wasm_memory_bytes()}
     if pixels is not None:
         state["last_pixels"] = pixels
@@ -84,7 +88,16 @@ def classify(name: str, data) -> str:
         answer["thumbnail"] = data_url(thumbnail, "JPEG", quality=80)
     if maps is not None:
         answer["heatmap"] = data_url(heatmap(maps, model.classes, result["label"]), "PNG")
-    return json.dumps(answer)
+    return answer
+
+
+def warm_up() -> None:
+    """Classify a small JPEG and a small WebP, as a file would be: the first image of a visit otherwise pays for
+    NumPy's and the decoders' first use (about twice a warm one). The page runs it right after ready."""
+    for format in ("JPEG", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (320, 240), (128, 128, 128)).save(buffer, format)
+        classify_bytes("warm-up", buffer.getvalue())
 
 
 def to_csv(results: str, sure: float) -> str:
@@ -144,4 +157,4 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = ["load", "classify", "to_csv", "time_forward", "profile", "modules", "ping", "memory", "crash"]
+__export__ = ["load", "warm_up", "classify", "to_csv", "time_forward", "profile", "modules", "ping", "memory", "crash"]

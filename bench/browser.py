@@ -163,8 +163,13 @@ def main() -> None:
     add_floor(dist / "floor")
     model = load_model(args.model)
     served = []  # (path, bytes) of every response body the server sent
+    requested = []  # the path of every request, answered with a body or not (304)
 
     class CountingHandler(build.Handler):
+        def send_head(self):
+            requested.append(self.path)
+            return super().send_head()
+
         def copyfile(self, source, outputfile):
             start = source.tell()
             super().copyfile(source, outputfile)
@@ -182,7 +187,7 @@ def main() -> None:
         page.add_init_script(LONG_TASKS)
         fresh = open_until_ready(page, url)
         fresh_timings = page.evaluate("window.rendernet_debug.timings")
-        first_load = list(served)
+        first_load, first_requests = list(served), len(requested)
         first_load_bytes = sum(size for _, size in first_load)
         files = {path.split("?")[0].lstrip("/") or "index.html" for path, size in first_load if size}
         first_load_raw = sum((dist / name).stat().st_size for name in files)
@@ -191,6 +196,7 @@ def main() -> None:
         repeat_bytes = sum(size for _, size in served[len(first_load):])
         repeats += [open_until_ready(page, url) for _ in range(4)]
         repeat = statistics.median(repeats)
+        repeat_end = len(requested)
         page.set_input_files("#file-input", [str(path) for path in images[:5]])
         page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 5", timeout=120_000)
         first_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
@@ -280,6 +286,8 @@ def main() -> None:
                   "main_thread_long_tasks": len(batch_long_tasks),
                   "longest_main_thread_task_ms": round(max(batch_long_tasks, default=0), 1)},
         "first_image_ms": first_rows[0]["ms"],
+        "sw_js_requests_per_repeat_visit": sum(path.startswith("/sw.js") for path in requested[first_requests:repeat_end])
+        / len(repeats),
         "jpeg_q90_page_vs_native_probability_difference": {
             "median": round(statistics.median(jpeg_differences), 6), "max": round(jpeg_differences[-1], 6),
             "labels_differ": sum(row["label"] != native["label"] for native, row in zip(jpeg_native, jpeg_rows, strict=True)),
