@@ -207,6 +207,7 @@ BAD_VALUES = {
     "macs": (None, "macs must be an integer >= 0, found None"),
     "metrics": ([], "metrics must be an object"),
     "credits": ("someone", "credits must be a list of strings"),
+    "adapted": ("yes", "adapted must be an object"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The core's commands, `rendernet classify` and `rendernet evaluate`: NumPy and Pillow only, no TensorFlow.
+"""The core's commands, `rendernet classify`, `evaluate` and `adapt`: NumPy and Pillow only, no TensorFlow.
 
 `python -m rendernet.cli` runs them alone; the full `rendernet` command
 (rendernet_train.cli) adds `train` and `dataset`. `run` is the one place where
@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .adapt import ANCHOR
 from .decision import SURE
 from .errors import DataError, RendernetError
 from .model import load_model
@@ -73,10 +74,62 @@ def fraction(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
+
+
+def cmd_adapt(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .adapt import adapt_head, adaptable_head, adapted_model_files, pooled_features
+    from .errors import ImageError
+    from .evaluate import class_files, class_folders, printable
+    from .manifest import MANIFEST_FILE, WEIGHTS_FILE
+    from .model import load_model
+    from .preprocess import preprocess
+
+    base, out = Path(args.model), Path(args.out)
+    if out.exists() and out.resolve() == base.resolve():
+        raise DataError("--out must not be the base model's folder: the adapted model is written beside it")
+    model = load_model(base)
+    dense = adaptable_head(model)
+    features, labels, skipped = [], [], []
+    for folder in class_folders(model, Path(args.examples)):
+        for path in class_files(folder, skipped):
+            try:
+                features.append(pooled_features(model, preprocess(path, model.input_size)))
+            except ImageError as error:
+                skipped.append((printable(path), str(error)))
+                continue
+            labels.append(model.classes.index(folder.name))
+    if not labels:
+        raise DataError(f"no readable images in the class folders of {args.examples}")
+    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, np.array(features), labels, args.anchor)
+    corrections = {name: labels.count(index) for index, name in enumerate(model.classes)}
+    manifest, weights = adapted_model_files(model, (base / MANIFEST_FILE).read_bytes(), (base / WEIGHTS_FILE).read_bytes(),
+                                            kernel_t, bias, corrections, args.anchor)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / WEIGHTS_FILE).write_bytes(weights)
+    (out / MANIFEST_FILE).write_bytes(manifest)
+    load_model(out)  # what was written loads with the same checks as any model
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(json.dumps({"out": str(out), "corrections": corrections, "skipped": len(skipped), "anchor": args.anchor}))
+    return 0
 
 
 def add_commands(commands) -> None:
@@ -92,6 +145,15 @@ def add_commands(commands) -> None:
                           help="show progress on stderr (default: when stderr is a terminal)")
     classify.add_argument("files", nargs="+", help="image files, and folders to walk for images")
     classify.set_defaults(run=cmd_classify)
+
+    adapt = commands.add_parser("adapt", help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
+                                "anchored to the base model; writes a model folder")
+    adapt.add_argument("--model", default="models/default", help="base model folder (default models/default)")
+    adapt.add_argument("--examples", required=True, help="folder with one sub-folder per class, named as the model's")
+    adapt.add_argument("--out", required=True, help="folder for the adapted model")
+    adapt.add_argument("--anchor", type=positive_float, default=ANCHOR,
+                       help=f"how strongly the head is held to the base model (default {ANCHOR})")
+    adapt.set_defaults(run=cmd_adapt)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a labelled folder DATA_DIR/<class>/*; JSON report")
     evaluate.add_argument("--model", default="models/default", help="model folder (default models/default)")

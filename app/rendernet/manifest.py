@@ -28,6 +28,7 @@ failure a ModelError naming the field:
 | weights (R) | object | "sha256" is 64 hex digits | the weights file: "file", "sha256" (checked before reading it), "bytes" |
 | metrics | object | an object | informative: headline test metrics; its presence says metrics.json ships beside model.json |
 | credits | [str, ...] | a list of strings | credits for pretrained weights |
+| adapted | object | an object | re-fitted to a user's examples (adapt.py): "base_weights_sha256", "corrections", "anchor" |
 
 The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
 
@@ -137,6 +138,7 @@ OPTIONAL_FIELDS = {  # key: (what it must be, check)
     "macs": ("an integer >= 0", _is_count),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
+    "adapted": ("an object", lambda value: isinstance(value, dict)),
 }
 
 
