@@ -81,7 +81,7 @@ def classify(name: str, data) -> str:
 def classify_bytes(name: str, data: bytes) -> dict:
     model = state["model"]
     result, pixels, maps = classify_file(model, name, data, with_map=True)
-    answer = {"result": result, "memory": wasm_memory_bytes()}
+    answer = {"result": result, "memory": memory()}
     if pixels is not None:
         state["last_pixels"] = pixels
         thumbnail = Image.fromarray(pixels).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
@@ -120,8 +120,8 @@ def time_forward(repeats: int = 30) -> str:
     return json.dumps(times)
 
 
-def wasm_memory_bytes() -> int:
-    """The WebAssembly memory's size: it only grows, so it is this worker's peak."""
+def memory() -> int:
+    """The WebAssembly memory's size in bytes: it only grows, so it is this worker's peak."""
     import pyodide_js
 
     return pyodide_js._module.HEAP8.length
@@ -130,15 +130,11 @@ def wasm_memory_bytes() -> int:
 def profile(repeats: int = 5) -> str:
     """Milliseconds per layer type on the last classified image, and the worker's memory (bench/browser.py)."""
     return json.dumps({**state["model"].profile(state["last_pixels"][None], repeats),
-                       "wasm_memory_bytes": wasm_memory_bytes()})
+                       "wasm_memory_bytes": memory()})
 
 
 def ping() -> str:
     return "pong"
-
-
-def memory() -> int:
-    return wasm_memory_bytes()
 
 
 def crash() -> None:

@@ -5,9 +5,10 @@ image as a pooled feature vector, and its head turns that vector into probabilit
 one is real") makes the image's vector and its class an example. `adapt_head` re-fits the head's kernel and bias
 to the examples, every class weighing the same however many examples it has, while a penalty keeps the head
 near the base one. The penalty measures a change in logits per typical feature value (each feature's weight
-change times the root mean square of that feature over the examples, classes balanced), so no feature is cheap to move because
-its values are small. Newton's method from the base head: deterministic, converged in a few steps; no
-examples give the base head exactly. NumPy only: `rendernet adapt` and the page's worker run this file.
+change times the root mean square of that feature over the examples, classes balanced), so no feature is cheap
+to move because its values are small. Newton's method from the base head: deterministic, converged in a few steps; no
+examples give the base head exactly. NumPy only, as the page's worker needs; `rendernet adapt` runs it today
+(build.py leaves it out of the page until the page uses it).
 """
 
 import io

@@ -63,25 +63,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def number(text: str) -> float:
+    """The float `text` spells, nan when it spells none (the argparse types below then refuse it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def fraction(text: str) -> float:
     """An argparse type: a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also refuses nan
+    if not 0.0 <= number(text) <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
-    return value
+    return number(text)
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
+    """An argparse type: a finite number above 0."""
+    if not 0.0 < number(text) < float("inf"):  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+    return number(text)
 
 
 def positive_int(text: str) -> int:
@@ -99,7 +100,6 @@ def cmd_adapt(args) -> int:
     from .errors import ImageError
     from .evaluate import class_files, class_folders, printable
     from .manifest import MANIFEST_FILE, WEIGHTS_FILE
-    from .model import load_model
     from .preprocess import preprocess
 
     base, out = Path(args.model), Path(args.out)
@@ -133,7 +133,7 @@ def cmd_adapt(args) -> int:
 
 
 def add_commands(commands) -> None:
-    """Add `classify` and `evaluate` to an argparse subparsers object."""
+    """Add `classify`, `adapt` and `evaluate` to an argparse subparsers object."""
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
     classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
     classify.add_argument("--sure", type=fraction, default=SURE,
