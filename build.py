@@ -75,14 +75,14 @@ PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-e
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
-CORE_NOT_IN_PAGE = ("adapt.py", "cache.py", "cli.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
+CORE_NOT_IN_PAGE = ("cache.py", "cli.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
 CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py")  # what main.py imports, under MicroPython
 MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402
 from rendernet.decision import SURE  # noqa: E402
 from rendernet.errors import ModelError  # noqa: E402
-from rendernet.manifest import check_metrics, check_weights, read_manifest  # noqa: E402
+from rendernet.manifest import check_metrics, check_weights, read_manifest, read_model_files  # noqa: E402
 
 sys.path.remove(str(APP))
 DEFAULT_CACHE = cache_root() / "build"
@@ -206,33 +206,29 @@ def pruned_lock(lock: dict) -> dict:
 # ---------------------------------------------------------------- assemble
 
 def check_model(model_dir: Path) -> dict:
-    """Load the model with the core's own loader (NumPy is optional: without it, the manifest is checked field by
-    field and the weights by sha256); BuildError on any problem. Returns the manifest."""
-    missing = [name for name in MODEL_FILES[:2] if not (model_dir / name).exists()]
-    if missing:
-        raise BuildError(f"model folder {model_dir} lacks {', '.join(missing)}; train one with `rendernet train`")
+    """Load the model (a folder, or a .zip of one) with the core's own loader (NumPy is optional: without it, the
+    manifest is checked field by field and the weights by sha256); BuildError on any problem. Returns the manifest."""
     try:
-        manifest = read_manifest((model_dir / "model.json").read_bytes(), f"{model_dir}/model.json")
-        if (model_dir / "metrics.json").exists():  # informative, but the page shows it
-            check_metrics(read_json(model_dir / "metrics.json"), f"{model_dir}/metrics.json")
+        files = read_model_files(model_dir, MODEL_FILES)
+        missing = [name for name in MODEL_FILES[:2] if name not in files]
+        if missing:
+            raise BuildError(f"model {model_dir} lacks {', '.join(missing)}; train one with `rendernet train`")
+        manifest = read_manifest(files["model.json"], f"{model_dir}/model.json")
+        if "metrics.json" in files:  # informative, but the page shows it
+            try:
+                metrics = json.loads(files["metrics.json"])
+            except ValueError as error:
+                raise ModelError(f"{model_dir}/metrics.json is not valid JSON: {error}") from None
+            check_metrics(metrics, f"{model_dir}/metrics.json")
         if importlib.util.find_spec("numpy"):
-            from rendernet.model import load_model  # NumPy's part of the core, found through the imported package
+            from rendernet.model import model_from_bytes  # NumPy's part of the core, found through the imported package
 
-            load_model(model_dir)
+            model_from_bytes(files["model.json"], files["weights.npz"])
         else:
-            check_weights(manifest, (model_dir / "weights.npz").read_bytes(), f"{model_dir}/weights.npz")
+            check_weights(manifest, files["weights.npz"], f"{model_dir}/weights.npz")
     except ModelError as error:
         raise BuildError(f"the model cannot be bundled: {error}") from None
-    except OSError as error:
-        raise BuildError(f"the model cannot be read: {describe_os_error(error)}") from None
     return manifest
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_bytes())
-    except ValueError as error:
-        raise ModelError(f"{path} is not valid JSON: {error}") from None
 
 
 def describe_os_error(error: OSError) -> str:
@@ -379,9 +375,8 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     for name in ("main.py", "worker.py"):
         shutil.copyfile(APP / name, app / name)
     (app / "model").mkdir()
-    for name in MODEL_FILES:
-        if (model_dir / name).exists():
-            shutil.copyfile(model_dir / name, app / "model" / name)
+    for name, data in read_model_files(model_dir, MODEL_FILES).items():
+        (app / "model" / name).write_bytes(data)
     core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}" for path in sorted((app / "rendernet").glob("*.py"))}
     main_files = {f"./rendernet/{name}": f"./rendernet/{name}" for name in CORE_ON_MAIN_THREAD}
     (app / "main.json").write_text(json.dumps({"interpreter": f"../{pyscript_dir}/micropython.mjs",  # relative to
@@ -622,7 +617,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/); it must be new, "
                         "empty or an earlier build, which is replaced whole")
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"), help="model folder to bundle")
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"),
+                        help="model folder (or a .zip of one, such as the page's adapted model) to bundle")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download cache (default {DEFAULT_CACHE})")
     parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime and wheels")
     parser.add_argument("--full-runtime", action="store_true",

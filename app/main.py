@@ -10,7 +10,9 @@ strings, so a file name, a class name or a metric can hold any characters.
 Labels, "not sure" and the summary come from rendernet.decision with the
 slider's current value; the worker writes the CSV with the same rule and
 value. Nothing is sent anywhere: files are read in the page and classified in
-its worker.
+its worker. A correction ("it's real") goes to the worker, which adapts the
+model's head (rendernet.adapt), keeps the corrections in the browser and
+re-scores every row; the page redraws the rows and marks those that changed.
 """
 
 import asyncio
@@ -38,8 +40,11 @@ class Page:
         self.model_url = None
         self.classes, self.threshold = [], None
         self.queue, self.running, self.cancelled, self.task = [], False, False, None
-        self.rows = []  # (result, table row), in the order added
+        self.rows = []  # (result, table row), in the order added; result["row"] is the row's id in the worker
+        self.next_row = 0
         self.done = self.total = 0
+        self.adaptable = False
+        self.changes, self.adapting = [], False  # changes of the corrections, applied one at a time
 
     def sure(self) -> float:
         return int(element("sure-threshold").value) / 100
@@ -164,6 +169,11 @@ async def replace_worker(why: str) -> None:
     info = await load_model(await window.rendernetNewWorker())
     if "error" in info:
         raise RuntimeError(info["error"])
+    if page.adaptable:  # the corrections are kept in the browser; the rows' features in the page
+        for result, row in page.rows:
+            if row.dataset.features:
+                page.worker.remember(result["row"], row.dataset.features)
+        show_adaptation(json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections")))
 
 
 async def worker_alive() -> bool:
@@ -184,6 +194,11 @@ def label_cell(cell, result: dict) -> None:
     decision = page.decision(result)
     text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
     cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
+    if "shipped" in result:
+        shipped = decide(result["shipped"], page.classes, page.threshold, page.sure())
+        if (shipped.label, shipped.not_sure) != (decision.label, decision.not_sure):
+            shown = f"not sure (maybe {shipped.label})" if shipped.not_sure else shipped.label
+            append(cell, node("span", f"shipped model: {shown}", class_="was"))
 
 
 def confidence_cell(cell, result: dict) -> None:
@@ -208,11 +223,14 @@ def add_row(answer: dict) -> None:
         if "heatmap" in answer:
             append(figure, node("img", src=answer["heatmap"], alt="", class_="heatmap"))
         append(picture, figure)
+    if "shipped" in answer:
+        result["shipped"] = dict(zip(page.classes, answer["shipped"]))
+        row.dataset.features = answer["features"]  # kept in the DOM, for a new worker (replace_worker)
     label, confidence = node("td"), node("td")
     label_cell(label, result)
     confidence_cell(confidence, result)
     append(row, picture, node("td", result["file"], class_="file"), label, confidence,
-           node("td", f"{result['ms']:.0f} ms" if "ms" in result else ""))
+           node("td", f"{result['ms']:.0f} ms" if "ms" in result else ""), correction_cell(result))
     page.rows.append((result, row))
     if element("sort-by").value == "confidence":
         sort_rows()
@@ -221,6 +239,121 @@ def add_row(answer: dict) -> None:
     for button in ("download-csv", "clear"):
         element(button).disabled = False
     summarize()
+
+
+def correction_cell(result: dict):
+    """One button per class ("It's real"); the pressed one is the user's correction, pressing it again withdraws it."""
+    cell = node("td", class_="correct")
+    if "shipped" not in result:  # a failed row, or a model that cannot be adapted
+        return cell
+    for name in page.classes:
+        button = node("button", name, type="button", aria_pressed="false", title=f"It's {name}: adapt the model to this image",
+                      aria_label=f"It's {name}")
+        button.dataset.label = name
+        button.addEventListener("click", create_proxy(lambda event, name=name, row=result["row"], file=result["file"]:
+                                                      corrected(row, name, file)))
+        append(cell, button)
+    return cell
+
+
+def buttons(row) -> list:
+    found = row.querySelectorAll("button[data-label]")
+    return [found.item(index) for index in range(found.length)]
+
+
+def corrected(row: int, name: str, file: str) -> None:
+    change(lambda: page.worker.correct(row, None if pressed(row, name) else name, file), "Adapting the model")
+
+
+def pressed(row: int, name: str) -> bool:
+    """Whether row's button for class `name` is pressed (pressing it again withdraws the correction)."""
+    entry = next((entry for entry in page.rows if entry[0]["row"] == row), None)
+    return entry is not None and any(button.dataset.label == name and button.getAttribute("aria-pressed") == "true"
+                                     for button in buttons(entry[1]))
+
+
+def change(request, what: str) -> None:
+    """Queue a change of the corrections (request() calls the worker): they apply one after another, in order."""
+    page.changes.append((request, what))
+    if not page.adapting:
+        page.task = asyncio.create_task(apply_changes())
+
+
+async def apply_changes() -> None:
+    page.adapting = True
+    try:
+        while page.changes:
+            request, what = page.changes.pop(0)
+            try:
+                show_adaptation(json.loads(await call(request(), MODEL_SECONDS, what)))
+            except Exception as error:
+                notice(f"{what} failed: {error}")
+    finally:
+        page.adapting = False
+
+
+def show_adaptation(answer: dict) -> None:
+    """Redraw every row with its new probabilities, mark those whose answer changed, show the summary."""
+    probabilities, corrected = answer["probabilities"], answer["corrected"]
+    for result, row in page.rows:
+        key = str(result.get("row"))
+        if key not in probabilities:
+            continue
+        before = page.decision(result)
+        result["probabilities"] = dict(zip(page.classes, probabilities[key]))
+        result["label"] = decide(result["probabilities"], page.classes, page.threshold).label
+        row.dataset.result = json.dumps(result)
+        after = page.decision(result)
+        row.classList.toggle("changed", (before.label, before.not_sure) != (after.label, after.not_sure))
+        label_cell(row.cells.item(2), result)
+        confidence_cell(row.cells.item(3), result)
+        for button in buttons(row):
+            button.setAttribute("aria-pressed", "true" if corrected.get(key) == button.dataset.label else "false")
+    summarize()
+    if element("sort-by").value == "confidence":
+        sort_rows()
+    total = answer["total"]
+    text = answer["description"][0].upper() + answer["description"][1:] + "."
+    if answer["used"] < total:
+        text += f" The most recent {answer['used']:,} of your {total:,} corrections adapt it."
+    element("adaptation-status").textContent = text if total else (
+        "The shipped model answers. Tell it when it is wrong (the buttons in each row): it adapts to your images, "
+        "on this device.")
+    element("undo").disabled = not answer["can_undo"]
+    element("back-to-shipped").disabled = element("download-model").disabled = total == 0
+    if "not_kept" in answer:
+        notice(answer["not_kept"][0].upper() + answer["not_kept"][1:] + "; they last until the page is closed.")
+
+
+def show_kept_elsewhere(others: list, problem) -> None:
+    """Kept corrections this model cannot use: say so, and offer each for download (nothing is deleted)."""
+    box = element("kept-elsewhere")
+    box.replaceChildren()
+    if problem:
+        append(box, node("p", f"Your kept corrections could not be used ({problem}): the shipped model answers. "
+                              "They are set aside, not deleted."))
+    if any(not other["damaged"] for other in others):
+        append(box, node("p", "Corrections made with another model (the site has been updated since) are kept but not "
+                              "applied to this one."))
+    for other in others:
+        whose = "the set-aside" if other["damaged"] else "the other model's"
+        button = node("button", "Download " + whose + " corrections", type="button")
+        button.addEventListener("click", create_proxy(lambda event, key=other["key"]: download_kept(key)))
+        append(box, button)
+    box.hidden = not others
+
+
+def download_kept(key: str) -> None:
+    async def run():
+        text = await call(page.worker.kept(key), MODEL_SECONDS, "Reading the kept corrections")
+        save_file(js.Blob.new(to_js([text]), to_js({"type": "application/json"})), "rendernet-corrections.json")
+    page.task = asyncio.create_task(run())
+
+
+def save_file(blob, name: str) -> None:
+    link = node("a", href=js.URL.createObjectURL(blob), download=name)
+    link.click()
+    js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
 
 
 def summarize() -> None:
@@ -266,7 +399,10 @@ async def run_queue() -> None:
     try:
         while page.queue and not page.cancelled:
             file = page.queue.pop(0)
-            answer = await classify(file)
+            row = page.next_row
+            page.next_row += 1
+            answer = await classify(file, row)
+            answer["result"]["row"] = row
             add_row(answer)
             page.done += 1
             update_batch()
@@ -283,7 +419,7 @@ async def run_queue() -> None:
         update_batch()
 
 
-async def classify(file) -> dict:
+async def classify(file, row: int) -> dict:
     """One file through the worker, as {"result", "thumbnail", "heatmap", "memory"}; a file the browser cannot read,
     or the worker fails on, gets an error result. A worker that died (or hangs) on it is replaced first."""
     try:
@@ -291,7 +427,7 @@ async def classify(file) -> dict:
     except Exception as error:
         return {"result": {"file": file.name, "error": f"the browser could not read the file ({error})"}}
     try:
-        return json.loads(await call(page.worker.classify(file.name, data), FILE_SECONDS, "Classifying"))
+        return json.loads(await call(page.worker.classify(file.name, data, row), FILE_SECONDS, "Classifying"))
     except Exception as error:
         problem = str(error)
     if await worker_alive():
@@ -376,6 +512,8 @@ def connect() -> None:
     @when("click", "#clear")
     def clear(event):
         page.rows.clear()
+        if page.adaptable:
+            page.worker.forget_rows()
         element("results").tBodies.item(0).replaceChildren()
         page.done, page.total = 0, 0
         update_batch()
@@ -385,16 +523,27 @@ def connect() -> None:
 
     @when("click", "#download-csv")
     async def download(event):
-        blob = js.Blob.new(to_js([await current_csv()]), to_js({"type": "text/csv"}))
-        link = node("a", href=js.URL.createObjectURL(blob), download="rendernet-results.csv")
+        save_file(js.Blob.new(to_js([await current_csv()]), to_js({"type": "text/csv"})), "rendernet-results.csv")
+
+    @when("click", "#undo")
+    def undo(event):
+        change(lambda: page.worker.undo(), "Undo")
+
+    @when("click", "#back-to-shipped")
+    def back(event):
+        change(lambda: page.worker.reset(), "Going back to the shipped model")
+
+    @when("click", "#download-model")
+    async def download_model(event):
+        data = await call(page.worker.adapted_model(), MODEL_SECONDS, "Writing the adapted model")
+        link = node("a", href="data:application/zip;base64," + data, download="rendernet-adapted-model.zip")
         link.click()
-        js.setTimeout(create_proxy(lambda: js.URL.revokeObjectURL(link.href)), 1000)
 
 
 async def current_csv():
     """The results as CSV text: report.results_csv in the worker, at the slider's current value."""
-    return await call(page.worker.to_csv(json.dumps([result for result, _ in page.rows]), page.sure()), MODEL_SECONDS,
-                      "Writing the CSV")
+    results = [dict((key, value) for key, value in result.items() if key != "shipped") for result, _ in page.rows]
+    return await call(page.worker.to_csv(json.dumps(results), page.sure()), MODEL_SECONDS, "Writing the CSV")
 
 
 # ---------------------------------------------------------------- start
@@ -438,6 +587,13 @@ async def start() -> None:
     else:
         element("legend-render").textContent, element("legend-real").textContent = "the result", "other classes"
     element("show-heatmap").disabled = not info["heatmaps"]
+    page.adaptable = "not_adaptable" not in info
+    element("adaptation").hidden = not page.adaptable
+    if page.adaptable:
+        set_loading(3, "Restoring your corrections…", MODEL_SECONDS)
+        restored = json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections"))
+        show_adaptation(restored)
+        show_kept_elsewhere(restored["others"], restored.get("problem"))
     remember_version(app)
     connect()
     if window.rendernetFailed():  # a step missed its deadline meanwhile

@@ -6,16 +6,27 @@ no COOP/COEP headers: the main thread awaits the functions in __export__, and
 every answer is a JSON string. Decoding, the forward pass, the thumbnail and
 the heatmap all happen here, so the page keeps painting and Cancel answers
 during a batch.
+
+It also holds the adaptation (rendernet.adapt.Adaptation): the pooled features
+of every classified image, by the page's row id, and the user's corrections,
+which it keeps in the browser's IndexedDB under the base model's weights
+sha256 (feature vectors, classes, file names and times; never pixels).
 """
 
+import asyncio
 import base64
 import io
 import json
 import sys
+import time
+import zipfile
 
+import js
 import numpy as np
 from PIL import Image
+from pyodide.ffi import create_proxy
 from pyodide.http import pyfetch
+from rendernet.adapt import ANCHOR, Adaptation, adapted_model_files, encode_features
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
 from rendernet.manifest import check_metrics
@@ -23,7 +34,8 @@ from rendernet.model import model_from_bytes
 from rendernet.report import results_csv
 
 THUMBNAIL = 96  # px, the side of the thumbnail and heatmap the page shows
-state = {"model": None, "last_pixels": None}
+DATABASE, STORE = "rendernet", "corrections"  # IndexedDB: key "corrections:<sha256>" -> the corrections document
+state = {"model": None, "files": None, "last_pixels": None, "adaptation": None, "database": None}
 
 
 async def fetch_bytes(url: str) -> bytes:
@@ -46,7 +58,11 @@ async def load(model_url: str) -> str:
             answer["metrics"] = check_metrics(json.loads(await fetch_bytes(model_url + "metrics.json")))
         except (ModelError, ValueError) as error:
             answer["metrics_error"] = str(error)
-    state["model"] = model
+    state["model"], state["files"] = model, (await fetch_bytes(model_url + "model.json"), weights)
+    try:
+        state["adaptation"] = Adaptation(model)
+    except ModelError as error:
+        answer["not_adaptable"] = str(error)
     manifest = {key: value for key, value in model.manifest.items() if key != "layers"}
     return json.dumps({**answer, "manifest": manifest, "layers": len(model.manifest["layers"]),
                        "weights_bytes": len(weights), "heatmaps": model.head() is not None,
@@ -72,22 +88,28 @@ def heatmap(maps: np.ndarray, classes: list, label: str) -> Image.Image:
     return Image.fromarray(rgba, "RGBA").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
 
 
-def classify(name: str, data) -> str:
-    """One file's bytes (a JS Uint8Array) -> {"result", "thumbnail", "heatmap", "memory"} as JSON; memory: this
-    worker's WebAssembly memory in bytes, which never shrinks (the page replaces a worker that grew too large)."""
-    return json.dumps(classify_bytes(str(name), data.to_bytes()))
+def classify(name: str, data, row: int = -1) -> str:
+    """One file's bytes (a JS Uint8Array) -> {"result", "thumbnail", "heatmap", "features", "shipped", "memory"} as
+    JSON. With the adaptation, its features are kept for row `row` and sent along (base64, for a new worker, see
+    remember), and "shipped" is the shipped head's probabilities. memory: this worker's WebAssembly memory in
+    bytes, which never shrinks (the page replaces a worker that grew too large)."""
+    return json.dumps(classify_bytes(str(name), data.to_bytes(), int(row)))
 
 
-def classify_bytes(name: str, data: bytes) -> dict:
-    model = state["model"]
-    result, pixels, maps = classify_file(model, name, data, with_map=True)
+def classify_bytes(name: str, data: bytes, row: int = -1) -> dict:
+    model, adaptation = state["model"], state["adaptation"]
+    result, pixels, explanation = classify_file(model, name, data, explain=True)
     answer = {"result": result, "memory": memory()}
     if pixels is not None:
         state["last_pixels"] = pixels
         thumbnail = Image.fromarray(pixels).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
         answer["thumbnail"] = data_url(thumbnail, "JPEG", quality=80)
-    if maps is not None:
-        answer["heatmap"] = data_url(heatmap(maps, model.classes, result["label"]), "PNG")
+    if explanation is not None and explanation.maps is not None:
+        answer["heatmap"] = data_url(heatmap(explanation.maps, model.classes, result["label"]), "PNG")
+    if explanation is not None and adaptation is not None and row >= 0:
+        adaptation.remember(row, explanation.pooled)
+        answer["features"] = encode_features(explanation.pooled)
+        answer["shipped"] = adaptation.shipped(explanation.pooled)
     return answer
 
 
@@ -101,9 +123,155 @@ def warm_up() -> None:
 
 
 def to_csv(results: str, sure: float) -> str:
-    """The page's results (a JSON list) as spreadsheet-safe CSV, decided at the page's `sure` level."""
-    model = state["model"]
-    return results_csv(json.loads(results), model.classes, model.threshold, float(sure))
+    """The page's results (a JSON list, each with its "row") as spreadsheet-safe CSV, decided at the page's `sure`
+    level, with the model that answered and the user's corrections."""
+    model, adaptation = state["model"], state["adaptation"]
+    rows = json.loads(results)
+    for result in rows:
+        if adaptation is not None and "error" not in result:
+            result["model"] = adaptation.description()
+            result["your_label"] = adaptation.label_of(result.get("row"))
+    return results_csv(rows, model.classes, model.threshold, float(sure))
+
+
+# ---------------------------------------------------------------- adaptation
+
+def adaptation_answer() -> str:
+    """What the page shows after a change: the adaptation's summary and every row's probabilities."""
+    adaptation = state["adaptation"]
+    return json.dumps({**adaptation.summary(), "probabilities": adaptation.probabilities()})
+
+
+async def correct(row: int, label, file: str) -> str:
+    """Row `row`'s image is of class `label` (None: withdraw its correction): re-fit, re-score, keep."""
+    state["adaptation"].correct(int(row), None if label is None else str(label), str(file), time.time() * 1000)
+    return await saved(adaptation_answer())
+
+
+async def undo() -> str:
+    state["adaptation"].undo()
+    return await saved(adaptation_answer())
+
+
+async def reset() -> str:
+    state["adaptation"].reset()
+    return await saved(adaptation_answer())
+
+
+def forget_rows() -> None:
+    state["adaptation"].forget_rows()
+
+
+def remember(row: int, features: str) -> None:
+    """Give a new worker the features of a row an earlier worker classified."""
+    state["adaptation"].remember_encoded(int(row), str(features))
+
+
+def adapted_model() -> str:
+    """The adapted model as a zip (model.json and weights.npz in a folder), base64."""
+    model, adaptation = state["model"], state["adaptation"]
+    dense = model.head()
+    manifest, weights = adapted_model_files(model, *state["files"], dense.kernel_t, dense.bias, adaptation.counts(),
+                                            ANCHOR)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("rendernet-adapted/model.json", manifest)
+        archive.writestr("rendernet-adapted/weights.npz", weights)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# ---------------------------------------------------------------- keeping the corrections (IndexedDB)
+
+class StoreError(Exception):
+    pass
+
+
+def settled(request, success: str = "onsuccess", failure: str = "onerror") -> asyncio.Future:
+    """A future of an IndexedDB request's result (or of a transaction's end, success="oncomplete"). Its handlers
+    are set at once: a transaction ends at the first await that leaves it no request pending."""
+    future = asyncio.get_running_loop().create_future()
+
+    def succeeded(event):
+        if not future.done():
+            future.set_result(getattr(request, "result", None))
+
+    def failed(event):
+        if not future.done():
+            future.set_exception(StoreError(str(getattr(request, "error", None) or "failed")))
+
+    handlers = [create_proxy(succeeded), create_proxy(failed)]
+    setattr(request, success, handlers[0])
+    setattr(request, failure, handlers[1])
+    future.add_done_callback(lambda _: [handler.destroy() for handler in handlers])
+    return future
+
+
+async def store(mode: str = "readonly"):
+    """(transaction, object store) of the corrections database, opened (and created) once."""
+    if state["database"] is None:
+        if not hasattr(js, "indexedDB") or js.indexedDB is None:
+            raise StoreError("this browser offers no IndexedDB here")
+        request = js.indexedDB.open(DATABASE, 1)
+        create = create_proxy(lambda event: request.result.createObjectStore(STORE))
+        request.onupgradeneeded = create
+        try:
+            state["database"] = await settled(request)
+        finally:
+            create.destroy()
+    transaction = state["database"].transaction(STORE, mode)
+    return transaction, transaction.objectStore(STORE)
+
+
+def key_of(sha256: str) -> str:
+    return "corrections:" + sha256
+
+
+async def saved(answer: str) -> str:
+    """Write the corrections to IndexedDB, then give `answer`, with "not_kept" when that failed."""
+    adaptation = state["adaptation"]
+    try:
+        transaction, objects = await store("readwrite")
+        objects.put(json.dumps(adaptation.document()), key_of(state["model"].manifest["weights"]["sha256"]))
+        await settled(transaction, "oncomplete", "onabort")
+    except Exception as error:  # a full disk, storage switched off: the adaptation lasts for this visit
+        return json.dumps({**json.loads(answer), "not_kept": f"your corrections cannot be kept in this browser ({error})"})
+    return answer
+
+
+async def restore() -> str:
+    """Bring back the corrections kept for this model, and list the kept ones it cannot use: made with another
+    model, or damaged (set aside under their own key, never deleted)."""
+    adaptation, sha256 = state["adaptation"], state["model"].manifest["weights"]["sha256"]
+    answer = {"others": []}
+    try:
+        transaction, objects = await store()
+        keys, values = settled(objects.getAllKeys()), settled(objects.getAll())  # both asked before any await
+        keys, values = await keys, await values
+        stored = dict(zip(keys.to_py(), values.to_py(), strict=True))
+        if key_of(sha256) in stored:
+            try:
+                adaptation.restore(json.loads(stored[key_of(sha256)]))
+            except (ValueError, TypeError, ModelError) as error:
+                answer["problem"] = str(error)
+                aside = f"set-aside:{sha256}:{time.strftime('%Y-%m-%dT%H-%M-%S')}"
+                transaction, objects = await store("readwrite")
+                objects.put(stored.pop(key_of(sha256)), aside)
+                objects.delete(key_of(sha256))
+                await settled(transaction, "oncomplete", "onabort")
+                stored[aside] = None
+        for key in sorted(stored):
+            if key != key_of(sha256):
+                answer["others"].append({"key": str(key), "damaged": str(key).startswith("set-aside:")})
+    except Exception as error:
+        answer["not_kept"] = f"your corrections cannot be kept in this browser ({error})"
+    return json.dumps({**answer, **adaptation.summary(), "probabilities": adaptation.probabilities()})
+
+
+async def kept(key: str) -> str:
+    """The text kept under `key` (for the page's "Download" of corrections it cannot use)."""
+    _, objects = await store()
+    value = await settled(objects.get(str(key)))
+    return "" if value is None else str(value)
 
 
 def time_forward(repeats: int = 30) -> str:
@@ -153,4 +321,5 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = ["load", "warm_up", "classify", "to_csv", "time_forward", "profile", "modules", "ping", "memory", "crash"]
+__export__ = ["load", "warm_up", "classify", "to_csv", "correct", "undo", "reset", "forget_rows", "remember", "restore",
+              "kept", "adapted_model", "time_forward", "profile", "modules", "ping", "memory", "crash"]

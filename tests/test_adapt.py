@@ -5,12 +5,14 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model, preprocess
-from rendernet.adapt import adapt_head, pooled_features
+from rendernet.adapt import MAX_CORRECTIONS, Adaptation, adapt_head, encode_features, fit_softmax, read_corrections
+from rendernet.errors import ModelError
 
 import build
 
@@ -118,14 +120,143 @@ def test_rendernet_adapt_writes_a_model_every_tool_accepts(tmp_path):
     assert classified.returncode == 0 and json.loads(classified.stdout)["label"] in ("real", "render")
 
 
-def test_pooled_features_are_what_the_head_reads():
+def test_the_head_alone_on_pooled_features_gives_the_forward_pass():
+    """What re-scoring after a correction relies on: no decoding, no backbone, the same probabilities."""
     model = load_model(DEFAULT_MODEL)
-    pixels = preprocess(sample_files("render")[5], model.input_size)
-    features = pooled_features(model, pixels)
-    dense = model.head()
-    logits = features @ dense.kernel_t.T + dense.bias
-    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    assert np.allclose(probabilities, model.forward(pixels[None])[0], atol=1e-5)
+    for path in sample_files("render")[5:8] + sample_files("real")[5:8]:
+        pixels = preprocess(path, model.input_size)
+        explanation = model.explain(pixels)
+        np.testing.assert_allclose(model.score_pooled(explanation.pooled)[0], model.forward(pixels[None])[0], atol=1e-6)
+        np.testing.assert_allclose(explanation.probabilities, model.forward(pixels[None])[0], atol=1e-6)
+
+
+def test_two_classes_take_a_shortcut_to_the_same_head():
+    """Two classes fit a logistic regression on the logit difference; the general softmax fit agrees."""
+    rng = np.random.default_rng(3)
+    examples, labels = toy_domain(rng, 40, SHIFT)
+    kernel_t, bias = adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels, anchor=0.7)
+    inputs = np.hstack([examples, np.ones((40, 1))]).astype(np.float64)
+    counts = np.bincount(labels)
+    weights = 40 / (2 * counts[labels])
+    stiffness = 0.7 * (np.sqrt(weights @ inputs ** 2 / 40) + 1e-6) ** 2
+    general = fit_softmax(inputs, labels, weights, np.hstack([BASE_KERNEL, BASE_BIAS[:, None]]).astype(np.float64), stiffness)
+    np.testing.assert_allclose(kernel_t, general[:, :-1], atol=1e-5)
+    np.testing.assert_allclose(bias, general[:, -1], atol=1e-5)
+
+
+def session(rows=12):
+    model = load_model(DEFAULT_MODEL)
+    adaptation = Adaptation(model)
+    paths = sample_files("real")[:rows // 2] + sample_files("render")[:rows // 2]
+    for row, path in enumerate(paths):
+        adaptation.remember(row, model.explain(preprocess(path, model.input_size)).pooled)
+    return model, adaptation, paths
+
+
+def test_a_session_of_corrections_undo_and_back_to_the_shipped_model():
+    model, adaptation, paths = session()
+    shipped = adaptation.probabilities()
+    base_kernel = model.head().kernel_t.copy()
+    adaptation.correct(0, "render", paths[0].name, 1.0)  # a real image called render: the head moves
+    adaptation.correct(7, "real", paths[7].name, 2.0)
+    once = adaptation.probabilities()
+    assert once[0][1] > shipped[0][1] and once[7][0] > shipped[7][0]
+    assert adaptation.summary()["counts"] == {"real": 1, "render": 1} and adaptation.label_of(7) == "real"
+    assert adaptation.description() == "adapted to your images: 2 corrections (1 real, 1 render)"
+    adaptation.correct(7, "render", paths[7].name, 3.0)  # a row corrected again replaces its correction
+    assert adaptation.summary()["counts"] == {"real": 0, "render": 2}
+    adaptation.correct(7, None, paths[7].name, 4.0)  # and withdrawn
+    assert adaptation.summary()["counts"] == {"real": 0, "render": 1}
+    adaptation.undo()
+    assert adaptation.summary()["counts"] == {"real": 0, "render": 2}
+    adaptation.reset()
+    assert adaptation.description() == "shipped model" and adaptation.probabilities() == shipped
+    assert np.array_equal(model.head().kernel_t, base_kernel)  # no corrections: the shipped head exactly
+    adaptation.undo()  # Back can be undone
+    assert adaptation.summary()["counts"] == {"real": 0, "render": 2}
+    with pytest.raises(ModelError, match="no classified image"):
+        adaptation.correct(99, "real", "x", 0.0)
+    with pytest.raises(ModelError, match="not one of the model's classes"):
+        adaptation.correct(1, "cat", "x", 0.0)
+
+
+def test_a_stored_session_comes_back_identically_and_bad_ones_change_nothing():
+    _, adaptation, paths = session()
+    for row, label in ((0, "render"), (1, "render"), (6, "real")):
+        adaptation.correct(row, label, paths[row].name, 1.0)
+    document = json.loads(json.dumps(adaptation.document()))
+    assert set(document["corrections"][0]) == {"features", "label", "file", "time"}  # never pixels
+    _, again, _ = session()
+    again.restore(document)
+    assert again.probabilities() == adaptation.probabilities() and again.summary()["counts"] == adaptation.counts()
+    bad_documents = {
+        "another model": dict(document, base_weights_sha256="0" * 64),
+        "format_version": dict(document, format_version=2),
+        "not a rendernet-corrections": {"corrections": []},
+        "finite": dict(document, corrections=[dict(document["corrections"][0], features=encode_features(
+            np.full(112, np.nan, np.float32)))]),
+        "hold 3 values": dict(document, corrections=[dict(document["corrections"][0], features=encode_features(np.ones(3)))]),
+        "base64": dict(document, corrections=[dict(document["corrections"][0], features="%%%")]),
+        "label must be one of": dict(document, corrections=[dict(document["corrections"][0], label="cat")]),
+        "must be a list": dict(document, corrections="x"),
+    }
+    _, untouched, _ = session()
+    before = untouched.probabilities()
+    for message, bad in bad_documents.items():
+        with pytest.raises(ModelError, match=message):
+            untouched.restore(bad)
+        assert untouched.probabilities() == before and untouched.description() == "shipped model"
+
+
+def test_only_the_most_recent_corrections_adapt_a_long_history():
+    model, adaptation, _ = session()
+    rng = np.random.default_rng(4)
+    document = adaptation.document([{"features": encode_features(rng.normal(0.5, 0.3, 112)), "label": ("real", "render")[i % 2],
+                                     "file": f"{i}.jpg", "time": i} for i in range(MAX_CORRECTIONS + 500)])
+    adaptation.restore(document)
+    summary = adaptation.summary()
+    assert summary["total"] == MAX_CORRECTIONS + 500 and summary["used"] == MAX_CORRECTIONS
+    assert len(read_corrections(document, model)[0]) == MAX_CORRECTIONS + 500
+
+
+def test_the_adapted_model_as_a_zip_loads_everywhere_a_folder_does(tmp_path):
+    """The page's download: a zip of the adapted folder; rendernet classify --model and build.py --model take it."""
+    model, adaptation, paths = session()
+    for row, label in ((0, "render"), (1, "render"), (6, "real")):
+        adaptation.correct(row, label, paths[row].name, 1.0)
+    from rendernet.adapt import adapted_model_files
+    manifest, weights = adapted_model_files(model, (DEFAULT_MODEL / "model.json").read_bytes(),
+                                            (DEFAULT_MODEL / "weights.npz").read_bytes(), model.head().kernel_t,
+                                            model.head().bias, adaptation.counts())
+    archive = tmp_path / "adapted.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("rendernet-adapted/model.json", manifest)
+        zipped.writestr("rendernet-adapted/weights.npz", weights)
+    loaded = load_model(archive)
+    for row, path in enumerate(paths):
+        np.testing.assert_allclose(loaded.forward(preprocess(path, model.input_size)[None])[0],
+                                   adaptation.probabilities()[row], atol=1e-5)
+    result = rendernet("classify", "--csv", "--model", archive, paths[0])
+    assert result.returncode == 0, result.stderr
+    assert "adapted to your images: 3 corrections (1 real, 2 render)" in result.stdout
+    assert build.check_model(archive)["classes"] == ["real", "render"]
+    (tmp_path / "not.zip").write_text("nothing")
+    with pytest.raises(ModelError, match=r"neither a model folder nor a \.zip"):
+        load_model(tmp_path / "not.zip")
+
+
+def test_rendernet_adapt_reads_the_page_s_corrections_file(tmp_path):
+    model, adaptation, paths = session()
+    for row, label in ((0, "render"), (6, "real"), (7, "real")):
+        adaptation.correct(row, label, paths[row].name, 1.0)
+    (tmp_path / "corrections.json").write_text(json.dumps(adaptation.document()))
+    result = rendernet("adapt", "--model", DEFAULT_MODEL, "--examples", tmp_path / "corrections.json", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    adapted = load_model(tmp_path / "out")
+    np.testing.assert_allclose(adapted.head().kernel_t, model.head().kernel_t, atol=1e-6)
+    (tmp_path / "bad.json").write_text("{")
+    result = rendernet("adapt", "--model", DEFAULT_MODEL, "--examples", tmp_path / "bad.json", "--out", tmp_path / "o2")
+    assert result.returncode != 0 and "is not a corrections file" in result.stderr
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -368,7 +368,7 @@ def test_model_json_that_is_a_folder_is_one_clear_line(tmp_path, pyodide_dir, ca
     code = build.main(["--out", str(tmp_path / "dist"), "--model", str(model), "--pyodide-dir", str(pyodide_dir)])
     err = capsys.readouterr().err
     assert code == 1
-    assert err == f"build failed: the model cannot be read: Is a directory ({model / 'model.json'}); it should be a file\n"
+    assert err == f"build failed: the model cannot be bundled: cannot read {model / 'model.json'}: Is a directory\n"
 
 
 def test_port_out_of_range_is_one_clear_line(capsys):

@@ -86,6 +86,11 @@ def test_altered_weights(model_dir, tmp_path):
 
 
 def test_missing_files_and_bad_json(model_dir, tmp_path):
+    with pytest.raises(ModelError, match=r"has no model\.json or weights\.npz"):
+        load_model(tmp_path)
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "model.json").mkdir()
     with pytest.raises(ModelError, match=r"cannot read .*model\.json"):
         load_model(tmp_path)
     with pytest.raises(ModelError, match="not valid JSON"):
@@ -169,7 +174,7 @@ def test_class_activation_map_averages_to_the_logits(model_dir):
         dense = model.head()
         for path in sample_files()[::60]:
             pixels = preprocess(path, model.input_size)
-            probabilities, maps = model.explain(pixels)
+            probabilities, maps, _ = model.explain(pixels)
             _, features = model.forward(pixels[None], return_features=True)
             logits = features[0].mean(axis=(0, 1)) @ dense.kernel_t.T + dense.bias
             rounding = 1e-4 * max(1.0, float(np.abs(maps).max()))  # float32 sums over 2,500 cells of the toy's map
@@ -184,8 +189,8 @@ def test_no_map_without_a_pooled_dense_head(tmp_path):
     x = keras.layers.Flatten(name="flat")(keras.layers.Conv2D(2, 8, strides=8, name="conv")(inputs))
     folder = tmp_path / "flat"
     export_numpy(keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x)), folder, ["a", "b"])
-    probabilities, maps = load_model(folder).explain(np.zeros((32, 32, 3), np.uint8))
-    assert maps is None and probabilities.shape == (2,)
+    probabilities, maps, pooled = load_model(folder).explain(np.zeros((32, 32, 3), np.uint8))
+    assert maps is None and pooled is None and probabilities.shape == (2,)
 
 
 # One bad value per checked field of the table in rendernet/manifest.py, and the field named in the error.

@@ -4,6 +4,7 @@ build.py bundles dist/ into a temp folder; it is served on an ephemeral
 127.0.0.1 port; files go through the page's real file input.
 """
 
+import base64
 import contextlib
 import csv
 import functools
@@ -526,3 +527,131 @@ def test_a_huge_image_does_not_leave_the_worker_large(site, browser, tmp_path):
     assert all("label" in row for row in page.rows())
     after = page.page.evaluate("window.rendernet_debug.memory()")
     assert after < 200 * 2**20, f"worker memory {before / 2**20:.0f} MB before, {after / 2**20:.0f} MB after"
+
+
+# ---------------------------------------------------------------- adapting to the user's corrections
+
+def correct(page, row: int, label: str, count: int):
+    """Press row's "It's <label>" button and wait for the adaptation to say `count` corrections."""
+    page.page.locator(f"#results tbody tr:nth-child({row + 1}) button[data-label='{label}']").click()
+    page.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{count} correction')"
+                                if count else "document.querySelector('#adaptation-status').textContent.startsWith('The shipped')",
+                                timeout=30_000)
+
+
+def adapted_model(page, tmp_path):
+    with page.page.expect_download() as download:
+        page.page.click("#download-model")
+    archive = tmp_path / "adapted.zip"
+    shutil.copyfile(download.value.path(), archive)
+    return archive
+
+
+def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site, browser, tmp_path):
+    """Correct 3 + 3 rows: every row is re-scored by the adapted head, changed answers are marked, the CSV names the
+    model; the downloaded model gives the page's probabilities natively; a reload (offline too) brings it back;
+    Undo and Back to the shipped model work; nothing is requested after ready."""
+    page = Page(browser, site)
+    files = sample_files("real")[::9][:8] + sample_files("render")[::9][:8]  # WebP: decoded alike in both
+    shipped = page.upload(files, len(files))
+    assert page.page.inner_text("#adaptation-status").startswith("The shipped model answers")
+    # the user says three real images are renders and three renders real: the head has to move a lot
+    for count, (row, label) in enumerate([(0, "render"), (1, "render"), (2, "render"), (8, "real"), (9, "real"),
+                                          (10, "real")], start=1):
+        correct(page, row, label, count)
+    assert page.page.inner_text("#adaptation-status") == "Adapted to your images: 6 corrections (3 real, 3 render)."
+    rows = page.rows()
+    model = load_model(DEFAULT_MODEL)
+    changed = [decide(a["probabilities"], model.classes, model.threshold).label != decide(
+        b["probabilities"], model.classes, model.threshold).label for a, b in zip(shipped, rows, strict=True)]
+    assert sum(changed) >= 3
+    marked = page.page.evaluate("[...document.querySelectorAll('#results tbody tr')]"
+                                ".map(row => row.textContent.includes('shipped model:'))")
+    assert marked == changed
+    archive = adapted_model(page, tmp_path)
+    adapted = load_model(archive)
+    assert adapted.manifest["adapted"]["corrections"] == {"real": 3, "render": 3}
+    assert adapted.manifest["adapted"]["base_weights_sha256"] == model.manifest["weights"]["sha256"]
+    for path, row in zip(files, rows, strict=True):
+        native = adapted.forward(preprocess(path, adapted.input_size)[None])[0]
+        np.testing.assert_allclose([row["probabilities"][name] for name in adapted.classes], native, atol=1e-5)
+    records = download_csv(page)
+    assert {record["model"] for record in records} == {"adapted to your images: 6 corrections (3 real, 3 render)"}
+    assert [record["your_label"] for record in records][:4] == ["render", "render", "render", ""]
+    pressed = page.page.locator("#results button[aria-pressed='true']")
+    assert pressed.count() == 6
+    assert [url for url in page.requests[page.requests_at_ready:] if url.startswith("http")] == []
+    assert page.errors == []
+
+    browser.set_offline(True)  # the next visit: the corrections are back, offline included
+    again = Page(browser, site)
+    assert again.page.inner_text("#adaptation-status") == "Adapted to your images: 6 corrections (3 real, 3 render)."
+    row = again.upload(files[3:4], 1)[0]
+    np.testing.assert_allclose(row["probabilities"]["render"], rows[3]["probabilities"]["render"], atol=1e-6)
+    again.page.click("#undo")
+    again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('5 corrections')")
+    again.page.click("#back-to-shipped")
+    again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
+    np.testing.assert_allclose(again.rows()[0]["probabilities"]["render"], shipped[3]["probabilities"]["render"], atol=1e-6)
+    again.page.click("#undo")  # Back can be undone
+    again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('5 corrections')")
+    assert again.errors == []
+    browser.set_offline(False)
+
+
+def keep(page, key, value):
+    """Put a value into the page's corrections database, as a damaged or older visit would have left it."""
+    page.page.evaluate("""([key, value]) => new Promise((resolve, reject) => {
+        const request = indexedDB.open("rendernet", 1);
+        request.onupgradeneeded = () => request.result.createObjectStore("corrections");
+        request.onsuccess = () => {
+          const transaction = request.result.transaction("corrections", "readwrite");
+          transaction.objectStore("corrections").put(value, key);
+          transaction.oncomplete = () => { request.result.close(); resolve(); };
+          transaction.onerror = () => reject(transaction.error);
+        };
+      })""", [key, value])
+
+
+def test_kept_corrections_that_cannot_be_used_fall_back_and_are_not_lost(site, browser, tmp_path):
+    """A damaged state (NaN, wrong shapes), one from another model, and 10,000 corrections: a notice, the shipped model
+    or the most recent 1,000, and the unusable ones offered for download."""
+    page = Page(browser, site)
+    sha256 = load_model(DEFAULT_MODEL).manifest["weights"]["sha256"]
+    rng = np.random.default_rng(0)
+
+    def document(corrections, base=sha256):
+        return json.dumps({"format": "rendernet-corrections", "format_version": 1, "base_weights_sha256": base,
+                           "classes": ["real", "render"], "corrections": corrections})
+
+    def entry(values, label="real"):
+        return {"features": base64.b64encode(np.asarray(values, "<f4").tobytes()).decode(), "label": label,
+                "file": "x.jpg", "time": 0}
+
+    keep(page, f"corrections:{sha256}", document([entry(np.full(112, np.nan))]))
+    keep(page, "corrections:" + "0" * 64, document([entry(np.ones(112))], base="0" * 64))
+    page = Page(browser, site)
+    kept_elsewhere = page.page.inner_text("#kept-elsewhere")
+    assert "could not be used (correction 1: features hold a value that is not a finite number)" in kept_elsewhere
+    assert "made with another model" in page.page.inner_text("#kept-elsewhere")
+    assert page.page.inner_text("#adaptation-status").startswith("The shipped model answers")
+    with page.page.expect_download() as download:
+        page.page.get_by_text("Download the set-aside corrections").click()
+    assert "NaN" in Path(download.value.path()).read_text() or "AADA" in Path(download.value.path()).read_text()
+    row = page.upload(sample_files("render")[:1], 1)[0]
+    native = load_model(DEFAULT_MODEL).classify(preprocess(sample_files("render")[0], 224))
+    assert abs(row["probabilities"]["render"] - native["probabilities"]["render"]) < 1e-5
+
+    keep(page, f"corrections:{sha256}", document([entry(np.ones(5))]))  # a wrong shape
+    page = Page(browser, site)
+    assert "features hold 5 values, the model's head reads 112" in page.page.inner_text("#kept-elsewhere")
+
+    many = [entry(rng.normal(0.5, 0.3, 112), ("real", "render")[index % 2]) for index in range(10_000)]
+    keep(page, f"corrections:{sha256}", document(many))
+    started = time.monotonic()
+    page = Page(browser, site)
+    status = page.page.inner_text("#adaptation-status")
+    assert status == ("Adapted to your images: 1000 corrections (500 real, 500 render). "
+                      "The most recent 1,000 of your 10,000 corrections adapt it.")
+    assert time.monotonic() - started < 60
+    assert page.errors == []

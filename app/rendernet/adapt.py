@@ -1,16 +1,28 @@
 """Adapt a model to its user's images: re-fit only its head on corrected examples, anchored to the shipped head.
 
 A model whose output is average pooling -> Dense (Model.head(): the default EfficientNet-Lite0 model) sees each
-image as a pooled feature vector, and its head turns that vector into probabilities. A user's correction ("this
-one is real") makes the image's vector and its class an example. `adapt_head` re-fits the head's kernel and bias
-to the examples, every class weighing the same however many examples it has, while a penalty keeps the head
-near the base one. The penalty measures a change in logits per typical feature value (each feature's weight
-change times the root mean square of that feature over the examples, classes balanced), so no feature is cheap
-to move because its values are small. Newton's method from the base head: deterministic, converged in a few steps; no
-examples give the base head exactly. NumPy only, as the page's worker needs; `rendernet adapt` runs it today
-(build.py leaves it out of the page until the page uses it).
+image as a pooled feature vector (Model.explain), and its head turns that vector into probabilities. A user's
+correction ("this one is real") makes the image's vector and its class an example. `adapt_head` re-fits the
+head's kernel and bias to the examples, every class weighing the same however many examples it has, while a
+penalty keeps the head near the base one. The penalty measures a change in logits per typical feature value (each
+feature's weight change times the root mean square of that feature over the examples, classes balanced), so no
+feature is cheap to move because its values are small. Newton's method from the base head: deterministic,
+converged in a few steps; no examples give the base head exactly. NumPy only: the page's worker and
+`rendernet adapt` run this same code.
+
+Corrections travel as a document (the page stores it in the browser and lets the user download it; `rendernet
+adapt --examples` reads it as well as image folders):
+    {"format": "rendernet-corrections", "format_version": 1,
+     "base_weights_sha256": the weights.npz sha256 of the model the features came from,
+     "classes": that model's classes,
+     "corrections": [{"features": base64 of float32 little-endian values, the image's pooled features,
+                      "label": a class name, "file": the image's file name, "time": ms since 1970}, ...]}
+Never pixels: a feature vector cannot be turned back into the image.
 """
 
+import base64
+import binascii
+import copy
 import io
 import json
 
@@ -19,18 +31,13 @@ import numpy as np
 from .errors import ModelError
 from .manifest import WEIGHTS_FILE, sha256_bytes
 from .model import read_weights
+from .report import model_description
 
-ANCHOR = 1.0  # the penalty's weight; provisional (not yet chosen by cross-validation on held-out sources)
+ANCHOR = 1.0  # the penalty's weight; chosen by bench/adapt.py's cross-validation on sources held out of the head
 NEWTON_STEPS = 25
 TOLERANCE = 1e-7  # stop when a Newton step lowers the objective by less than this
-
-
-def pooled_features(model, pixels: np.ndarray) -> np.ndarray:
-    """One preprocessed image -> the head's input: the last feature map's spatial mean, (features,) float32."""
-    dense = adaptable_head(model)
-    _, features = model.forward(pixels[None], return_features=True)
-    assert features.shape[-1] == dense.kernel_t.shape[1]
-    return features[0].mean(axis=(0, 1), dtype=np.float32)
+MAX_CORRECTIONS = 1000  # the most recent ones adapt the page's head (Newton's cost grows with their number)
+CORRECTIONS_FORMAT, CORRECTIONS_VERSION = "rendernet-corrections", 1
 
 
 def adaptable_head(model):
@@ -43,6 +50,8 @@ def adaptable_head(model):
                          "features")
     return dense
 
+
+# ---------------------------------------------------------------- the fit
 
 def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
                anchor: float = ANCHOR) -> tuple:
@@ -59,42 +68,239 @@ def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, lab
     weights = len(labels) / (np.count_nonzero(counts) * counts[labels])  # each class present weighs the same, and
     #                                                                     all of them together as many examples
     scale = np.sqrt(weights @ inputs ** 2 / len(labels)) + 1e-6  # a feature's typical value, classes balanced
-    stiffness = anchor * np.tile(scale ** 2, classes)  # the penalty's Hessian, diagonal
+    stiffness = anchor * scale ** 2  # the penalty's Hessian for one class's row, diagonal
     base = np.hstack([kernel_t, bias[:, None]]).astype(np.float64)  # (classes, size + 1)
-    target = np.eye(classes)[labels]
-
-    def objective(head):
-        logits = inputs @ head.T
-        logits -= logits.max(axis=1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        change = (head - base).ravel()
-        return -np.sum(weights * log_p[np.arange(len(labels)), labels]) + 0.5 * change @ (stiffness * change), np.exp(log_p)
-
-    head = base.copy()
-    value, p = objective(head)
-    for _ in range(NEWTON_STEPS):
-        gradient = ((weights[:, None] * (p - target)).T @ inputs).ravel() + stiffness * (head - base).ravel()
-        hessian = np.diag(stiffness)
-        for c in range(classes):
-            for d in range(c, classes):
-                curvature = weights * p[:, c] * ((c == d) - p[:, d])
-                block = (inputs.T * curvature) @ inputs
-                hessian[c * (size + 1):(c + 1) * (size + 1), d * (size + 1):(d + 1) * (size + 1)] += block
-                if d != c:
-                    hessian[d * (size + 1):(d + 1) * (size + 1), c * (size + 1):(c + 1) * (size + 1)] += block.T
-        step = np.linalg.solve(hessian, -gradient).reshape(head.shape)
-        length = 1.0
-        while True:  # backtracking: a step that does not lower the objective is halved
-            new_value, new_p = objective(head + length * step)
-            if new_value <= value or length < 1e-4:
-                break
-            length /= 2
-        improvement = value - new_value
-        head, value, p = head + length * step, new_value, new_p
-        if improvement < TOLERANCE:
-            break
+    if classes == 2:
+        # The loss depends only on the difference of the two rows; the penalty is least when they move by
+        # opposite halves of its change: a logistic regression on the difference, with half the stiffness.
+        difference = fit_logistic(inputs, labels, weights, base[1] - base[0], stiffness / 2)
+        head = base + np.outer([-0.5, 0.5], difference - (base[1] - base[0]))
+    else:
+        head = fit_softmax(inputs, labels, weights, base, stiffness)
     return head[:, :size].astype(np.float32), head[:, size].astype(np.float32)
 
+
+def newton(objective, start: np.ndarray) -> np.ndarray:
+    """Minimise a convex objective(x) -> (value, gradient, hessian) by Newton's method with backtracking."""
+    x = start.copy()
+    value, gradient, hessian = objective(x)
+    for _ in range(NEWTON_STEPS):
+        step = np.linalg.solve(hessian, -gradient)
+        length = 1.0
+        while True:  # a step that does not lower the objective is halved
+            new = objective(x + length * step)
+            if new[0] <= value or length < 1e-4:
+                break
+            length /= 2
+        improvement = value - new[0]
+        x, (value, gradient, hessian) = x + length * step, new
+        if improvement < TOLERANCE:
+            break
+    return x
+
+
+def fit_logistic(inputs, labels, weights, base, stiffness) -> np.ndarray:
+    """Two classes: the logit difference's weights (size + 1,), from `base`."""
+    sign = np.where(labels == 1, 1.0, -1.0)
+
+    def objective(row):
+        margin = sign * (inputs @ row)
+        change = row - base
+        value = weights @ np.logaddexp(0, -margin) + 0.5 * change @ (stiffness * change)
+        p_wrong = 0.5 * (1 - np.tanh(margin / 2))  # sigmoid(-margin), without overflow
+        gradient = inputs.T @ (-weights * sign * p_wrong) + stiffness * change
+        hessian = (inputs.T * (weights * p_wrong * (1 - p_wrong))) @ inputs + np.diag(stiffness)
+        return value, gradient, hessian
+
+    return newton(objective, base)
+
+
+def fit_softmax(inputs, labels, weights, base, stiffness) -> np.ndarray:
+    """Any number of classes: the whole head (classes, size + 1), from `base`."""
+    classes, width = base.shape
+    target = np.eye(classes)[labels]
+    penalty = np.tile(stiffness, classes)
+
+    def objective(flat):
+        head = flat.reshape(base.shape)
+        logits = inputs @ head.T
+        log_p = logits - logits.max(axis=1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        p, change = np.exp(log_p), flat - base.ravel()
+        value = -np.sum(weights * log_p[np.arange(len(labels)), labels]) + 0.5 * change @ (penalty * change)
+        gradient = ((weights[:, None] * (p - target)).T @ inputs).ravel() + penalty * change
+        hessian = np.diag(penalty)
+        for c in range(classes):
+            for d in range(c, classes):
+                block = (inputs.T * (weights * p[:, c] * ((c == d) - p[:, d]))) @ inputs
+                hessian[c * width:(c + 1) * width, d * width:(d + 1) * width] += block
+                if d != c:
+                    hessian[d * width:(d + 1) * width, c * width:(c + 1) * width] += block.T
+        return value, gradient, hessian
+
+    return newton(objective, base.ravel()).reshape(base.shape)
+
+
+# ---------------------------------------------------------------- corrections
+
+def encode_features(vector: np.ndarray) -> str:
+    """A pooled feature vector as the corrections document stores it: base64 of float32 little-endian."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+
+def decode_features(text, size: int) -> np.ndarray:
+    """The inverse of encode_features; ModelError unless it holds `size` finite values."""
+    try:
+        values = np.frombuffer(base64.b64decode(str(text), validate=True), dtype="<f4")
+    except (binascii.Error, ValueError):
+        raise ModelError("features are not base64 of float32 values") from None
+    if values.shape != (size,):
+        raise ModelError(f"features hold {values.size} values, the model's head reads {size}")
+    if not np.all(np.isfinite(values)):
+        raise ModelError("features hold a value that is not a finite number")
+    return values.astype(np.float32)
+
+
+def corrections_document(weights_sha256: str, classes, corrections: list) -> dict:
+    return {"format": CORRECTIONS_FORMAT, "format_version": CORRECTIONS_VERSION,
+            "base_weights_sha256": weights_sha256, "classes": list(classes), "corrections": corrections}
+
+
+def read_corrections(document, model) -> tuple:
+    """A corrections document made with `model` -> (features (N, F) float32, labels (N,) class indices); ModelError
+    naming what is wrong (another format or model, a bad entry)."""
+    if not isinstance(document, dict) or document.get("format") != CORRECTIONS_FORMAT:
+        raise ModelError(f"not a {CORRECTIONS_FORMAT} document")
+    if document.get("format_version") != CORRECTIONS_VERSION:
+        raise ModelError(f"corrections format_version {document.get('format_version')!r} is not supported "
+                         f"(this version reads {CORRECTIONS_VERSION})")
+    if document.get("base_weights_sha256") != model.manifest["weights"]["sha256"]:
+        raise ModelError("the corrections were made with another model (its weights' sha256 differs)")
+    entries = document.get("corrections")
+    if not isinstance(entries, list):
+        raise ModelError("corrections must be a list")
+    size = model.head().kernel_t.shape[1]
+    features, labels = np.zeros((len(entries), size), np.float32), np.zeros(len(entries), int)
+    for index, entry in enumerate(entries):
+        try:
+            if not isinstance(entry, dict) or entry.get("label") not in model.classes:
+                raise ModelError(f"its label must be one of {', '.join(model.classes)}")
+            features[index], labels[index] = decode_features(entry.get("features"), size), model.classes.index(entry["label"])
+        except ModelError as error:
+            raise ModelError(f"correction {index + 1}: {error}") from None
+    return features, labels
+
+
+def correction_counts(labels, classes) -> dict:
+    """{class: number of corrections}, as the adapted manifest and the page state them."""
+    return {name: int(np.count_nonzero(np.asarray(labels) == index)) for index, name in enumerate(classes)}
+
+
+# ---------------------------------------------------------------- a session of corrections
+
+class Adaptation:
+    """The page's adaptation: the pooled features of every image it classified (by row id), the user's
+    corrections, the head fitted to the most recent MAX_CORRECTIONS of them, and an undo history. The model's head
+    is set to the adapted one, so later images are classified with it too."""
+
+    def __init__(self, model):
+        self.model, self.dense = model, adaptable_head(model)
+        self.base = (self.dense.kernel_t.copy(), self.dense.bias.copy())
+        self.rows = {}  # row id -> pooled features
+        self.corrections = []  # document entries, oldest first
+        self.corrected = {}  # row id -> its entry in corrections (this visit's rows only)
+        self.history = []  # earlier (corrections, corrected), for undo
+
+    def remember(self, row, features: np.ndarray) -> None:
+        self.rows[row] = np.asarray(features, np.float32)
+
+    def remember_encoded(self, row, text: str) -> None:
+        self.remember(row, decode_features(text, self.base[0].shape[1]))
+
+    def shipped(self, features: np.ndarray) -> list:
+        """One image's probabilities by the shipped head, whatever the corrections."""
+        base = copy.copy(self.dense)
+        base.kernel_t, base.bias, base._packed = *self.base, None
+        return [float(p) for p in base(np.asarray(features, np.float32)[None])[0]]
+
+    def forget_rows(self) -> None:
+        self.rows.clear()
+        self.corrected.clear()
+
+    def correct(self, row, label, file: str, time: float) -> None:
+        """Say row's image is of class `label`; None withdraws its correction. Re-fits the head."""
+        if row not in self.rows:
+            raise ModelError("there is no classified image to correct in that row")
+        if label is not None and label not in self.model.classes:
+            raise ModelError(f"{label!r} is not one of the model's classes")
+        self._save_history()
+        previous = self.corrected.pop(row, None)
+        if previous is not None:
+            self.corrections = [entry for entry in self.corrections if entry is not previous]
+        if label is not None:
+            entry = {"features": encode_features(self.rows[row]), "label": label, "file": str(file), "time": time}
+            self.corrections.append(entry)
+            self.corrected[row] = entry
+        self.refit()
+
+    def undo(self) -> None:
+        """Undo this visit's last change; with none (after a reload), withdraw the most recent correction."""
+        if self.history:
+            self.corrections, self.corrected = self.history.pop()
+        elif self.corrections:
+            withdrawn = self.corrections.pop()
+            self.corrected = {row: entry for row, entry in self.corrected.items() if entry is not withdrawn}
+        self.refit()
+
+    def reset(self) -> None:
+        """Back to the shipped model (undo brings the corrections back)."""
+        self._save_history()
+        self.corrections, self.corrected = [], {}
+        self.refit()
+
+    def restore(self, document) -> None:
+        """Take the corrections of a stored document (read_corrections checks it; ModelError changes nothing)."""
+        read_corrections(document, self.model)
+        self.corrections, self.corrected, self.history = list(document["corrections"]), {}, []
+        self.refit()
+
+    def _save_history(self) -> None:
+        self.history.append((list(self.corrections), dict(self.corrected)))
+
+    def used(self) -> list:
+        return self.corrections[-MAX_CORRECTIONS:]
+
+    def refit(self) -> None:
+        features, labels = read_corrections(self.document(self.used()), self.model)
+        self.model.set_head(*adapt_head(*self.base, features, labels))
+
+    def counts(self) -> dict:
+        return correction_counts([self.model.classes.index(entry["label"]) for entry in self.used()], self.model.classes)
+
+    def description(self) -> str:
+        return model_description(self.counts())
+
+    def label_of(self, row) -> str:
+        entry = self.corrected.get(row)
+        return entry["label"] if entry else ""
+
+    def summary(self) -> dict:
+        return {"description": self.description(), "counts": self.counts(), "total": len(self.corrections),
+                "used": len(self.used()), "can_undo": bool(self.history or self.corrections),
+                "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()}}
+
+    def probabilities(self) -> dict:
+        """{row id: probabilities in class order} of every remembered row, with the current head."""
+        rows = list(self.rows)
+        scores = self.model.score_pooled(np.array([self.rows[row] for row in rows])) if rows else []
+        return {row: [float(p) for p in score] for row, score in zip(rows, scores, strict=True)}
+
+    def document(self, corrections=None) -> dict:
+        return corrections_document(self.model.manifest["weights"]["sha256"], self.model.classes,
+                                    self.corrections if corrections is None else corrections)
+
+
+# ---------------------------------------------------------------- the adapted model's files
 
 def adapted_model_files(model, manifest_bytes: bytes, weights_bytes: bytes, kernel_t, bias, corrections: dict,
                         anchor: float = ANCHOR) -> tuple:

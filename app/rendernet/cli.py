@@ -22,9 +22,10 @@ def cmd_classify(args) -> int:
 
     from .decision import decide
     from .evaluate import IMAGE_SUFFIXES, classify_paths, image_paths
-    from .report import csv_header, csv_row, safe_cell
+    from .report import csv_header, csv_row, model_description, safe_cell
 
     model = load_model(args.model)
+    answered_by = model_description(model.manifest.get("adapted", {}).get("corrections"))
     skipped = Counter()
     names = image_paths(args.files, skipped)
     if skipped:
@@ -40,6 +41,8 @@ def cmd_classify(args) -> int:
     failed = 0
     for number, result in enumerate(classify_paths(model, args.model, names, args.jobs), start=1):
         failed += "error" in result
+        if "error" not in result:
+            result["model"] = answered_by
         if writer:
             writer.writerow(csv_row(result, model.classes, model.threshold, args.sure))
         else:
@@ -94,34 +97,29 @@ def positive_int(text: str) -> int:
 def cmd_adapt(args) -> int:
     from pathlib import Path
 
-    import numpy as np
-
-    from .adapt import adapt_head, adaptable_head, adapted_model_files, pooled_features
-    from .errors import ImageError
-    from .evaluate import class_files, class_folders, printable
+    from .adapt import adapt_head, adaptable_head, adapted_model_files, correction_counts, read_corrections
     from .manifest import MANIFEST_FILE, WEIGHTS_FILE
-    from .preprocess import preprocess
+    from .model import read_model_files
 
-    base, out = Path(args.model), Path(args.out)
+    base, out, examples = Path(args.model), Path(args.out), Path(args.examples)
     if out.exists() and out.resolve() == base.resolve():
         raise DataError("--out must not be the base model's folder: the adapted model is written beside it")
     model = load_model(base)
     dense = adaptable_head(model)
-    features, labels, skipped = [], [], []
-    for folder in class_folders(model, Path(args.examples)):
-        for path in class_files(folder, skipped):
-            try:
-                features.append(pooled_features(model, preprocess(path, model.input_size)))
-            except ImageError as error:
-                skipped.append((printable(path), str(error)))
-                continue
-            labels.append(model.classes.index(folder.name))
-    if not labels:
-        raise DataError(f"no readable images in the class folders of {args.examples}")
-    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, np.array(features), labels, args.anchor)
-    corrections = {name: labels.count(index) for index, name in enumerate(model.classes)}
-    manifest, weights = adapted_model_files(model, (base / MANIFEST_FILE).read_bytes(), (base / WEIGHTS_FILE).read_bytes(),
-                                            kernel_t, bias, corrections, args.anchor)
+    if examples.is_file():  # the page's "Download corrections"
+        try:
+            document = json.loads(examples.read_bytes())
+        except ValueError as error:
+            raise DataError(f"{examples} is not a corrections file (JSON): {error}") from None
+        features, labels = read_corrections(document, model)
+        skipped = []
+    else:
+        features, labels, skipped = example_features(model, examples)
+    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor)
+    corrections = correction_counts(labels, model.classes)
+    files = read_model_files(base)
+    manifest, weights = adapted_model_files(model, files[MANIFEST_FILE], files[WEIGHTS_FILE], kernel_t, bias,
+                                            corrections, args.anchor)
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS_FILE).write_bytes(weights)
     (out / MANIFEST_FILE).write_bytes(manifest)
@@ -132,10 +130,33 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def example_features(model, examples) -> tuple:
+    """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), skipped [(path, reason)])."""
+    import numpy as np
+
+    from .errors import ImageError
+    from .evaluate import class_files, class_folders, printable
+    from .preprocess import preprocess
+
+    features, labels, skipped = [], [], []
+    for folder in class_folders(model, examples):
+        for path in class_files(folder, skipped):
+            try:
+                features.append(model.explain(preprocess(path, model.input_size)).pooled)
+            except ImageError as error:
+                skipped.append((printable(path), str(error)))
+                continue
+            labels.append(model.classes.index(folder.name))
+    if not labels:
+        raise DataError(f"no readable images in the class folders of {examples}")
+    return np.array(features), np.array(labels), skipped
+
+
 def add_commands(commands) -> None:
     """Add `classify`, `adapt` and `evaluate` to an argparse subparsers object."""
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
-    classify.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    classify.add_argument("--model", default="models/default",
+                          help="model folder, or a .zip of one such as the page's adapted model (default models/default)")
     classify.add_argument("--sure", type=fraction, default=SURE,
                           help=f"confidence below which a result is marked not_sure (default {SURE})")
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
@@ -149,7 +170,8 @@ def add_commands(commands) -> None:
     adapt = commands.add_parser("adapt", help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
                                 "anchored to the base model; writes a model folder")
     adapt.add_argument("--model", default="models/default", help="base model folder (default models/default)")
-    adapt.add_argument("--examples", required=True, help="folder with one sub-folder per class, named as the model's")
+    adapt.add_argument("--examples", required=True, help="folder with one sub-folder of images per class, named as the "
+                       "model's classes, or a corrections file downloaded from the page")
     adapt.add_argument("--out", required=True, help="folder for the adapted model")
     adapt.add_argument("--anchor", type=positive_float, default=ANCHOR,
                        help=f"how strongly the head is held to the base model (default {ANCHOR})")

@@ -45,6 +45,8 @@ to broadcast against it (one per output channel); its values are q * scale
 import hashlib
 import json
 import re
+import zipfile
+from pathlib import Path
 
 from .errors import ModelError
 
@@ -186,3 +188,26 @@ def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelError(f"{where} is not valid JSON: {error}") from None
     return check_manifest(manifest, where)
+
+
+def read_model_files(path, names=(MANIFEST_FILE, WEIGHTS_FILE)) -> dict:
+    """The named files of a model: a folder, or a .zip that holds them at its top or in one folder (the page's
+    "Download the adapted model"). {name: bytes} for those present; ModelError when it cannot be read."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            with zipfile.ZipFile(path) as archive:
+                entries = {Path(entry).name: entry for entry in archive.namelist()
+                           if Path(entry).name in names and len(Path(entry).parts) <= 2}
+                return {name: archive.read(entry) for name, entry in entries.items()}
+        except (zipfile.BadZipFile, OSError) as error:
+            raise ModelError(f"{path} is neither a model folder nor a .zip of one: {error}") from None
+    files = {}
+    for name in names:
+        try:
+            files[name] = (path / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise ModelError(f"cannot read {path / name}: {error.strerror or error}") from None
+    return files

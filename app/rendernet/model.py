@@ -11,6 +11,7 @@ The format, field by field, and the checks every manifest passes: manifest.py.
 import io
 import time
 import zipfile
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ import numpy as np
 from .decision import decide
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
-from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, check_weights, read_manifest
+from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, check_weights, read_manifest, read_model_files
 from .weights import decode
+
+Explanation = namedtuple("Explanation", ("probabilities", "maps", "pooled"))  # Model.explain
 
 
 class Model:
@@ -140,19 +143,33 @@ class Model:
                 features = output
         return values[self.output_name], features
 
-    def explain(self, pixels: np.ndarray):
-        """One preprocessed image -> (probabilities, maps), maps (h, w, classes) the class activation map:
-        each location's features through the head's kernel and bias, so that the maps' spatial mean is
-        the logits (softmax of it gives the probabilities). maps is None when the head is not
-        average pooling + Dense (see head)."""
+    def explain(self, pixels: np.ndarray) -> "Explanation":
+        """One preprocessed image -> Explanation(probabilities, maps, pooled). maps (h, w, classes) is the class
+        activation map: each location's features through the head's kernel and bias, so that the maps' spatial
+        mean is the logits (softmax of it gives the probabilities); pooled (features,) is the head's input, the
+        last feature map's spatial mean, which score_pooled turns back into these probabilities. maps and
+        pooled are None when the head is not average pooling + Dense (see head)."""
         dense = self.head()
         probabilities, features = self.forward(pixels[None], return_features=True)
         if dense is None or features is None:
-            return probabilities[0], None
+            return Explanation(probabilities[0], None, None)
         maps = features[0] @ dense.kernel_t.T
         if dense.bias is not None:
             maps += dense.bias
-        return probabilities[0], maps
+        return Explanation(probabilities[0], maps, features[0].mean(axis=(0, 1), dtype=np.float32))
+
+    def score_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled feature vectors (N, features) -> probabilities (N, classes) through the head alone: what
+        forward gives for the same images, without decoding or the backbone (a head's Dropout is the identity)."""
+        return self.head()(np.asarray(pooled, dtype=np.float32).reshape(-1, self.head().kernel_t.shape[1]))
+
+    def set_head(self, kernel_t: np.ndarray, bias: np.ndarray) -> None:
+        """Give the head another kernel (classes, features) and bias (an adapted head, rendernet.adapt)."""
+        dense = self.head()
+        if kernel_t.shape != dense.kernel_t.shape or bias.shape != dense.bias.shape:
+            raise ModelError(f"a head of shape {kernel_t.shape} does not fit this model's {dense.kernel_t.shape}")
+        dense.kernel_t, dense.bias = np.ascontiguousarray(kernel_t, np.float32), np.asarray(bias, np.float32)
+        dense._packed = None
 
     def profile(self, batch: np.ndarray, repeats: int = 5) -> dict:
         """Median milliseconds spent in each layer type over `repeats` forward passes of `batch`."""
@@ -198,13 +215,10 @@ def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes) -> Model:
         raise ModelError(f"model.json and weights.npz disagree: missing {error}") from None
 
 
-def load_model(folder) -> Model:
-    """Load a model folder holding model.json and weights.npz."""
-    folder = Path(folder)
-    files = {}
-    for name in (MANIFEST_FILE, WEIGHTS_FILE):
-        try:
-            files[name] = (folder / name).read_bytes()
-        except OSError as error:
-            raise ModelError(f"cannot read {folder / name}: {error.strerror or error}") from None
+def load_model(path) -> Model:
+    """Load a model folder holding model.json and weights.npz, or a .zip of one."""
+    files = read_model_files(path)
+    missing = [name for name in (MANIFEST_FILE, WEIGHTS_FILE) if name not in files]
+    if missing:
+        raise ModelError(f"{path} has no {' or '.join(missing)}" if Path(path).exists() else f"{path} does not exist")
     return model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])

@@ -19,12 +19,24 @@ def safe_cell(value) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def model_description(corrections=None) -> str:
+    """Which model answered, as the page and the CSVs say it: the shipped one, or one adapted to corrections
+    ({class: count}: the page's, or an adapted model's manifest "adapted.corrections")."""
+    total = sum(corrections.values()) if corrections else 0
+    if not total:
+        return "shipped model"
+    counts = ", ".join(f"{count} {name}" for name, count in corrections.items())
+    return f"adapted to your images: {total} correction{'s' if total != 1 else ''} ({counts})"
+
+
 def csv_header(classes) -> list:
-    return ["file", "label", "confidence", "not_sure", *[f"p_{name}" for name in classes], "ms", "error"]
+    return ["file", "label", "confidence", "not_sure", *[f"p_{name}" for name in classes], "ms", "error", "model",
+            "your_label"]
 
 
 def csv_row(result: dict, classes, threshold, sure: float) -> list:
-    """One result ({"file", "probabilities", "ms"} or {"file", "error"}) as CSV cells."""
+    """One result ({"file", "probabilities", "ms", "model", "your_label"} or {"file", "error"}) as CSV cells; "model"
+    is model_description's, "your_label" the user's correction in the page."""
     probabilities = result.get("probabilities")
     if probabilities:
         decision = decide(probabilities, classes, threshold, sure)
@@ -32,7 +44,8 @@ def csv_row(result: dict, classes, threshold, sure: float) -> list:
                  *[probabilities.get(name, "") for name in classes]]
     else:
         cells = ["", "", "", *["" for _ in classes]]
-    return [safe_cell(cell) for cell in [result["file"], *cells, result.get("ms", ""), result.get("error", "")]]
+    return [safe_cell(cell) for cell in [result["file"], *cells, result.get("ms", ""), result.get("error", ""),
+                                         result.get("model", ""), result.get("your_label", "")]]
 
 
 def results_csv(results, classes, threshold, sure: float) -> str:
