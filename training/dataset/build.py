@@ -358,7 +358,8 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
     renders = cache / "blender"
     renders.mkdir(parents=True, exist_ok=True)
     width, height = source["size"]
-    jobs = [(kind, seed) for kind, count in source["count"].items() for seed in range(count)]
+    first = source.get("first_seed", 0)  # bench/adapt.py renders rooms with seeds the dataset never uses
+    jobs = [(kind, seed) for kind, count in source["count"].items() for seed in range(first, first + count)]
     for number, (kind, seed) in enumerate(jobs, start=1):
         output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}.png"
         arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
