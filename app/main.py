@@ -608,6 +608,7 @@ async def start() -> None:
         hooks.timings = to_js(timings)
         hooks.time_forward = create_proxy(lambda repeats=30: page.worker.time_forward(repeats))
         hooks.profile = create_proxy(lambda repeats=5: page.worker.profile(repeats))
+        hooks.time_adaptation = create_proxy(lambda rows, corrections: page.worker.time_adaptation(rows, corrections))
         hooks.modules = create_proxy(lambda: page.worker.modules())
         hooks.memory = create_proxy(lambda: page.worker.memory())
         hooks.crash_worker = create_proxy(lambda: page.worker.crash())

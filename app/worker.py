@@ -288,6 +288,27 @@ def time_forward(repeats: int = 30) -> str:
     return json.dumps(times)
 
 
+def time_adaptation(rows: int = 500, corrections: int = 6, repeats: int = 5) -> str:
+    """Milliseconds (each of `repeats`) to re-fit the head on `corrections` and re-score `rows` rows, on random
+    features, as a correction does (bench/browser.py); the page's own adaptation is put back afterwards."""
+    scratch = Adaptation(state["model"])
+    scratch.base = state["adaptation"].base
+    size = scratch.base[0].shape[1]
+    features = ((np.arange((int(rows) + int(corrections)) * size) * 0.6180339887) % 1.0).reshape(-1, size)  # spread
+    for row in range(int(rows)):
+        scratch.remember(row, features[row])
+    scratch.corrections = [{"features": encode_features(features[rows + i]), "label": state["model"].classes[i % 2],
+                            "file": "x", "time": 0} for i in range(int(corrections))]
+    times = []
+    for _ in range(int(repeats)):
+        started = time.perf_counter()
+        scratch.refit()
+        scratch.probabilities()
+        times.append((time.perf_counter() - started) * 1000)
+    state["adaptation"].refit()
+    return json.dumps(times)
+
+
 def memory() -> int:
     """The WebAssembly memory's size in bytes: it only grows, so it is this worker's peak."""
     import pyodide_js
@@ -322,4 +343,4 @@ def modules() -> str:
 
 
 __export__ = ["load", "warm_up", "classify", "to_csv", "correct", "undo", "reset", "forget_rows", "remember", "restore",
-              "kept", "adapted_model", "time_forward", "profile", "modules", "ping", "memory", "crash"]
+              "kept", "adapted_model", "time_adaptation", "time_forward", "profile", "modules", "ping", "memory", "crash"]

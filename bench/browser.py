@@ -231,6 +231,9 @@ def main() -> None:
         jpeg_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         timings = page.evaluate("window.rendernet_debug.timings")
         profile = json.loads(page.evaluate("window.rendernet_debug.profile(5)"))
+        adaptation = {f"{rows}_rows_{corrections}_corrections": percentile(json.loads(page.evaluate(
+            f"window.rendernet_debug.time_adaptation({rows}, {corrections})")), 0.5)
+            for rows, corrections in ((500, 6), (500, 100), (500, 1000))}
         if args.screenshot:
             page.set_viewport_size({"width": 1000, "height": 1000})
             page.screenshot(path=args.screenshot)
@@ -286,6 +289,7 @@ def main() -> None:
                   "main_thread_long_tasks": len(batch_long_tasks),
                   "longest_main_thread_task_ms": round(max(batch_long_tasks, default=0), 1)},
         "first_image_ms": first_rows[0]["ms"],
+        "adaptation_refit_and_rescore_ms_p50": adaptation,
         "sw_js_requests_per_repeat_visit": sum(path.startswith("/sw.js") for path in requested[first_requests:repeat_end])
         / len(repeats),
         "jpeg_q90_page_vs_native_probability_difference": {

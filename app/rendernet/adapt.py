@@ -29,6 +29,7 @@ import json
 import numpy as np
 
 from .errors import ModelError
+from .layers import matmul, pack
 from .manifest import WEIGHTS_FILE, sha256_bytes
 from .model import read_weights
 from .report import model_description
@@ -100,8 +101,11 @@ def newton(objective, start: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(inputs, labels, weights, base, stiffness) -> np.ndarray:
-    """Two classes: the logit difference's weights (size + 1,), from `base`."""
+    """Two classes: the logit difference's weights (size + 1,), from `base`. The Hessian's product, the costly
+    part, runs in float32 through the forward pass's matmul (einsum in Pyodide, which has no BLAS): it only
+    steers the steps; the gradient, in float64, decides where they end."""
     sign = np.where(labels == 1, 1.0, -1.0)
+    packed = pack(np.ascontiguousarray(inputs.T, dtype=np.float32))
 
     def objective(row):
         margin = sign * (inputs @ row)
@@ -109,8 +113,8 @@ def fit_logistic(inputs, labels, weights, base, stiffness) -> np.ndarray:
         value = weights @ np.logaddexp(0, -margin) + 0.5 * change @ (stiffness * change)
         p_wrong = 0.5 * (1 - np.tanh(margin / 2))  # sigmoid(-margin), without overflow
         gradient = inputs.T @ (-weights * sign * p_wrong) + stiffness * change
-        hessian = (inputs.T * (weights * p_wrong * (1 - p_wrong))) @ inputs + np.diag(stiffness)
-        return value, gradient, hessian
+        curvature = (inputs.T * (weights * p_wrong * (1 - p_wrong))).astype(np.float32)
+        return value, gradient, matmul(curvature, packed).astype(np.float64) + np.diag(stiffness)
 
     return newton(objective, base)
 
@@ -210,6 +214,7 @@ class Adaptation:
         self.corrections = []  # document entries, oldest first
         self.corrected = {}  # row id -> its entry in corrections (this visit's rows only)
         self.history = []  # earlier (corrections, corrected), for undo
+        self.decoded = {}  # a correction's features text -> its values (checked once, by decode_features)
 
     def remember(self, row, features: np.ndarray) -> None:
         self.rows[row] = np.asarray(features, np.float32)
@@ -271,7 +276,13 @@ class Adaptation:
         return self.corrections[-MAX_CORRECTIONS:]
 
     def refit(self) -> None:
-        features, labels = read_corrections(self.document(self.used()), self.model)
+        used, size = self.used(), self.base[0].shape[1]
+        self.decoded = {entry["features"]: self.decoded.get(entry["features"]) for entry in used}
+        for text, values in self.decoded.items():
+            if values is None:
+                self.decoded[text] = decode_features(text, size)
+        features = np.array([self.decoded[entry["features"]] for entry in used]).reshape(len(used), size)
+        labels = np.array([self.model.classes.index(entry["label"]) for entry in used], dtype=int)
         self.model.set_head(*adapt_head(*self.base, features, labels))
 
     def counts(self) -> dict:
