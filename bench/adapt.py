@@ -30,12 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "bench")]
 
-from independent import gather  # noqa: E402
-from rendernet import load_model, preprocess  # noqa: E402
-from rendernet.adapt import ANCHOR, adapt_head  # noqa: E402
-from rendernet.errors import ImageError  # noqa: E402
-from rendernet_train.cli import DEFAULT_CACHE  # noqa: E402
-from rendernet_train.dataset.build import SOURCES_FILE, blender_renders  # noqa: E402
+from independent import gather
+from rendernet import load_model, preprocess
+from rendernet.adapt import ANCHOR, adapt_head
+from rendernet.errors import ImageError
+from rendernet_train.cli import DEFAULT_CACHE
+from rendernet_train.dataset.build import SOURCES_FILE, blender_renders
 
 ANCHORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the candidates of the cross-validation
 CV_PAIRS = (("tiktok-interiors", "blender-rooms"), ("gcompris", "blender-products"),
