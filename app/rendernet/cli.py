@@ -38,8 +38,14 @@ def cmd_classify(args) -> int:
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
         writer.writerow([safe_cell(cell) for cell in csv_header(model.classes)])
+    if args.scheduler:
+        from .cluster import classify_on_cluster
+
+        results = classify_on_cluster(args.scheduler, args.model, names)
+    else:
+        results = classify_paths(model, args.model, names, args.jobs)
     failed = 0
-    for number, result in enumerate(classify_paths(model, args.model, names, args.jobs), start=1):
+    for number, result in enumerate(results, start=1):
         failed += "error" in result
         if "error" not in result:
             result["model"] = answered_by
@@ -162,6 +168,9 @@ def add_commands(commands) -> None:
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
     classify.add_argument("--jobs", type=positive_int, default=1, help="processes to classify with (default 1; e.g. the "
                           "number of cores for a large folder)")
+    classify.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                          help="classify on the workers of this Dask cluster (needs rendernet[cluster]; the files must "
+                          "be at the same path on every worker); --jobs is then the cluster's business")
     classify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                           help="show progress on stderr (default: when stderr is a terminal)")
     classify.add_argument("files", nargs="+", help="image files, and folders to walk for images")

@@ -1,0 +1,85 @@
+"""Classify files on the workers of a Dask distributed cluster: `rendernet classify --scheduler tcp://HOST:8786`.
+
+The client sends the model's two files to every worker once (scattered, keyed by the weights' sha256); each
+worker loads the model the first time a task needs it and keeps it. A task classifies one file by its path with
+evaluate.classify_path, as `--jobs` does on one machine, so **the files must be readable at the same path on every
+worker** (shared storage: NFS, SMB, a mounted bucket); a worker that cannot see a file gives that file an error
+row. Results come back in input order, with a bounded number of files in flight.
+
+A worker lost mid-run (killed, crashed, its machine gone): Dask runs its tasks again on the other workers, so no
+row is lost or repeated. A file whose task kills a worker each time it runs (a decoder crash, memory) is given up
+after Dask's `distributed.scheduler.allowed-failures` retries (3 by default) and gets the error row
+CLUSTER_WORKER_DIED; the run goes on.
+
+Needs the `cluster` extra (`pip install "rendernet[cluster]"`, dask[distributed]) on the client and on every
+worker, with the same version of rendernet: tasks refer to this module's functions by name.
+"""
+
+from collections import deque
+
+from .errors import DataError, ModelError
+from .evaluate import classify_path, printable
+from .manifest import MANIFEST_FILE, WEIGHTS_FILE, read_model_files
+
+IN_FLIGHT_PER_THREAD = 4  # files queued per worker thread: enough to keep every worker busy, few to redo if one dies
+CONNECT_SECONDS = 20
+CLUSTER_WORKER_DIED = "the cluster gave up on this file: it killed a worker each time it ran (Dask's allowed-failures)"
+_models = {}  # on a worker: the weights' sha256 -> the loaded model
+
+
+def model_on_worker(files: dict):
+    """The model of `files` ({name: bytes}), loaded once per worker process."""
+    from .manifest import read_manifest
+    from .model import model_from_bytes
+
+    key = read_manifest(files[MANIFEST_FILE])["weights"]["sha256"]
+    if key not in _models:
+        _models[key] = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
+    return _models[key]
+
+
+def classify_on_worker(files: dict, name: str) -> dict:
+    return classify_path(model_on_worker(files), name)
+
+
+def connect(scheduler: str):
+    """A dask.distributed Client of the scheduler at `scheduler` (tcp://HOST:8786); DataError when unreachable."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise DataError('--scheduler needs Dask: pip install "rendernet[cluster]" (dask[distributed])') from None
+    try:
+        return Client(scheduler, timeout=CONNECT_SECONDS)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise DataError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
+
+
+def classify_on_cluster(scheduler, model, names):
+    """Yield classify_path's result for each name, in order, classified on the cluster's workers. `scheduler`: an
+    address or a connected Client; `model`: a model folder or .zip."""
+    from dask.distributed import KilledWorker
+
+    files = read_model_files(model)
+    if set(files) != {MANIFEST_FILE, WEIGHTS_FILE}:
+        raise ModelError(f"{model} has no {MANIFEST_FILE} or {WEIGHTS_FILE}")
+    client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
+    try:
+        shared = client.scatter([files], broadcast=True)[0]  # one object, a copy on every worker
+        limit = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
+        in_flight, remaining = deque(), iter(names)
+        for name in remaining:
+            in_flight.append((name, client.submit(classify_on_worker, shared, name, pure=False)))
+            if len(in_flight) >= limit:
+                yield outcome(*in_flight.popleft(), KilledWorker)
+        while in_flight:
+            yield outcome(*in_flight.popleft(), KilledWorker)
+    finally:
+        if isinstance(scheduler, str):
+            client.close()
+
+
+def outcome(name: str, future, killed_worker) -> dict:
+    try:
+        return future.result()
+    except killed_worker:
+        return {"file": printable(name), "error": CLUSTER_WORKER_DIED}

@@ -1,0 +1,77 @@
+"""`rendernet classify --scheduler` on a real Dask LocalCluster of worker processes on 127.0.0.1: the same rows as
+the local run, in order, and none lost or repeated when a worker is killed mid-run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import DEFAULT_MODEL, ROOT, sample_files
+from rendernet import load_model
+from rendernet.evaluate import classify_paths
+
+distributed = pytest.importorskip("distributed")
+
+
+def without_time(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "ms"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Sample images and a file that is no image, as the local run sees them."""
+    bad = tmp_path_factory.mktemp("bad") / "notes.jpg"
+    bad.write_text("not an image")
+    return [str(path) for path in sample_files()[::9][:30]] + [str(bad)]
+
+
+def test_the_cluster_gives_the_local_rows_in_order(cluster, files):
+    from rendernet.cluster import classify_on_cluster
+
+    local = [without_time(row) for row in classify_paths(load_model(DEFAULT_MODEL), DEFAULT_MODEL, files)]
+    with distributed.Client(cluster) as client:
+        remote = [without_time(row) for row in classify_on_cluster(client, DEFAULT_MODEL, files)]
+    assert remote == local
+    assert "error" in remote[-1] and "label" in remote[0]
+
+
+def test_rendernet_classify_scheduler(cluster, files):
+    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", cluster.scheduler_address,
+                             "--model", str(DEFAULT_MODEL), *files[:6]], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    local = list(classify_paths(load_model(DEFAULT_MODEL), DEFAULT_MODEL, files[:6]))
+    assert [line["probabilities"] for line in lines] == [row["probabilities"] for row in local]
+
+
+def test_a_worker_killed_mid_run_loses_and_repeats_nothing(cluster, files):
+    from rendernet.cluster import classify_on_cluster
+
+    names = files[:-1] * 3  # 90 files: the kill lands with many in flight
+    with distributed.Client(cluster) as client:
+        rows = classify_on_cluster(client, DEFAULT_MODEL, names)
+        received = [next(rows) for _ in range(5)]
+        victim = sorted(client.run(os.getpid).items())[0][1]
+        os.kill(victim, signal.SIGKILL)
+        received += list(rows)
+        assert victim not in client.run(os.getpid).values()  # it died mid-run (its nanny started another)
+    assert [row["file"] for row in received] == names
+    local = {row["file"]: without_time(row) for row in classify_paths(load_model(DEFAULT_MODEL), DEFAULT_MODEL, files[:-1])}
+    assert all(without_time(row) == local[row["file"]] for row in received)
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", "tcp://127.0.0.1:9",
+                             str(sample_files()[0])], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
