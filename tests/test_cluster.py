@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model
@@ -75,3 +76,31 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
                              str(sample_files()[0])], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_features_on_the_cluster_are_the_local_ones(cluster, tmp_path):
+    """The frozen pass over every image and its augmented views (transfer.pooled_features), batch by batch on the
+    workers: the same features as in this process. A small Keras backbone stands in for the pretrained one."""
+    keras = pytest.importorskip("keras")
+    from rendernet_train.data import cache_images, scan
+    from rendernet_train.transfer import pooled_features
+
+    data = tmp_path / "data"
+    for name in ("real", "render"):
+        (data / name).mkdir(parents=True)
+        for path in sample_files(name)[:10]:
+            (data / name / path.name).write_bytes(path.read_bytes())
+    dataset = scan(data)
+    cache_images(dataset, tmp_path / "cache", 224, workers=1, progress=False, crop_sources=True)
+    train_examples = dataset.split("train")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu6")(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D(name="pool")(x)))
+    with distributed.Client(cluster) as client:
+        for examples, augmented in ((dataset.examples, 0), (train_examples, 3)):
+            local, local_rows = pooled_features(model, examples, augmented=augmented, seed=5, batch_size=4)
+            remote, remote_rows = pooled_features(model, examples, augmented=augmented, seed=5, batch_size=4, client=client)
+            assert np.array_equal(local_rows, remote_rows) and local.shape == remote.shape
+            np.testing.assert_array_equal(local, remote)
+    assert len(local) == 3 * len(train_examples) > 0

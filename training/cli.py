@@ -39,7 +39,16 @@ def cmd_train(args) -> int:
     import_tensorflow_quietly()
     from .train import train
 
-    train(args.data_dir, args.out, TrainConfig.from_args(args))
+    client = None
+    if args.scheduler:
+        from .cluster import connect
+
+        client = connect(args.scheduler)
+    try:
+        train(args.data_dir, args.out, TrainConfig.from_args(args), client=client)
+    finally:
+        if client is not None:
+            client.close()
     return 0
 
 
@@ -69,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("data_dir")
     train.add_argument("--out", required=True, help="model folder to write, e.g. models/mine")
     TrainConfig.add_arguments(train)
+    train.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                       help="compute the pretrained backbone's features on this Dask cluster's workers (rendernet[train,"
+                       "cluster] on each; the data and cache folders at the same paths)")
     train.set_defaults(run=cmd_train)
 
     add_commands(commands)

@@ -208,15 +208,16 @@ class PooledFeatures:
     """The pretrained model's pooled features of every example (and augmented views of the training ones),
     computed once; heads train on them (transfer.fit_head)."""
 
-    def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool):
+    def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool, client=None):
         from .transfer import pooled_features
 
         print(f"backbone features: {len(examples)} images + {views - 1} augmented views of {len(train_examples)} "
               "training images", flush=True)
         self.model = model
         self.rows = {id(example): row for row, example in enumerate(examples)}
-        self.features, _ = pooled_features(model, examples, progress=progress)
-        self.augmented, rows = (pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress)
+        self.features, _ = pooled_features(model, examples, progress=progress, client=client)
+        self.augmented, rows = (pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress,
+                                                client=client)
                                 if views > 1 else (None, []))
         self.augmented_of = {}
         for row, index in enumerate(rows):
@@ -253,15 +254,19 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
                     [example.source for example in examples])
 
 
-def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **overrides) -> dict:
+def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, client=None, **overrides) -> dict:
     """Train on DATA_DIR/<class>/* with `config` (TrainConfig's defaults, with `overrides` applied), export every
-    format into `out`, and return the metrics (also written to out/metrics.json, with the config)."""
+    format into `out`, and return the metrics (also written to out/metrics.json, with the config). With a Dask
+    `client`, the pretrained backbone's features are computed on its workers (training/cluster.py)."""
     from .export import export_numpy, export_tflite, round_weights
 
     config = replace(config or TrainConfig(), **overrides)
     if config.architecture not in ARCHITECTURES:
         raise TrainingError(f"unknown architecture {config.architecture!r} (choose from {', '.join(ARCHITECTURES)})")
     pretrained = config.architecture != "small"
+    if client is not None and not pretrained:
+        raise TrainingError("--scheduler runs the pretrained backbone's features on a cluster; the small architecture "
+                            "has none (it trains end to end)")
     if config.input_size and not pretrained and config.input_size != ARCHITECTURES["small"]["input_size"]:
         raise TrainingError(f"the small architecture takes {ARCHITECTURES['small']['input_size']} px input; "
                             "--input-size is for efficientnet-lite0")
@@ -308,7 +313,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, **ov
         from .transfer import build_classifier, copy_head
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
-        pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0)
+        pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client)
         head, history = pooled.fit(splits["train"], splits["validation"], settings)
         copy_head(head, model)
     else:

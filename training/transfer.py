@@ -20,6 +20,7 @@ run the same network.
 """
 
 import io
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -61,9 +62,9 @@ def copy_head(head: keras.Model, model: keras.Model) -> None:
             model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
-def augmented_view(example, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random training view of an example, uint8 (size, size, 3)."""
-    square = data_module.read_square(example.crop_source_file)
+def augmented_view(crop_source_file, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random training view of an example (its cached crop source), uint8 (size, size, 3)."""
+    square = data_module.read_square(Path(crop_source_file))
     side = int(rng.integers(size, square.shape[0] + 1))
     left, top = rng.integers(0, square.shape[0] - side + 1, size=2)
     pixels = data_module.random_resized_crop(square, side, left, top, size)
@@ -76,24 +77,39 @@ def augmented_view(example, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+def chunk_features(extractor, chunk, size: int, seed: int) -> np.ndarray:
+    """Pooled features of one batch of views, each (index, view, cache file, crop source file): view 0 is the
+    cached input, view v > 0 an augmented view whose random draws come from (seed, index, v) alone, so a view is
+    the same whichever process or machine makes it."""
+    pixels = np.stack([data_module.read_square(Path(cache_file)) if view == 0 else
+                       augmented_view(crop_source, size, np.random.default_rng([seed, index, view]))
+                       for index, view, cache_file, crop_source in chunk])
+    return np.asarray(extractor(pixels.astype(np.float32), training=False))
+
+
 def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int = 0, batch_size: int = 32,
-                    progress: bool = False) -> tuple:
+                    progress: bool = False, client=None) -> tuple:
     """(features, example index of each row): the `pool` output of `model` for each example's cached input,
-    or with augmented > 0 for that many augmented views of each example instead."""
+    or with augmented > 0 for that many augmented views of each example instead. With a Dask `client`, the
+    batches run on its workers (training/cluster.py) and give the same features."""
     extractor = keras.Model(model.input, model.get_layer("pool").output)
     size = model.input_shape[1]
-    rng = np.random.default_rng(seed)
-    jobs = [(index, view) for index in range(len(examples)) for view in (range(1, augmented + 1) if augmented else [0])]
+    jobs = [(index, view, str(examples[index].cache_file), str(examples[index].crop_source_file))
+            for index in range(len(examples)) for view in (range(1, augmented + 1) if augmented else [0])]
+    chunks = [jobs[start:start + batch_size] for start in range(0, len(jobs), batch_size)]
     bar = keras.utils.Progbar(len(jobs), unit_name="view") if progress and jobs else None
+    if client is not None:
+        from .cluster import features_on_cluster
+
+        parts = features_on_cluster(client, extractor, chunks, size, seed)
+    else:
+        parts = (chunk_features(extractor, chunk, size, seed) for chunk in chunks)
     features = []
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
-        pixels = np.stack([data_module.read_square(examples[index].cache_file) if view == 0
-                           else augmented_view(examples[index], size, rng) for index, view in chunk])
-        features.append(np.asarray(extractor(pixels.astype(np.float32), training=False)))
+    for chunk, part in zip(chunks, parts, strict=True):
+        features.append(part)
         if bar:
-            bar.update(start + len(chunk))
-    rows = np.array([index for index, _ in jobs], dtype=int)
+            bar.add(len(chunk))
+    rows = np.array([index for index, *_ in jobs], dtype=int)
     return (np.concatenate(features) if features else np.zeros((0, extractor.output_shape[-1]), np.float32)), rows
 
 

@@ -1,0 +1,55 @@
+"""Training's costly step on a Dask cluster (`rendernet train --scheduler tcp://HOST:8786`): the frozen backbone's
+pass over every image and its augmented views.
+
+The client saves the feature extractor (the backbone up to `pool`) as a .keras file and sends its bytes to every
+worker once; each worker loads it once and runs batches of views, the same batches as a local run, whose random
+draws depend only on (seed, image, view): the features are the local run's. Workers need the `train` and
+`cluster` extras and must read the preprocessed cache files at the same paths as the client (shared storage).
+"""
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import keras
+
+BATCHES_IN_FLIGHT_PER_THREAD = 2
+_extractors = {}  # on a worker: the .keras bytes' sha256 -> the loaded extractor
+
+
+def connect(scheduler: str):
+    from rendernet.cluster import connect as connect_client
+
+    return connect_client(scheduler)
+
+
+def extractor_on_worker(model_bytes: bytes):
+    key = hashlib.sha256(model_bytes).hexdigest()
+    if key not in _extractors:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "extractor.keras"
+            path.write_bytes(model_bytes)
+            _extractors[key] = keras.saving.load_model(path, compile=False)
+    return _extractors[key]
+
+
+def batch_on_worker(model_bytes: bytes, chunk, size: int, seed: int):
+    from .transfer import chunk_features
+
+    return chunk_features(extractor_on_worker(model_bytes), chunk, size, seed)
+
+
+def features_on_cluster(client, extractor, chunks, size: int, seed: int):
+    """Yield each chunk's features (transfer.chunk_features), in order, computed on the client's workers."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "extractor.keras"
+        extractor.save(path)
+        shared = client.scatter([path.read_bytes()], broadcast=True)[0]
+    limit = BATCHES_IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
+    in_flight = []
+    for chunk in chunks:
+        in_flight.append(client.submit(batch_on_worker, shared, chunk, size, seed, pure=False))
+        if len(in_flight) >= limit:
+            yield in_flight.pop(0).result()
+    while in_flight:
+        yield in_flight.pop(0).result()
