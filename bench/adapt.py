@@ -15,7 +15,8 @@ alone. For each pair of sources (a real one, a rendered one), a head is fitted o
 sample (the same fit, from a zero head with a light penalty), so the pair is a domain it never saw; then 5
 corrections per class are drawn from the pair (by source picture), the head adapted with each candidate anchor,
 and scored on the rest of the pair and on every other source. The chosen anchor gives the best mean recall on
-the held-out pairs among those that keep the other sources' accuracy within 0.02 on average.
+the held-out pairs among those that keep every other source's accuracy (mean over the draws) within 0.02, in every
+pair.
 Prints tables, then everything as JSON.
 """
 
@@ -37,7 +38,7 @@ from rendernet.errors import ImageError
 from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.dataset.build import SOURCES_FILE, blender_renders
 
-ANCHORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the candidates of the cross-validation
+ANCHORS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # the candidates of the cross-validation
 CV_PAIRS = (("tiktok-interiors", "blender-rooms"), ("gcompris", "blender-products"),
             ("plasma-wallpapers-photos", "plasma-wallpapers-renders"), ("mate-backgrounds", "povray"))
 FIT_ANCHOR = 0.01  # the light penalty of a head fitted from zero (cross-validation's stand-in for the shipped head)
@@ -122,10 +123,10 @@ def choose_anchor(model, draws, rng) -> dict:
         for anchor in ANCHORS:
             result = simulate(head, domain, others, 5, draws, anchor, rng)
             scores[anchor]["recall"].append((result["recall"]["real"]["mean"] + result["recall"]["render"]["mean"]) / 2)
-            scores[anchor]["drop"].append(np.mean([before[source] - after for source, after in result["others"].items()]))
-    table = {anchor: {"held_out_recall": float(np.mean(value["recall"])), "other_drop": float(np.mean(value["drop"]))}
+            scores[anchor]["drop"].append(max(before[source] - after for source, after in result["others"].items()))
+    table = {anchor: {"held_out_recall": float(np.mean(value["recall"])), "worst_other_drop": float(np.max(value["drop"]))}
              for anchor, value in scores.items()}
-    allowed = [anchor for anchor, value in table.items() if value["other_drop"] <= 0.02] or [max(ANCHORS)]
+    allowed = [anchor for anchor, value in table.items() if value["worst_other_drop"] <= 0.02] or [max(ANCHORS)]
     return {"table": table, "chosen": max(allowed, key=lambda anchor: (table[anchor]["held_out_recall"], anchor))}
 
 
@@ -151,9 +152,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     choice = choose_anchor(model, args.draws, rng)
-    print("anchor  held-out pairs' recall (5 per class)  other sources' accuracy drop   (committed sample only)")
+    print("anchor  held-out pairs' recall (5 per class)  worst other source's accuracy drop   (committed sample only)")
     for anchor, value in choice["table"].items():
-        print(f"{anchor:6}  {value['held_out_recall']:.3f}{'':32}{value['other_drop']:+.3f}")
+        print(f"{anchor:6}  {value['held_out_recall']:.3f}{'':32}{value['worst_other_drop']:+.3f}")
     print(f"chosen: {choice['chosen']} (shipped ANCHOR {ANCHOR})\n")
 
     reserved = Path(tempfile.mkdtemp(prefix="rendernet-reserved-"))
