@@ -4,7 +4,10 @@ PyScript runs this file on the page's main thread in MicroPython, which starts
 in a few milliseconds and leaves the CPU to the worker's Pyodide (NumPy, Pillow
 and the core package); the code keeps to what MicroPython and CPython share (no
 `[*a, b]`, `{**a}`, quotes with a colon inside an f-string's braces, `typing`).
-It hands the worker one file at a time and draws the answers. Everything is
+It hands the workers one file at a time each and draws the answers in the
+order the files were added: slot 0, the page's worker, and for a batch of
+more than one file up to pool_size - 1 more, started when a batch first needs
+them (each its own Pyodide with the model and the current head). Everything is
 built from DOM nodes with `textContent` and attributes, never from HTML
 strings, so a file name, a class name or a metric can hold any characters.
 Labels, "not sure" and the summary come from rendernet.decision with the
@@ -24,7 +27,7 @@ from pyscript.ffi import create_proxy, to_js
 from rendernet.decision import decide
 
 PARAMETERS = js.URLSearchParams.new(js.location.search)
-DEBUG = PARAMETERS.has("debug")  # ?debug exposes test and benchmark hooks (and &file_seconds=N)
+DEBUG = PARAMETERS.has("debug")  # ?debug exposes test and benchmark hooks (and &file_seconds=N, &workers=N)
 WORKER_SECONDS = 120  # deadlines: the worker's start (Pyodide, NumPy, Pillow, the core),
 MODEL_SECONDS = 30  # loading the model,
 FILE_SECONDS = int(PARAMETERS.get("file_seconds") or 120) if DEBUG else 120  # one file (a 60-megapixel PNG: ~10 s),
@@ -36,10 +39,14 @@ class Page:
     """The page's state: the model's description, the queue, and the results in the order they came."""
 
     def __init__(self):
-        self.worker = None
+        self.worker = None  # slot 0: it also holds the adaptation (every row's features, the corrections)
+        self.workers = [None] * 8  # by slot; None: not started, or could not be restarted
+        self.pool_size, self.peak_memory = 1, {}
         self.model_url = None
         self.classes, self.threshold = [], None
-        self.queue, self.running, self.cancelled, self.task = [], False, False, None
+        self.queue, self.running, self.cancelled, self.task = [], False, False, None  # queue: (file, row id)
+        self.helpers = {}  # slot -> its task in this batch
+        self.arrived, self.shown = {}, 0  # answers by row id, not yet shown; the next row id to show
         self.rows = []  # (result, table row), in the order added; result["row"] is the row's id in the worker
         self.next_row = 0
         self.done = self.total = 0
@@ -136,6 +143,8 @@ def show_about(info: dict) -> None:
         ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
         ("Layers", info["layers"]),
         ("Preprocessing", manifest.get("preprocessing", "")),
+        ("Workers", f"up to {page.pool_size} for a batch (this device has {window.navigator.hardwareConcurrency} cores; "
+                    "one is left to the page)"),
     ] + [("Credits", credit) for credit in manifest.get("credits", [])]
     body = element("about-body")
     body.replaceChildren(table(rows))
@@ -146,39 +155,49 @@ def show_about(info: dict) -> None:
                            header=[""] + page.classes))
 
 
-async def call(promise, seconds: int, what: str):
-    """A call to the worker with a deadline: RuntimeError when it fails, the worker dies or does not answer in time."""
-    outcome = await window.rendernetCall(promise, seconds, what)
+async def call(promise, seconds: int, what: str, slot: int = 0):
+    """A call to a worker with a deadline: RuntimeError when it fails, the worker dies or does not answer in time."""
+    outcome = await window.rendernetCall(promise, seconds, what, slot)
     if not outcome.ok:
         raise RuntimeError(outcome.error)
     return outcome.value
 
 
-async def load_model(worker, timings=None) -> dict:
+async def load_model(worker, timings=None, slot: int = 0) -> dict:
     """Start using a worker once its Python is ready: load the model into it; its description (or {"error"})."""
-    await call(worker.ready, WORKER_SECONDS, "Starting the worker")
+    await call(worker.ready, WORKER_SECONDS, "Starting the worker", slot)
     if timings is not None:
         timings["worker_ready"] = js.performance.now()
-    page.worker = worker.sync
-    return json.loads(await call(page.worker.load(page.model_url), MODEL_SECONDS, "Loading the model"))
+    page.workers[slot] = worker.sync
+    if slot == 0:
+        page.worker = worker.sync
+    return json.loads(await call(worker.sync.load(page.model_url), MODEL_SECONDS, "Loading the model", slot))
 
 
-async def replace_worker(why: str) -> None:
-    """A fresh worker with the model, for one that died or grew too large (WebAssembly memory never shrinks)."""
-    element("batch-status").textContent = f"{why}: starting a new worker…"
-    info = await load_model(await window.rendernetNewWorker())
+async def start_worker(slot: int, why=None) -> None:
+    """A new worker with the model in `slot`: one more for a batch, or one replacing a worker that died or grew
+    too large (WebAssembly memory never shrinks). It gets the current head; slot 0 also the corrections and the
+    rows' features. RuntimeError when it cannot start."""
+    if why:
+        element("batch-status").textContent = f"{why}: starting a new worker…"
+    page.workers[slot] = None
+    info = await load_model(await window.rendernetNewWorker(slot), None, slot)
     if "error" in info:
         raise RuntimeError(info["error"])
-    if page.adaptable:  # the corrections are kept in the browser; the rows' features in the page
+    if not page.adaptable:
+        return
+    if slot == 0:  # the corrections are kept in the browser; the rows' features in the page
         for result, row in page.rows:
             if row.dataset.features:
                 page.worker.remember(result["row"], row.dataset.features)
         show_adaptation(json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections")))
+    else:
+        page.workers[slot].set_head(await call(page.worker.head(), MODEL_SECONDS, "Reading the adapted head"))
 
 
-async def worker_alive() -> bool:
+async def worker_alive(slot: int) -> bool:
     try:
-        await call(page.worker.ping(), PING_SECONDS, "The worker")
+        await call(page.workers[slot].ping(), PING_SECONDS, "The worker", slot)
         return True
     except Exception:
         return False
@@ -225,7 +244,7 @@ def add_row(answer: dict) -> None:
         append(picture, figure)
     if "shipped" in answer:
         result["shipped"] = dict(zip(page.classes, answer["shipped"]))
-        row.dataset.features = answer["features"]  # kept in the DOM, for a new worker (replace_worker)
+        row.dataset.features = answer["features"]  # kept in the DOM, for a new worker (start_worker)
     label, confidence = node("td"), node("td")
     label_cell(label, result)
     confidence_cell(confidence, result)
@@ -295,6 +314,9 @@ async def apply_changes() -> None:
 def show_adaptation(answer: dict) -> None:
     """Redraw every row with its new probabilities, mark those whose answer changed, show the summary."""
     probabilities, corrected = answer["probabilities"], answer["corrected"]
+    for helper in page.workers[1:]:  # the pool's other workers classify with the same head
+        if helper is not None:
+            helper.set_head(answer["head"])
     for result, row in page.rows:
         key = str(result.get("row"))
         if key not in probabilities:
@@ -391,27 +413,24 @@ def update_batch() -> None:
 
 
 async def run_queue() -> None:
-    """Send queued files to the worker one at a time; the main thread only waits, so it stays responsive."""
+    """Classify the queued files: slot 0, and for more than one file the pool's other workers, each taking the next
+    file when it is done with one. The main thread only waits, so it stays responsive."""
     if page.running:
         return
     page.running, page.cancelled = True, False
     element("cancel").disabled = False
     try:
-        while page.queue and not page.cancelled:
-            file = page.queue.pop(0)
-            row = page.next_row
-            page.next_row += 1
-            answer = await classify(file, row)
-            answer["result"]["row"] = row
-            add_row(answer)
-            page.done += 1
-            update_batch()
-            if answer.get("memory", 0) > RECYCLE_BYTES:
-                await replace_worker("Giving back the memory of a large image")
-    except Exception as error:  # no worker could be started again: the rest of the batch cannot run
-        for file in page.queue:
-            add_row({"result": {"file": file.name, "error": "not classified: the page's worker could not be restarted"}})
-        notice(f"The page's worker could not be restarted ({error}); reload the page to classify more images.")
+        for slot in range(1, page.pool_size):
+            if len(page.queue) > 1 and slot not in page.helpers:
+                page.helpers[slot] = asyncio.create_task(help_with_batch(slot))
+        await drain(0)
+        for slot in list(page.helpers):
+            await page.helpers.pop(slot)
+        if page.queue:  # every worker is gone: the rest of the batch cannot run
+            notice("The page's worker could not be restarted; reload the page to classify more images.")
+            for file, row in page.queue:
+                deliver(row, {"result": {"file": file.name, "row": row,
+                                         "error": "not classified: the page's worker could not be restarted"}})
     finally:
         page.queue.clear()
         page.running = False
@@ -419,20 +438,65 @@ async def run_queue() -> None:
         update_batch()
 
 
-async def classify(file, row: int) -> dict:
-    """One file through the worker, as {"result", "thumbnail", "heatmap", "memory"}; a file the browser cannot read,
-    or the worker fails on, gets an error result. A worker that died (or hangs) on it is replaced first."""
+async def help_with_batch(slot: int) -> None:
+    """One more worker on this batch: started the first time a batch needs it, kept for the next ones."""
+    try:
+        if page.workers[slot] is None:
+            await start_worker(slot)
+    except Exception:  # it could not start: the others do its share
+        page.workers[slot] = None
+        return
+    await drain(slot)
+
+
+async def drain(slot: int) -> None:
+    while page.queue and not page.cancelled and page.workers[slot] is not None:
+        file, row = page.queue.pop(0)
+        answer = await classify(file, row, slot)
+        answer["result"]["row"] = row
+        deliver(row, answer, slot)
+        page.done += 1
+        update_batch()
+        memory = answer.get("memory", 0)
+        page.peak_memory[slot] = max(page.peak_memory.get(slot, 0), memory)
+        if memory > RECYCLE_BYTES:
+            await restart(slot, "Giving back the memory of a large image")
+
+
+async def restart(slot: int, why: str) -> None:
+    try:
+        await start_worker(slot, why)
+    except Exception:  # this slot is done; a batch with no worker left ends with error rows (run_queue)
+        page.workers[slot] = None
+
+
+def deliver(row: int, answer, slot: int = 0) -> None:
+    """Show the answers in the order the files were added (None: a file cancelled before it ran)."""
+    if answer is not None and slot != 0 and "features" in answer and page.worker is not None:
+        page.worker.remember(row, answer["features"])  # slot 0 re-scores every row when the user corrects one
+    page.arrived[row] = answer
+    while page.shown in page.arrived:
+        shown = page.arrived.pop(page.shown)
+        page.shown += 1
+        if shown is not None:
+            add_row(shown)
+
+
+async def classify(file, row: int, slot: int = 0) -> dict:
+    """One file through a worker, as {"result", "thumbnail", "heatmap", "features", "shipped", "memory"}; a file the
+    browser cannot read, or the worker fails on, gets an error result. A worker that died (or hangs) on it is
+    replaced first."""
     try:
         data = js.Uint8Array.new(await file.arrayBuffer())
     except Exception as error:
         return {"result": {"file": file.name, "error": f"the browser could not read the file ({error})"}}
     try:
-        return json.loads(await call(page.worker.classify(file.name, data, row), FILE_SECONDS, "Classifying"))
+        return json.loads(await call(page.workers[slot].classify(file.name, data, row), FILE_SECONDS, "Classifying", slot))
     except Exception as error:
         problem = str(error)
-    if await worker_alive():
+    if await worker_alive(slot):
         return {"result": {"file": file.name, "error": f"the file could not be processed ({problem})"}}
-    await replace_worker("The worker stopped")
+    await restart(slot, "The worker stopped")
     return {"result": {"file": file.name, "error": f"the page's worker stopped while classifying this file ({problem})"}}
 
 
@@ -442,7 +506,9 @@ def enqueue(files) -> None:
         return
     if not page.running:
         page.done, page.total = 0, 0
-    page.queue += files
+    for file in files:
+        page.queue.append((file, page.next_row))
+        page.next_row += 1
     page.total += len(files)
     update_batch()
     page.task = asyncio.create_task(run_queue())  # held, so the running task is not garbage-collected
@@ -486,6 +552,8 @@ def connect() -> None:
     @when("click", "#cancel")
     def cancel(event):
         page.cancelled = True
+        for _, row in page.queue:
+            deliver(row, None)
         page.queue.clear()
         update_batch()
 
@@ -561,6 +629,8 @@ async def start() -> None:
     timings = {"python_started": js.performance.now()}  # ms since navigation, read by bench/browser.py
     app = js.URL.new(document.body.dataset.app, js.location.href).href
     page.model_url = app + "model/"
+    page.pool_size = min(int(PARAMETERS.get("workers")), len(page.workers)) if DEBUG and PARAMETERS.has("workers") \
+        else window.rendernetPoolSize()
     set_loading(1, "Starting the worker (Pyodide, NumPy, Pillow)…", WORKER_SECONDS + MODEL_SECONDS)
     try:
         info = await load_model(await window.rendernetWorker, timings)
@@ -611,6 +681,7 @@ async def start() -> None:
         hooks.time_adaptation = create_proxy(lambda rows, corrections: page.worker.time_adaptation(rows, corrections))
         hooks.modules = create_proxy(lambda: page.worker.modules())
         hooks.memory = create_proxy(lambda: page.worker.memory())
+        hooks.peak_memory = create_proxy(lambda: json.dumps(page.peak_memory))
         hooks.crash_worker = create_proxy(lambda: page.worker.crash())
         window.rendernet_debug = hooks
     document.body.dataset.state = "ready"

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from pyodide.ffi import create_proxy
 from pyodide.http import pyfetch
-from rendernet.adapt import ANCHOR, Adaptation, adapted_model_files, encode_features
+from rendernet.adapt import ANCHOR, Adaptation, adapted_model_files, decode_features, encode_features
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
 from rendernet.manifest import check_metrics
@@ -137,9 +137,24 @@ def to_csv(results: str, sure: float) -> str:
 # ---------------------------------------------------------------- adaptation
 
 def adaptation_answer() -> str:
-    """What the page shows after a change: the adaptation's summary and every row's probabilities."""
+    """What the page shows after a change: the adaptation's summary, every row's probabilities, and the head (for
+    the pool's other workers)."""
     adaptation = state["adaptation"]
-    return json.dumps({**adaptation.summary(), "probabilities": adaptation.probabilities()})
+    return json.dumps({**adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
+
+
+def head() -> str:
+    """The current head (adapted or shipped) as JSON: kernel_t and bias, each base64 float32 (encode_features)."""
+    dense = state["model"].head()
+    return json.dumps({"kernel_t": encode_features(dense.kernel_t.ravel()), "bias": encode_features(dense.bias)})
+
+
+def set_head(text: str) -> None:
+    """Classify with another worker's head (the pool's workers follow slot 0's adaptation)."""
+    dense, encoded = state["model"].head(), json.loads(str(text))
+    classes, size = dense.kernel_t.shape
+    state["model"].set_head(decode_features(encoded["kernel_t"], classes * size).reshape(classes, size),
+                            decode_features(encoded["bias"], classes))
 
 
 async def correct(row: int, label, file: str) -> str:
@@ -264,7 +279,7 @@ async def restore() -> str:
                 answer["others"].append({"key": str(key), "damaged": str(key).startswith("set-aside:")})
     except Exception as error:
         answer["not_kept"] = f"your corrections cannot be kept in this browser ({error})"
-    return json.dumps({**answer, **adaptation.summary(), "probabilities": adaptation.probabilities()})
+    return json.dumps({**answer, **adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
 
 
 async def kept(key: str) -> str:
@@ -343,4 +358,5 @@ def modules() -> str:
 
 
 __export__ = ["load", "warm_up", "classify", "to_csv", "correct", "undo", "reset", "forget_rows", "remember", "restore",
-              "kept", "adapted_model", "time_adaptation", "time_forward", "profile", "modules", "ping", "memory", "crash"]
+              "head", "set_head", "kept", "adapted_model", "time_adaptation", "time_forward", "profile", "modules", "ping",
+              "memory", "crash"]

@@ -661,3 +661,35 @@ def test_kept_corrections_that_cannot_be_used_fall_back_and_are_not_lost(site, b
                       "The most recent 1,000 of your 10,000 corrections adapt it.")
     assert time.monotonic() - started < 60
     assert page.errors == []
+
+
+def test_a_pool_of_two_workers_keeps_the_order_the_adaptation_and_cancel(site, browser, tmp_path):
+    """?debug&workers=2 (this machine's own pool is 1 worker: cores - 1): a batch is shared by two workers, rows come
+    in the order added with the native probabilities; a correction's head reaches the second worker; Cancel leaves
+    the rows that ran, in order."""
+    page = Page(browser, site, path="/?debug&workers=2")
+    assert "up to 2 for a batch" in page.page.text_content("#about-body")
+    files = sample_files("real")[::3][:30] + sample_files("render")[::3][:30]  # long enough for the second to start
+    rows = page.upload(files, len(files))
+    model = load_model(DEFAULT_MODEL)
+    assert [row["file"] for row in rows] == [path.name for path in files]
+    for path, row in zip(files, rows, strict=True):
+        assert abs(row["probabilities"]["render"] - model.classify(preprocess(path, 224))["probabilities"]["render"]) < 1e-5
+    peaks = json.loads(page.page.evaluate("window.rendernet_debug.peak_memory()"))
+    assert set(peaks) == {"0", "1"}, peaks  # both workers classified some of the batch
+    for count, (row, label) in enumerate([(0, "render"), (1, "render"), (30, "real")], start=1):
+        correct(page, row, label, count)
+    adapted = load_model(adapted_model(page, tmp_path))
+    more = sample_files("real")[1::7][:6]
+    rows = page.upload(more, len(files) + len(more))[len(files):]
+    for path, row in zip(more, rows, strict=True):  # whichever worker took them, they answer with the adapted head
+        native = adapted.forward(preprocess(path, 224)[None])[0]
+        assert abs(row["probabilities"]["render"] - native[1]) < 1e-5, path.name
+    many = sample_files()[::3][:40]
+    page.page.set_input_files("#file-input", [str(path) for path in many])
+    page.page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(files) + len(more) + 3}")
+    page.page.click("#cancel")
+    page.page.wait_for_function("document.querySelector('#cancel').disabled")
+    shown = [row["file"] for row in page.rows()][len(files) + len(more):]
+    assert 3 <= len(shown) < len(many) and shown == [path.name for path in many[:len(shown)]]
+    assert page.errors == []
