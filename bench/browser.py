@@ -11,8 +11,14 @@ model.tflite in LiteRT.js (npm @litertjs/core, a benchmark-only dependency,
 checked against npm's integrity like the build's), the two taking turns in rounds
 so that a busy machine slows both alike. Then a fresh visit through a
 server throttled to 20 Mbit/s with 40 ms round trips, and the floor: a page
-that only starts Pyodide and runs `1+1`, fresh and repeat. Prints a table, then
-JSON.
+that only starts Pyodide and runs `1+1`, fresh and repeat, and the floor that does
+the same work as the app's worker before ready (the bundle's runtime, NumPy,
+Pillow, the core, the model) in a plain worker, fresh and repeat, with the
+app's excess over it. Then the pool: 100
+photos (1600x1200 JPEG q90 made from the sample) classified with ?debug&workers=1
+and =2, three batches each in one page (the first batch also starts the second
+worker): images per second, each worker's peak memory, main-thread tasks over
+50 ms. `--pool-only` runs just that. Prints a table, then JSON.
 """
 
 import argparse
@@ -54,6 +60,24 @@ FLOOR_PAGE = """<!doctype html><meta charset="utf-8"><title>floor</title><script
   pyodide.runPython("1+1");
   document.body.dataset.state = "ready";
 </script><body></body>"""  # bare Pyodide as published: what any Pyodide page waits for at least
+SAME_WORK_PAGE = """<!doctype html><meta charset="utf-8"><title>floor: the same work</title><script type="module">
+  const worker = new Worker("./worker.js", { type: "module" });
+  worker.onmessage = ({ data }) => { document.body.dataset.state = data; };
+</script><body></body>"""
+SAME_WORK_WORKER = """import { loadPyodide } from "../__PYODIDE__/pyodide.mjs";
+const app = new URL("../__APP__/", location.href);
+const bytes = async (path) => new Uint8Array(await (await fetch(new URL(path, app))).arrayBuffer());
+const pyodide = await loadPyodide({ indexURL: new URL("../__PYODIDE__/", location.href).href });
+await pyodide.loadPackage(["numpy", "pillow"]);
+pyodide.FS.mkdirTree("/home/pyodide/rendernet");
+for (const name of __CORE__) pyodide.FS.writeFile(`/home/pyodide/rendernet/${name}`, await bytes(`rendernet/${name}`));
+pyodide.globals.set("manifest", await bytes("model/model.json"));
+pyodide.globals.set("weights", await bytes("model/weights.npz"));
+pyodide.runPython("import sys; sys.path.insert(0, '/home/pyodide'); from PIL import Image; "
+  + "from rendernet.model import model_from_bytes; model = model_from_bytes(manifest.to_py(), weights.to_py())");
+postMessage("ready");
+"""  # what the app's worker does before ready (the bundle's trimmed runtime, NumPy, Pillow, the core, the model), in a
+#     plain module worker: no PyScript, no MicroPython, no service worker, no integrity gate
 FORWARD_ROUNDS, PASSES_PER_ROUND = 6, 10  # the NumPy pass and LiteRT.js take turns: a busy neighbour slows both
 LITERT_WORKER = """onmessage = async ({ data: { pixels, shape, repeats } }) => {
   try {  // a classic worker (LiteRT.js loads its WebAssembly glue with importScripts), importing the ES module
@@ -108,10 +132,56 @@ def add_floor(folder: Path) -> None:
     build.precompress(folder)
 
 
+def add_same_work_floor(dist: Path) -> None:
+    """dist/same-work/: SAME_WORK_PAGE with its worker pointed at the bundle's own folders."""
+    pyodide, app = (next(dist.glob(f"{prefix}-*")).name for prefix in ("pyodide", "app"))
+    core = sorted(path.name for path in (dist / app / "rendernet").glob("*.py"))
+    folder = dist / "same-work"
+    folder.mkdir()
+    (folder / "index.html").write_text(SAME_WORK_PAGE)
+    (folder / "worker.js").write_text(SAME_WORK_WORKER.replace("__PYODIDE__", pyodide).replace("__APP__", app)
+                                      .replace("__CORE__", json.dumps(core)))
+
+
 def fresh_browser(playwright, profile: Path):
     """Debian's chromium with a new profile at `profile`: a first visit."""
     return playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
                                                          headless=True)
+
+
+def pool_batches(playwright, url: str, work: Path, count: int = 100, batches: int = 3) -> dict:
+    """Images per second of a batch of `count` photos with 1 and with 2 workers (same profile, same photos)."""
+    photos = []
+    for index, path in enumerate(sorted((ROOT / "data" / "sample").glob("*/*.webp"))[:count]):
+        photos.append(work / "photos" / f"{index:03d}-{path.stem}.jpg")
+        photos[-1].parent.mkdir(exist_ok=True)
+        Image.open(path).convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC).save(photos[-1], "JPEG", quality=90)
+    context = fresh_browser(playwright, work / "pool-profile")
+    report = {}
+    for workers in (1, 2):
+        page = context.new_page()
+        page.add_init_script(LONG_TASKS)
+        open_until_ready(page, f"{url}&workers={workers}")
+        rates, long_tasks = [], []
+        for batch in range(batches):
+            if batch:
+                page.click("#clear")
+            started = page.evaluate("performance.now()")
+            page.set_input_files("#file-input", [str(path) for path in photos])
+            page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(photos)}",
+                                   timeout=600_000)
+            rates.append(len(photos) / ((page.evaluate("performance.now()") - started) / 1000))
+            long_tasks += [duration for begun, duration in page.evaluate("window.longTasks") if begun >= started]
+        peaks = json.loads(page.evaluate("window.rendernet_debug.peak_memory()"))
+        report[workers] = {"images_per_second": [round(rate, 2) for rate in rates],
+                           "peak_wasm_memory_mb_per_worker": {slot: round(peak / 2**20) for slot, peak in peaks.items()},
+                           "main_thread_tasks_over_50_ms": len(long_tasks)}
+        page.close()
+    context.close()
+    later = [statistics.median(report[workers]["images_per_second"][1:]) for workers in (1, 2)]
+    report["two_workers_over_one_after_the_first_batch"] = round(later[1] / later[0], 2)
+    report["two_workers_over_one_first_batch"] = round(report[2]["images_per_second"][0] / report[1]["images_per_second"][0], 2)
+    return report
 
 
 def open_until_ready(page, url):
@@ -153,6 +223,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
     parser.add_argument("--images", type=int, default=40, help="images timed after 5 warm-up images")
     parser.add_argument("--screenshot", help="also save a PNG of the page with its results here")
+    parser.add_argument("--pool-only", action="store_true", help="only the pool's batches of 100 photos")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -161,6 +232,7 @@ def main() -> None:
     build.build(dist, Path(args.model), build.DEFAULT_CACHE)
     add_litert(dist, Path(args.model))
     add_floor(dist / "floor")
+    add_same_work_floor(dist)
     model = load_model(args.model)
     served = []  # (path, bytes) of every response body the server sent
     requested = []  # the path of every request, answered with a body or not (304)
@@ -181,7 +253,12 @@ def main() -> None:
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))
     images = (images * (1 + (args.images + 5) // len(images)))[: args.images + 5]
 
+    if args.pool_only:
+        with sync_playwright() as playwright:
+            print(json.dumps(pool_batches(playwright, url, work)))
+        return
     with sync_playwright() as playwright:
+        pool = pool_batches(playwright, url, work)
         context = fresh_browser(playwright, work / "profile")
         page = context.new_page()
         page.add_init_script(LONG_TASKS)
@@ -250,6 +327,11 @@ def main() -> None:
         floor_fresh = open_until_ready(floor_page, floor_url)
         floor_repeat = statistics.median(open_until_ready(floor_page, floor_url) for _ in range(5))
         context.close()
+        context = fresh_browser(playwright, work / "same-work-profile")
+        same_page, same_url = context.new_page(), url.replace("/?debug", "/same-work/")
+        same_fresh = open_until_ready(same_page, same_url)
+        same_repeat = statistics.median(open_until_ready(same_page, same_url) for _ in range(5))
+        context.close()
     server.shutdown()
 
     native_full = [classify_file(model, path.name, path.read_bytes())[0]["ms"] for path in images[5:]]
@@ -265,10 +347,15 @@ def main() -> None:
     jpeg_differences = sorted(abs(row["probabilities"][positive] - native["probabilities"][positive])
                               for native, row in zip(jpeg_native, jpeg_rows, strict=True))
     results = {
+        "pool_100_photos": pool,
         "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit_median_of_5": round(repeat, 3),
                           "repeat_visits": [round(value, 3) for value in repeats],
                           "fresh_profile_at_20_mbit_40_ms": round(throttled, 3)},
         "floor_ready_seconds": {"fresh_profile": round(floor_fresh, 3), "repeat_visit_median_of_5": round(floor_repeat, 3)},
+        "same_work_floor_ready_seconds": {"fresh_profile": round(same_fresh, 3),
+                                          "repeat_visit_median_of_5": round(same_repeat, 3)},
+        "app_over_same_work_floor_seconds": {"fresh_profile": round(fresh - same_fresh, 3),
+                                             "repeat_visit": round(repeat - same_repeat, 3)},
         "first_load": {"bytes_transferred": first_load_bytes, "raw_bytes_of_those_files": first_load_raw,
                        "smallest_copies_of_those_files": first_load_smallest,
                        "responses": len(first_load), "model_weights_bytes": model.manifest["weights"]["bytes"]},
@@ -312,7 +399,10 @@ def main() -> None:
         "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1)}
     print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s (median of 5), fresh at 20 Mbit/s and "
           f"40 ms round trips {throttled:.2f} s; the floor (bare Pyodide, 1+1): fresh {floor_fresh:.2f} s, "
-          f"repeat {floor_repeat:.2f} s")
+          f"repeat {floor_repeat:.2f} s; the same work as the app's worker in a plain worker: fresh {same_fresh:.2f} s, "
+          f"repeat {same_repeat:.2f} s (the app +{fresh - same_fresh:.2f} / +{repeat - same_repeat:.2f} s)")
+    print(f"pool, 100 photos, images per second: 1 worker {pool[1]['images_per_second']}, 2 workers "
+          f"{pool[2]['images_per_second']} (2 over 1 after the first batch: {pool['two_workers_over_one_after_the_first_batch']}x)")
     print(f"first load: {first_load_bytes:,} bytes on the wire in {len(first_load)} responses ({first_load_raw:,} "
           f"uncompressed; {first_load_smallest:,} as brotli where build.py wrote .br copies); repeat visit: "
           f"{repeat_bytes:,} bytes")
