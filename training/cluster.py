@@ -44,7 +44,7 @@ def features_on_cluster(client, extractor, chunks, size: int, seed: int):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "extractor.keras"
         extractor.save(path)
-        shared = client.scatter([path.read_bytes()], broadcast=True)[0]
+        shared = client.scatter([path.read_bytes()], broadcast=True, hash=False)[0]
     limit = BATCHES_IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
     in_flight = []
     for chunk in chunks:

@@ -1,6 +1,6 @@
 """Classify files on the workers of a Dask distributed cluster: `rendernet classify --scheduler tcp://HOST:8786`.
 
-The client sends the model's two files to every worker once (scattered, keyed by the weights' sha256); each
+The client sends the model's two files to every worker once (scattered); each
 worker loads the model the first time a task needs it and keeps it. A task classifies one file by its path with
 evaluate.classify_path, as `--jobs` does on one machine, so **the files must be readable at the same path on every
 worker** (shared storage: NFS, SMB, a mounted bucket); a worker that cannot see a file gives that file an error
@@ -15,25 +15,43 @@ Needs the `cluster` extra (`pip install "rendernet[cluster]"`, dask[distributed]
 worker, with the same version of rendernet: tasks refer to this module's functions by name.
 """
 
+import hashlib
 from collections import deque
 
 from .errors import DataError, ModelError
 from .evaluate import classify_path, printable
 from .manifest import MANIFEST_FILE, WEIGHTS_FILE, read_model_files
 
+ALLOCATOR_KEEPS_BYTES = 2**30  # see keep_freed_memory
 IN_FLIGHT_PER_THREAD = 4  # files queued per worker thread: enough to keep every worker busy, few to redo if one dies
 CONNECT_SECONDS = 20
 CLUSTER_WORKER_DIED = "the cluster gave up on this file: it killed a worker each time it ran (Dask's allowed-failures)"
-_models = {}  # on a worker: the weights' sha256 -> the loaded model
+_models = {}  # on a worker: the manifest's sha256 -> the loaded model
+
+
+def keep_freed_memory() -> None:
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's thresholds so that every
+    large NumPy temporary of the forward pass is a fresh mmap: 41 ms an image instead of 19 (bench/cluster.py's
+    machine). Let glibc keep up to ALLOCATOR_KEEPS_BYTES of freed memory for reuse instead (Linux, glibc only)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-1, ALLOCATOR_KEEPS_BYTES)  # M_TRIM_THRESHOLD
+            libc.mallopt(-3, ALLOCATOR_KEEPS_BYTES)  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):  # not glibc: its own defaults
+            pass
 
 
 def model_on_worker(files: dict):
     """The model of `files` ({name: bytes}), loaded once per worker process."""
-    from .manifest import read_manifest
     from .model import model_from_bytes
 
-    key = read_manifest(files[MANIFEST_FILE])["weights"]["sha256"]
+    key = hashlib.sha256(files[MANIFEST_FILE]).hexdigest()  # the manifest names the weights' sha256
     if key not in _models:
+        keep_freed_memory()
         _models[key] = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
     return _models[key]
 
@@ -64,7 +82,8 @@ def classify_on_cluster(scheduler, model, names):
         raise ModelError(f"{model} has no {MANIFEST_FILE} or {WEIGHTS_FILE}")
     client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
     try:
-        shared = client.scatter([files], broadcast=True)[0]  # one object, a copy on every worker
+        shared = client.scatter([files], broadcast=True, hash=False)[0]  # one object, a copy on every worker; its own
+        #                                                                   key, so an earlier run's release cannot drop it
         limit = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
         in_flight, remaining = deque(), iter(names)
         for name in remaining:
