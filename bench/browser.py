@@ -74,7 +74,7 @@ for (const name of __CORE__) pyodide.FS.writeFile(`/home/pyodide/rendernet/${nam
 pyodide.globals.set("manifest", await bytes("model/model.json"));
 pyodide.globals.set("weights", await bytes("model/weights.npz"));
 pyodide.runPython("import sys; sys.path.insert(0, '/home/pyodide'); from PIL import Image; "
-  + "from rendernet.model import model_from_bytes; model = model_from_bytes(manifest.to_py(), weights.to_py())");
+  + "from rendernet.model import model_from_bytes; model = model_from_bytes(manifest.to_bytes(), weights.to_bytes())");
 postMessage("ready");
 """  # what the app's worker does before ready (the bundle's trimmed runtime, NumPy, Pillow, the core, the model), in a
 #     plain module worker: no PyScript, no MicroPython, no service worker, no integrity gate

@@ -164,6 +164,8 @@ def test_bad_files_get_messages_and_the_page_stays_usable(site, browser, tmp_pat
         assert "label" in rows[name], rows[name]
     messages = page.page.locator("#results .label.error").all_inner_texts()
     assert len(messages) == 5 and all(text.startswith("Could not read") for text in messages)
+    assert page.page.locator("#results tr.failed button").count() == 0  # a failed row cannot be corrected
+    assert page.page.locator("#results tr.result button[data-label]").count() == 2 * 4
     # still usable afterwards
     rows = page.upload([sample_files("real")[1]], len(bad) + 2)
     assert "label" in rows[-1]
