@@ -48,8 +48,8 @@ async def fetch_bytes(url: str) -> bytes:
 async def load(model_url: str) -> str:
     """Load model.json and weights.npz from `model_url` (a folder URL ending in /); answer what the page shows."""
     try:
-        weights = await fetch_bytes(model_url + "weights.npz")
-        model = model_from_bytes(await fetch_bytes(model_url + "model.json"), weights)
+        manifest, weights = await fetch_bytes(model_url + "model.json"), await fetch_bytes(model_url + "weights.npz")
+        model = model_from_bytes(manifest, weights)
     except ModelError as error:
         return json.dumps({"error": str(error)})
     answer = {"metrics": {}}
@@ -58,13 +58,13 @@ async def load(model_url: str) -> str:
             answer["metrics"] = check_metrics(json.loads(await fetch_bytes(model_url + "metrics.json")))
         except (ModelError, ValueError) as error:
             answer["metrics_error"] = str(error)
-    state["model"], state["files"] = model, (await fetch_bytes(model_url + "model.json"), weights)
+    state["model"], state["files"] = model, (manifest, weights)  # the base model's files, for adapted_model
     try:
         state["adaptation"] = Adaptation(model)
     except ModelError as error:
         answer["not_adaptable"] = str(error)
-    manifest = {key: value for key, value in model.manifest.items() if key != "layers"}
-    return json.dumps({**answer, "manifest": manifest, "layers": len(model.manifest["layers"]),
+    shown = {key: value for key, value in model.manifest.items() if key != "layers"}
+    return json.dumps({**answer, "manifest": shown, "layers": len(model.manifest["layers"]),
                        "weights_bytes": len(weights), "heatmaps": model.head() is not None,
                        "python": sys.version.split()[0]})
 
