@@ -162,6 +162,7 @@ def test_a_session_of_corrections_undo_and_back_to_the_shipped_model():
     adaptation.correct(7, "real", paths[7].name, 2.0)
     once = adaptation.probabilities()
     assert once[0][1] > shipped[0][1] and once[7][0] > shipped[7][0]
+    assert np.allclose(adaptation.shipped(adaptation.rows[3]), shipped[3], atol=1e-7)  # the shipped head, still
     assert adaptation.summary()["counts"] == {"real": 1, "render": 1} and adaptation.label_of(7) == "real"
     assert adaptation.description() == "adapted to your images: 2 corrections (1 real, 1 render)"
     adaptation.correct(7, "render", paths[7].name, 3.0)  # a row corrected again replaces its correction

@@ -210,6 +210,7 @@ class Adaptation:
     def __init__(self, model):
         self.model, self.dense = model, adaptable_head(model)
         self.base = (self.dense.kernel_t.copy(), self.dense.bias.copy())
+        self.shipped_head = copy.copy(self.dense)  # keeps the base arrays: set_head gives the model's layer new ones
         self.rows = {}  # row id -> pooled features
         self.corrections = []  # document entries, oldest first
         self.corrected = {}  # row id -> its entry in corrections (this visit's rows only)
@@ -224,9 +225,7 @@ class Adaptation:
 
     def shipped(self, features: np.ndarray) -> list:
         """One image's probabilities by the shipped head, whatever the corrections."""
-        base = copy.copy(self.dense)
-        base.kernel_t, base.bias, base._packed = *self.base, None
-        return [float(p) for p in base(np.asarray(features, np.float32)[None])[0]]
+        return [float(p) for p in self.shipped_head(np.asarray(features, np.float32)[None])[0]]
 
     def forget_rows(self) -> None:
         self.rows.clear()
