@@ -14,6 +14,7 @@ from rendernet import load_model
 from rendernet.evaluate import classify_paths
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 
 def without_time(result: dict) -> dict:
@@ -69,6 +70,25 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(cluster, files):
     assert [row["file"] for row in received] == names
     local = {row["file"]: without_time(row) for row in classify_paths(load_model(DEFAULT_MODEL), DEFAULT_MODEL, files[:-1])}
     assert all(without_time(row) == local[row["file"]] for row in received)
+
+
+def test_a_file_that_kills_every_worker_it_runs_on_is_an_error_row_and_the_run_goes_on(tmp_path):
+    """A 58-megapixel PNG on workers limited to 350 MiB: the nanny kills each worker that decodes it, Dask gives up
+    after allowed-failures (1 here), the file gets the error row, and the files after it are classified even
+    though both workers died (the model's files are recomputed, not lost with them)."""
+    from PIL import Image
+    from rendernet.cluster import CLUSTER_WORKER_DIED, classify_on_cluster
+
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (9000, 6500), (120, 130, 140)).save(huge)
+    names = [str(sample_files()[0]), str(huge), str(sample_files()[1])]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+            memory_limit="350MiB") as limited, distributed.Client(limited) as client:
+        rows = list(classify_on_cluster(client, DEFAULT_MODEL, names))
+    assert [row["file"] for row in rows] == names
+    assert rows[1]["error"] == CLUSTER_WORKER_DIED
+    assert "label" in rows[0] and "label" in rows[2]
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path):

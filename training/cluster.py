@@ -17,6 +17,10 @@ BATCHES_IN_FLIGHT_PER_THREAD = 2
 _extractors = {}  # on a worker: the .keras bytes' sha256 -> the loaded extractor
 
 
+def model_files(data: bytes) -> bytes:
+    return data
+
+
 def connect(scheduler: str):
     from rendernet.cluster import connect as connect_client
 
@@ -44,7 +48,7 @@ def features_on_cluster(client, extractor, chunks, size: int, seed: int):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "extractor.keras"
         extractor.save(path)
-        shared = client.scatter([path.read_bytes()], broadcast=True, hash=False)[0]
+        shared = client.submit(model_files, path.read_bytes(), pure=False)  # recomputable if its holders die
     limit = BATCHES_IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
     in_flight = []
     for chunk in chunks:

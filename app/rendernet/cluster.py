@@ -1,10 +1,11 @@
 """Classify files on the workers of a Dask distributed cluster: `rendernet classify --scheduler tcp://HOST:8786`.
 
-The client sends the model's two files to every worker once (scattered); each
-worker loads the model the first time a task needs it and keeps it. A task classifies one file by its path with
-evaluate.classify_path, as `--jobs` does on one machine, so **the files must be readable at the same path on every
-worker** (shared storage: NFS, SMB, a mounted bucket); a worker that cannot see a file gives that file an error
-row. Results come back in input order, with a bounded number of files in flight.
+The client sends the model's two files to the cluster once, as a task's result: workers fetch it from each other,
+and the scheduler runs it again if every worker holding it dies. Each worker loads the model the first time a task
+needs it and keeps it. A task classifies one file by its path with evaluate.classify_path, as `--jobs` does on one
+machine, so **the files must be readable at the same path on every worker** (shared storage: NFS, SMB, a mounted
+bucket); a worker that cannot see a file gives that file an error row. Results come back in input order, with a
+bounded number of files in flight.
 
 A worker lost mid-run (killed, crashed, its machine gone): Dask runs its tasks again on the other workers, so no
 row is lost or repeated. A file whose task kills a worker each time it runs (a decoder crash, memory) is given up
@@ -56,6 +57,11 @@ def model_on_worker(files: dict):
     return _models[key]
 
 
+def model_files(files: dict) -> dict:
+    """The model's files as a task's result: workers fetch it from each other, and it can be recomputed."""
+    return files
+
+
 def classify_on_worker(files: dict, name: str) -> dict:
     return classify_path(model_on_worker(files), name)
 
@@ -82,8 +88,8 @@ def classify_on_cluster(scheduler, model, names):
         raise ModelError(f"{model} has no {MANIFEST_FILE} or {WEIGHTS_FILE}")
     client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
     try:
-        shared = client.scatter([files], broadcast=True, hash=False)[0]  # one object, a copy on every worker; its own
-        #                                                                   key, so an earlier run's release cannot drop it
+        shared = client.submit(model_files, files, pure=False)  # a task, not scattered data: if every worker that
+        #                                                         holds it dies, the scheduler runs it again
         limit = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
         in_flight, remaining = deque(), iter(names)
         for name in remaining:
