@@ -439,13 +439,10 @@ async def run_queue() -> None:
 
 
 async def help_with_batch(slot: int) -> None:
-    """One more worker on this batch: started the first time a batch needs it, kept for the next ones."""
-    try:
-        if page.workers[slot] is None:
-            await start_worker(slot)
-    except Exception:  # it could not start: the others do its share
-        page.workers[slot] = None
-        return
+    """One more worker on this batch: started the first time a batch needs it, kept for the next ones; one that
+    cannot start leaves its share to the others."""
+    if page.workers[slot] is None:
+        await try_start(slot)
     await drain(slot)
 
 
@@ -460,10 +457,10 @@ async def drain(slot: int) -> None:
         memory = answer.get("memory", 0)
         page.peak_memory[slot] = max(page.peak_memory.get(slot, 0), memory)
         if memory > RECYCLE_BYTES:
-            await restart(slot, "Giving back the memory of a large image")
+            await try_start(slot, "Giving back the memory of a large image")
 
 
-async def restart(slot: int, why: str) -> None:
+async def try_start(slot: int, why=None) -> None:
     try:
         await start_worker(slot, why)
     except Exception:  # this slot is done; a batch with no worker left ends with error rows (run_queue)
@@ -496,7 +493,7 @@ async def classify(file, row: int, slot: int = 0) -> dict:
         problem = str(error)
     if await worker_alive(slot):
         return {"result": {"file": file.name, "error": f"the file could not be processed ({problem})"}}
-    await restart(slot, "The worker stopped")
+    await try_start(slot, "The worker stopped")
     return {"result": {"file": file.name, "error": f"the page's worker stopped while classifying this file ({problem})"}}
 
 

@@ -136,11 +136,11 @@ def to_csv(results: str, sure: float) -> str:
 
 # ---------------------------------------------------------------- adaptation
 
-def adaptation_answer() -> str:
+def adaptation_answer(**extra) -> str:
     """What the page shows after a change: the adaptation's summary, every row's probabilities, and the head (for
-    the pool's other workers)."""
+    the pool's other workers), with `extra` (a notice that the corrections could not be kept, ...)."""
     adaptation = state["adaptation"]
-    return json.dumps({**adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
+    return json.dumps({**extra, **adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
 
 
 def head() -> str:
@@ -160,17 +160,17 @@ def set_head(text: str) -> None:
 async def correct(row: int, label, file: str) -> str:
     """Row `row`'s image is of class `label` (None: withdraw its correction): re-fit, re-score, keep."""
     state["adaptation"].correct(int(row), None if label is None else str(label), str(file), time.time() * 1000)
-    return await saved(adaptation_answer())
+    return adaptation_answer(**await saved())
 
 
 async def undo() -> str:
     state["adaptation"].undo()
-    return await saved(adaptation_answer())
+    return adaptation_answer(**await saved())
 
 
 async def reset() -> str:
     state["adaptation"].reset()
-    return await saved(adaptation_answer())
+    return adaptation_answer(**await saved())
 
 
 def forget_rows() -> None:
@@ -241,16 +241,19 @@ def key_of(sha256: str) -> str:
     return "corrections:" + sha256
 
 
-async def saved(answer: str) -> str:
-    """Write the corrections to IndexedDB, then give `answer`, with "not_kept" when that failed."""
-    adaptation = state["adaptation"]
+def not_kept(error) -> dict:
+    return {"not_kept": f"your corrections cannot be kept in this browser ({error})"}
+
+
+async def saved() -> dict:
+    """Write the corrections to IndexedDB: {} or, when that failed, not_kept's notice."""
     try:
         transaction, objects = await store("readwrite")
-        objects.put(json.dumps(adaptation.document()), key_of(state["model"].manifest["weights"]["sha256"]))
+        objects.put(json.dumps(state["adaptation"].document()), key_of(state["model"].manifest["weights"]["sha256"]))
         await settled(transaction, "oncomplete", "onabort")
     except Exception as error:  # a full disk, storage switched off: the adaptation lasts for this visit
-        return json.dumps({**json.loads(answer), "not_kept": f"your corrections cannot be kept in this browser ({error})"})
-    return answer
+        return not_kept(error)
+    return {}
 
 
 async def restore() -> str:
@@ -278,8 +281,8 @@ async def restore() -> str:
             if key != key_of(sha256):
                 answer["others"].append({"key": str(key), "damaged": str(key).startswith("set-aside:")})
     except Exception as error:
-        answer["not_kept"] = f"your corrections cannot be kept in this browser ({error})"
-    return json.dumps({**answer, **adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
+        answer.update(not_kept(error))
+    return adaptation_answer(**answer)
 
 
 async def kept(key: str) -> str:

@@ -34,7 +34,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "bench")]
 from independent import gather
 from rendernet import load_model, preprocess
 from rendernet.adapt import ANCHOR, adapt_head
+from rendernet.decision import decide
 from rendernet.errors import ImageError
+from rendernet.layers import ACTIVATIONS
 from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.dataset.build import SOURCES_FILE, blender_renders
 
@@ -55,14 +57,12 @@ def features_of(model, paths) -> np.ndarray:
     return np.array(rows)
 
 
-def accuracy(head, features, labels) -> float:
+def accuracy(model, head, features, labels) -> float:
+    """The share of `labels` that the model's decision rule gives with this head on pooled `features`."""
     kernel_t, bias = head
-    logits = features @ kernel_t.T + bias
-    p_render = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
-    return float(np.mean((p_render >= THRESHOLD[0]).astype(int) == labels))
-
-
-THRESHOLD = [0.5]  # the shipped model's, set in main (two classes: render when P(render) >= it)
+    probabilities = ACTIVATIONS["softmax"](features @ kernel_t.T + bias)
+    decided = [model.classes.index(decide(row, model.classes, model.threshold).label) for row in probabilities]
+    return float(np.mean(np.array(decided) == labels))
 
 
 def draw(rng, groups, k):
@@ -80,7 +80,7 @@ def one_picture_each(indices, groups, rng):
     return np.array(sorted(by_group.values()))
 
 
-def simulate(head, domain, others, k, draws, anchor, rng) -> dict:
+def simulate(model, head, domain, others, k, draws, anchor, rng) -> dict:
     """domain: {"real": (features, groups), "render": (...)}; others: {source: (features, labels)}."""
     recalls = {"real": [], "render": []}
     other_after = {source: [] for source in others}
@@ -95,9 +95,9 @@ def simulate(head, domain, others, k, draws, anchor, rng) -> dict:
         adapted = adapt_head(*head, np.vstack(examples), labels, anchor)
         for label, name in enumerate(("real", "render")):
             features = domain[name][0][rest[name]]
-            recalls[name].append(accuracy(adapted, features, np.full(len(features), label)))
+            recalls[name].append(accuracy(model, adapted, features, np.full(len(features), label)))
         for source, (features, source_labels) in others.items():
-            other_after[source].append(accuracy(adapted, features, source_labels))
+            other_after[source].append(accuracy(model, adapted, features, source_labels))
     return {"recall": {name: {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
                        for name, values in recalls.items()},
             "others": {source: float(np.mean(values)) for source, values in other_after.items()}}
@@ -119,9 +119,9 @@ def choose_anchor(model, draws, rng) -> dict:
                   (("real", real), ("render", render))}
         others = {source: (features[sources == source], labels[sources == source])
                   for source in sorted(set(sources[outside])) if np.sum(sources == source) >= 5}
-        before = {source: accuracy(head, *data) for source, data in others.items()}
+        before = {source: accuracy(model, head, *data) for source, data in others.items()}
         for anchor in ANCHORS:
-            result = simulate(head, domain, others, 5, draws, anchor, rng)
+            result = simulate(model, head, domain, others, 5, draws, anchor, rng)
             scores[anchor]["recall"].append((result["recall"]["real"]["mean"] + result["recall"]["render"]["mean"]) / 2)
             scores[anchor]["drop"].append(max(before[source] - after for source, after in result["others"].items()))
     table = {anchor: {"held_out_recall": float(np.mean(value["recall"])), "worst_other_drop": float(np.max(value["drop"]))}
@@ -148,7 +148,6 @@ def main() -> None:
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
     args = parser.parse_args()
     model = load_model(args.model)
-    THRESHOLD[0] = model.threshold
     rng = np.random.default_rng(0)
 
     choice = choose_anchor(model, args.draws, rng)
@@ -175,15 +174,15 @@ def main() -> None:
     others["catalog icons (reserved)"] = (features_of(model, icons), np.ones(len(icons), int))
     others = {source: (features, labels[:len(features)]) for source, (features, labels) in others.items()}
     head = (model.head().kernel_t, model.head().bias)
-    before = {source: accuracy(head, *data) for source, data in others.items()}
-    shipped = {name: accuracy(head, domain[name][0], np.full(len(domain[name][0]), label))
+    before = {source: accuracy(model, head, *data) for source, data in others.items()}
+    shipped = {name: accuracy(model, head, domain[name][0], np.full(len(domain[name][0]), label))
                for label, name in enumerate(("real", "render"))}
     print(f"domain: {len(real)} reserved interior photographs, {len(rooms)} held-out Blender rooms; "
           f"unadapted recall real {shipped['real']:.3f}, render {shipped['render']:.3f}")
     report = {"anchor_choice": choice, "anchor": ANCHOR, "unadapted": shipped, "others_before": before, "k": {}}
     print(f"{'k':>3}  {'real mean':>9} {'p10':>5}  {'render mean':>11} {'p10':>5}  worst other source change")
     for k in (1, 3, 5, 10):
-        result = simulate(head, domain, others, k, args.draws, ANCHOR, rng)
+        result = simulate(model, head, domain, others, k, args.draws, ANCHOR, rng)
         report["k"][k] = result
         changes = {source: result["others"][source] - before[source] for source in others}
         worst = min(changes, key=changes.get)

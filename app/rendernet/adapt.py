@@ -208,9 +208,9 @@ class Adaptation:
     is set to the adapted one, so later images are classified with it too."""
 
     def __init__(self, model):
-        self.model, self.dense = model, adaptable_head(model)
-        self.base = (self.dense.kernel_t.copy(), self.dense.bias.copy())
-        self.shipped_head = copy.copy(self.dense)  # keeps the base arrays: set_head gives the model's layer new ones
+        dense = adaptable_head(model)
+        self.model, self.base = model, (dense.kernel_t.copy(), dense.bias.copy())
+        self.shipped_head = copy.copy(dense)  # keeps the base arrays: set_head gives the model's layer new ones
         self.rows = {}  # row id -> pooled features
         self.corrections = []  # document entries, oldest first
         self.corrected = {}  # row id -> its entry in corrections (this visit's rows only)
@@ -264,8 +264,9 @@ class Adaptation:
 
     def restore(self, document) -> None:
         """Take the corrections of a stored document (read_corrections checks it; ModelError changes nothing)."""
-        read_corrections(document, self.model)
+        features, _ = read_corrections(document, self.model)
         self.corrections, self.corrected, self.history = list(document["corrections"]), {}, []
+        self.decoded = {entry["features"]: values for entry, values in zip(self.corrections, features, strict=True)}
         self.refit()
 
     def _save_history(self) -> None:
