@@ -8,9 +8,10 @@ bucket); a worker that cannot see a file gives that file an error row. Results c
 bounded number of files in flight.
 
 A worker lost mid-run (killed, crashed, its machine gone): Dask runs its tasks again on the other workers, so no
-row is lost or repeated. A file whose task kills a worker each time it runs (a decoder crash, memory) is given up
-after Dask's `distributed.scheduler.allowed-failures` retries (3 by default) and gets the error row
-CLUSTER_WORKER_DIED; the run goes on.
+row is lost or repeated. Dask gives up on a task after `distributed.scheduler.allowed-failures` (3 by default)
+workers died while it ran *or waited in their queue*, so a file queued behind one that kills workers (a decoder
+crash, memory) can be given up with it: every file given up is submitted once more, and only a file given up twice
+gets the error row CLUSTER_WORKER_DIED; the run goes on.
 
 Needs the `cluster` extra (`pip install "rendernet[cluster]"`, dask[distributed]) on the client and on every
 worker, with the same version of rendernet: tasks refer to this module's functions by name.
@@ -26,7 +27,7 @@ from .manifest import MANIFEST_FILE, WEIGHTS_FILE, read_model_files
 ALLOCATOR_KEEPS_BYTES = 2**30  # see keep_freed_memory
 IN_FLIGHT_PER_THREAD = 4  # files queued per worker thread: enough to keep every worker busy, few to redo if one dies
 CONNECT_SECONDS = 20
-CLUSTER_WORKER_DIED = "the cluster gave up on this file: it killed a worker each time it ran (Dask's allowed-failures)"
+CLUSTER_WORKER_DIED = "the cluster gave up on this file twice: workers died each time it ran (Dask's allowed-failures)"
 _models = {}  # on a worker: the manifest's sha256 -> the loaded model
 
 
@@ -95,16 +96,21 @@ def classify_on_cluster(scheduler, model, names):
         for name in remaining:
             in_flight.append((name, client.submit(classify_on_worker, shared, name, pure=False)))
             if len(in_flight) >= limit:
-                yield outcome(*in_flight.popleft(), KilledWorker)
+                yield outcome(client, shared, *in_flight.popleft(), KilledWorker)
         while in_flight:
-            yield outcome(*in_flight.popleft(), KilledWorker)
+            yield outcome(client, shared, *in_flight.popleft(), KilledWorker)
     finally:
         if isinstance(scheduler, str):
             client.close()
 
 
-def outcome(name: str, future, killed_worker) -> dict:
+def outcome(client, shared, name: str, future, killed_worker) -> dict:
+    """The file's row; a file Dask gave up on is submitted once more (it may only have waited behind a killer)."""
     try:
         return future.result()
+    except killed_worker:
+        pass
+    try:
+        return client.submit(classify_on_worker, shared, name, pure=False).result()
     except killed_worker:
         return {"file": printable(name), "error": CLUSTER_WORKER_DIED}
