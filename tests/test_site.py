@@ -296,7 +296,10 @@ def test_the_trimmed_runtime_holds_every_module_the_page_imports(browser, tmp_pa
 
 
 def test_forty_images_leave_the_main_thread_free(site, browser, tmp_path):
-    """Decoding and the forward pass run in the worker: no main-thread task over 100 ms after ready."""
+    """Decoding and the forward pass run in the worker. On the main thread they would be 40 tasks of over 100 ms
+    (the forward pass alone takes about that in the worker); allow a few such tasks for a loaded machine, since the
+    durations themselves are measured by bench/browser.py, not asserted here (CI once saw 117 and 103 ms while
+    Blender rendered on both cores)."""
     page = Page(browser, site)
     files = []
     for index, source in enumerate((sample_files() * 2)[::7][:40]):
@@ -304,7 +307,7 @@ def test_forty_images_leave_the_main_thread_free(site, browser, tmp_path):
         files[-1].write_bytes(source.read_bytes())
     page.upload(files, 40)
     long_tasks = page.long_tasks_after_ready()
-    assert all(duration <= 100 for duration in long_tasks), long_tasks
+    assert sum(duration > 100 for duration in long_tasks) <= 3, long_tasks
     assert page.errors == []
 
 
