@@ -80,7 +80,7 @@ def test_too_small_images_are_refused():
 def test_split_is_by_source_picture(tmp_path):
     """Through the builder's own entries: every crop of a large picture shares its group and so its split; the
     rule itself (data.hash_split) comes out near 70/15/15 and the same on every run."""
-    source = {"name": "test-source", "class": "real", "package": "p", "license": "l", "crops": True}
+    source = {"name": "test-source", "class": "real", "family": "other", "package": "p", "license": "l", "crops": True}
     seen = set()
     for number in range(3):
         buffer = io.BytesIO()
@@ -91,6 +91,7 @@ def test_split_is_by_source_picture(tmp_path):
         assert len(entries) == 5 and skipped == []
         assert {entry["group"] for entry in entries} == {f"test-source:pictures/{number}.png"}
         assert {entry["split"] for entry in entries} == {hash_split(f"test-source:pictures/{number}.png")}
+        assert {entry["family"] for entry in entries} == {"other"}
     assert picture(source, "again.png", buffer.getvalue(), seen, tmp_path) == ([], []), "duplicates left out"
     splits = [hash_split(f"source:{index}") for index in range(2000)]
     assert splits == [hash_split(f"source:{index}") for index in range(2000)]
@@ -151,3 +152,32 @@ def test_scan_lists_symlinks_and_non_utf8_names_as_skipped(tmp_path):
     reasons = {Path(path).name: reason for path, reason in dataset.skipped}
     assert reasons == {"link.webp": "symbolic link (not followed)", "broken.webp": "symbolic link (not followed)",
                        "caf\\xe9.webp": "file name is not valid UTF-8"}
+
+
+def test_every_source_names_its_family_and_the_reserved_renders_are_never_built():
+    """Model selection weighs the real-estate families (rooms, exteriors) first, so every source says which it
+    is; the reserved render configuration has its own seeds, skies and materials and is not a dataset source."""
+    config = json.loads(SOURCES_FILE.read_text())
+    assert {source["family"] for source in config["sources"]} == {"rooms", "exteriors", "objects", "other"}
+    names = {source["name"] for source in config["sources"]}
+    for reserved in config["reserved"]:
+        assert reserved["name"] not in names and reserved["palette"] == "reserved"
+        trained = next(source for source in config["sources"] if source["name"] == reserved["name"].removesuffix("-reserved"))
+        assert trained.get("palette", "train") == "train"
+        assert reserved["first_seed"] >= trained.get("first_seed", 0) + sum(trained["count"].values())
+    for family in ("rooms", "exteriors"):
+        assert {source["class"] for source in config["sources"] if source["family"] == family} == {"real", "render"}
+
+
+def test_a_building_photograph_belongs_to_one_gcompris_source():
+    from rendernet_train.dataset.build import selected, subject
+
+    config = json.loads(SOURCES_FILE.read_text())
+    gcompris, buildings = (next(s for s in config["sources"] if s["name"] == name) for name in ("gcompris", "gcompris-buildings"))
+    for path in ("explore_monuments.rcc:/gcompris/src/activities/explore_monuments/resource/india/tajMahal.webp",
+                 "categorization.rcc:/gcompris/src/activities/categorization/resource/images/monuments/usCapitol.webp"):
+        name = path.split(":", 1)[1]
+        assert selected(name, buildings) and not selected(name, gcompris)
+    statue = "/gcompris/src/activities/explore_monuments/resource/usa/statueofLiberty.webp"
+    assert selected(statue, gcompris) and not selected(statue, buildings)
+    assert subject("details.rcc:/x/image/TajMahal_background.webp") == subject("m.rcc:/x/india/tajMahal.webp") == "tajmahal"

@@ -59,6 +59,11 @@ class TrainConfig:
                                   "report accuracy on all of it (repeatable)")
     loso: bool = option(False, flag="--leave-one-source-out",
                         help="also retrain once per source without it and score that source (slow)")
+    priority_families: tuple = option(("rooms", "exteriors"), action="append", metavar="FAMILY", flag="--priority-family",
+                                      help="with --leave-one-source-out, the threshold serves these families of the "
+                                           "dataset manifest first (repeatable; default rooms and exteriors)")
+    guard_accuracy: float = option(0.8, help="with --leave-one-source-out, the accuracy every source outside the priority "
+                                             "families should keep when it is left out (default 0.8)")
     verbose: int = option(1, choices=(0, 1, 2), help="0: quiet, 1: progress bars (default), 2: one line per epoch")
 
     def resolved(self) -> "TrainConfig":

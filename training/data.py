@@ -40,6 +40,7 @@ class Example:
     label: int
     split: str
     source: str
+    family: str = "other"  # the dataset manifest's family: rooms, exteriors, objects, other
     cache_file: Path = None
     crop_source_file: Path = None
 
@@ -81,7 +82,7 @@ def scan(data_dir) -> Dataset:
             relative = path.relative_to(data_dir).as_posix()
             entry = known.get(relative, {})
             dataset.examples.append(Example(path, label, entry.get("split") or hash_split(relative),
-                                            entry.get("source", name)))
+                                            entry.get("source", name), entry.get("family", "other")))
     return dataset
 
 

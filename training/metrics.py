@@ -18,7 +18,48 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None
         balanced = float(np.mean(recalls))
         if balanced > best or (balanced == best and abs(threshold - 0.5) < abs(best_threshold - 0.5)):
             best, best_threshold = balanced, float(threshold)
-    return round(best_threshold, 6)
+    return best_threshold  # not rounded: a rounded cut can pass the score it was chosen at
+
+
+def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> float:
+    """The decision threshold from held-out scores, the real-estate families first.
+
+    `scored`: {source: (label, class-1 probabilities of its images, family)}. Candidates are ranked by, in order:
+    how few guard sources (every family not in `priority_families`) score below `guard` accuracy; the balanced
+    accuracy over the priority families' sources; the balanced accuracy over every source. Within a class every
+    source weighs the same. Without priority sources in both classes this is choose_threshold's rule: the balanced
+    accuracy over every source."""
+    names = sorted(scored)
+    labels = np.array([scored[name][0] for name in names])
+    priority = np.array([scored[name][2] in priority_families for name in names])
+    use_priority = all(np.any(priority & (labels == c)) for c in (0, 1))
+    candidates = np.unique(np.concatenate([np.concatenate([scored[name][1] for name in names]), [0.5]]))
+    # accuracy of every source at every candidate: an image is right when its side of the cut matches its label
+    accuracy = np.array([[np.mean((scored[name][1] >= threshold) == bool(scored[name][0])) for name in names]
+                         for threshold in candidates])
+
+    def balanced(chosen):
+        return np.mean([accuracy[:, chosen & (labels == c)].mean(axis=1) for c in (0, 1) if np.any(chosen & (labels == c))],
+                       axis=0)
+
+    everyone = balanced(np.ones(len(names), bool))
+    if use_priority:
+        rank = np.lexsort((-np.abs(candidates - 0.5), everyone, balanced(priority),
+                           -(accuracy[:, ~priority] < guard).sum(axis=1)))
+    else:
+        rank = np.lexsort((-np.abs(candidates - 0.5), everyone))
+    return float(candidates[rank[-1]])
+
+
+def family_summary(results: dict) -> dict:
+    """Held-out accuracy per family and class: the mean over its sources (each source weighs the same), and the
+    worst source. `results`: {source: {"accuracy", "family", "label", ...}}."""
+    summary = {}
+    for source, values in sorted(results.items()):
+        key = f"{values['family']}/{values['label']}"
+        summary.setdefault(key, []).append((values["accuracy"], source))
+    return {key: {"mean_accuracy": round(float(np.mean([a for a, _ in items])), 4), "sources": len(items),
+                  "worst": min(items)[1]} for key, items in summary.items()}
 
 
 def plot_history(history: dict, path) -> None:

@@ -27,7 +27,7 @@ from rendernet.metrics import evaluate, predict_labels, roc_auc
 from . import data as data_module
 from .config import ARCHITECTURES, TrainConfig
 from .errors import TrainingError
-from .metrics import choose_threshold, plot_confusion, plot_history
+from .metrics import choose_guarded_threshold, choose_threshold, family_summary, plot_confusion, plot_history
 
 
 def make_strategy(name: str):
@@ -162,13 +162,14 @@ def unseen_source_report(probabilities: np.ndarray, label: int, other_probabilit
             "roc_auc": roc_auc(labels, np.r_[probabilities[:, -1], other_probabilities[:, -1]]) if two_classes else None}
 
 
-def leave_one_source_out(dataset, splits, settings, features=None) -> tuple:
+def leave_one_source_out(dataset, splits, settings, features=None, priority_families=(), guard_accuracy=0.8) -> tuple:
     """For each source: train without it, score every image of that source (all splits), and rank them
     against the test images of the other class. Returns ({source: report}, threshold).
 
-    The decision threshold is chosen by how it does on sources the model never saw: the best balanced
-    accuracy over every held-out score (each image scored by the model trained without its source; every
-    source of a class weighs the same, so a large source cannot outvote the small ones). Each
+    The decision threshold is chosen by how it does on sources the model never saw (each image scored by the
+    model trained without its source): metrics.choose_guarded_threshold, the `priority_families` first and every
+    other source kept at `guard_accuracy` where it can be; every source of a class weighs the same, so a large
+    source cannot outvote the small ones. Each
     source's accuracy is reported at the threshold chosen the same way from the other sources' scores, so
     no source helps choose the threshold it is scored with. With `features` (the pretrained model's pooled
     features) only the head is retrained per source."""
@@ -190,17 +191,18 @@ def leave_one_source_out(dataset, splits, settings, features=None) -> tuple:
         scored[source] = (label, *probabilities)
 
     def threshold_from(chosen):
-        """Best balanced accuracy over these sources' held-out scores, every source of a class counting the same."""
+        """The threshold from these sources' held-out scores (metrics.choose_guarded_threshold's rule)."""
         if len(dataset.classes) != 2:
             return None
-        labels = np.concatenate([np.full(len(scored[name][1]), scored[name][0]) for name in chosen])
-        weights = np.concatenate([np.full(len(scored[name][1]), 1 / len(scored[name][1])) for name in chosen])
-        return choose_threshold(labels, np.concatenate([scored[name][1] for name in chosen]), weights)
+        return choose_guarded_threshold({name: (scored[name][0], scored[name][1][:, 1], families[name]) for name in chosen},
+                                        priority_families, guard_accuracy)
 
+    families = {example.source: example.family for example in dataset.examples}
     results = {}
     for source, (label, held_out, others) in scored.items():
         threshold = threshold_from([name for name in scored if name != source])
-        results[source] = {**unseen_source_report(held_out, label, others, threshold), "threshold": threshold}
+        results[source] = {**unseen_source_report(held_out, label, others, threshold), "threshold": threshold,
+                           "family": families[source], "label": dataset.classes[label]}
     return results, threshold_from(list(scored))
 
 
@@ -327,8 +329,12 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
                "hidden": hidden if pretrained else None, "views": views if pretrained else None,
                "classes": dataset.classes, "config": config.as_dict()}
     if loso:
-        metrics["leave_one_source_out"], threshold = leave_one_source_out(dataset, splits, settings, pooled)
-        metrics["threshold_rule"] = "best balanced accuracy on the leave-one-source-out scores, sources weighted equally"
+        metrics["leave_one_source_out"], threshold = leave_one_source_out(
+            dataset, splits, settings, pooled, config.priority_families, config.guard_accuracy)
+        metrics["leave_one_source_out_families"] = family_summary(metrics["leave_one_source_out"])
+        metrics["threshold_rule"] = (f"on the leave-one-source-out scores: fewest sources outside {list(config.priority_families)} "
+                                     f"below {config.guard_accuracy}, then the best balanced accuracy on those families' "
+                                     "sources, then on every source (each source of a class weighing the same)")
     elif len(dataset.classes) == 2:
         validation_labels = np.array([example.label for example in splits["validation"]])
         threshold = choose_threshold(validation_labels, predict(model, splits["validation"], len(dataset.classes), batch_size))

@@ -7,6 +7,9 @@ Renders are made by the builder: POV-Ray example scenes with a per-scene time
 cap, and Blender scenes (blender_scene.py: rooms and product shots furnished from
 the Sweet Home 3D catalogs) with `bpy` in its own Python 3.11 venv.
 
+Every source names its family (rooms, exteriors, objects, other), copied into each
+manifest entry, so that models can be chosen and reported by the real-estate families.
+
 Every image goes through one normalisation (decode, EXIF transpose, RGB, short
 side to 320 px, lossy WebP quality 90, no metadata), so file format, size and
 metadata cannot tell the classes apart. Splits are by source picture: crops or
@@ -187,11 +190,18 @@ def povray_renders(source: dict, cache: Path, render_new: bool = True):
 
 # ---------------------------------------------------------------- build
 
+def subject(original: str) -> str:
+    """What a photograph shows, from its file name: photos of one monument in several activities share a group
+    ("…/tajMahal.webp", "…/TajMahal_background.webp" -> "tajmahal")."""
+    stem = Path(original.split(":")[-1]).stem.lower().replace("_background", "")
+    return stem.rstrip("0123456789_")
+
+
 def picture(source: dict, original: str, data: bytes, seen: set, staging: Path) -> tuple:
     """One source picture into the dataset: its crops (for sources with "crops"), normalised and written under
     `staging`, duplicates (sha256 in `seen`) left out. Returns (entries, skipped). Every entry of the picture
     is in its group, and the group's hash (data.hash_split) picks one split for all of them."""
-    group = f"{source['name']}:{original.split('@')[0]}"
+    group = f"{source['name']}:{subject(original) if source.get('group_by_subject') else original.split('@')[0]}"
     entries, skipped = [], []
     for index, piece in enumerate(crops(data) if source.get("crops") else [data]):
         try:
@@ -209,7 +219,7 @@ def picture(source: dict, original: str, data: bytes, seen: set, staging: Path) 
         with Image.open(io.BytesIO(normalised)) as image:
             size = list(image.size)
         entries.append({
-            "path": relative, "class": source["class"], "source": source["name"],
+            "path": relative, "class": source["class"], "family": source["family"], "source": source["name"],
             "package": source["package"], "original": original + (f"#crop{index}" if index else ""),
             "license": source["license"], "sha256": digest, "group": group,
             "split": hash_split(group), "size": size,
@@ -257,9 +267,10 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
 
 def statistics(entries: list) -> dict:
     """Counts per class, source and split, and the size distribution."""
-    stats = {"per_class": {}, "per_source": {}, "per_split": {}}
+    stats = {"per_class": {}, "per_family": {}, "per_source": {}, "per_split": {}}
     for entry in entries:
-        for key, value in (("per_class", entry["class"]), ("per_source", entry["source"]),
+        for key, value in (("per_class", entry["class"]), ("per_family", f"{entry['family']}/{entry['class']}"),
+                           ("per_source", entry["source"]),
                            ("per_split", f"{entry['split']}/{entry['class']}")):
             stats[key][value] = stats[key].get(value, 0) + 1
     long_sides = sorted(max(entry["size"]) for entry in entries) or [0]
@@ -288,7 +299,8 @@ def write_contact_sheet(root: Path, entries: list, path: Path, per_class: int = 
 # ---------------------------------------------------------------- Blender renders
 
 BLENDER_SCENE = Path(__file__).with_name("blender_scene.py")
-EXCLUDED_CATEGORIES = ("Doors and windows", "Exterior", "Staircases")
+DEFAULT_CATEGORIES = ("Bathroom", "Bedroom", "Kitchen", "Lights", "Living room", "Miscellaneous", "Office", "Characters",
+                     "Vehicles", None)  # every category but doors and windows, exterior and staircases
 
 
 def bpy_python() -> str:
@@ -331,7 +343,8 @@ def furniture_models(source: dict, cache: Path) -> list:
                 size = [float(entry[key]) for key in ("width", "depth", "height")]
             except (KeyError, ValueError):
                 continue
-            if entry.get("category") in EXCLUDED_CATEGORIES or entry.get("doorOrWindow") == "true" or max(size) > 300:
+            if (entry.get("category") not in source.get("categories", DEFAULT_CATEGORIES)
+                    or entry.get("doorOrWindow") == "true" or max(size) > source.get("max_size_cm", 300)):
                 continue
             obj = target / entry.get("model", "").lstrip("/")
             if obj.suffix.lower() == ".obj" and obj.exists():
@@ -363,7 +376,8 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
     for number, (kind, seed) in enumerate(jobs, start=1):
         output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}.png"
         arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
-                     "samples": source["samples"], "models": models, "hdris": hdris}
+                     "samples": source["samples"], "models": models, "hdris": hdris,
+                     "palette": source.get("palette", "train")}
         data = cached_render(output, render_new, f"blender [{number}/{len(jobs)}] {kind} seed {seed}",
                              f"blender: {kind} seed {seed}", [python, str(BLENDER_SCENE)], source["timeout_seconds"],
                              input=json.dumps(arguments), text=True)
