@@ -396,6 +396,9 @@ def summary(metrics: dict, out: Path) -> str:
         lines.append(f"  held-out source {source}: accuracy {values['accuracy']}, ROC AUC {values['roc_auc']} "
                      f"on {values['count']} images")
     for source, values in sorted(metrics.get("leave_one_source_out", {}).items()):
-        lines.append(f"  left out {source}: accuracy {values['accuracy']}, ROC AUC {values['roc_auc']} "
+        lines.append(f"  left out {source} ({values['family']}): accuracy {values['accuracy']}, ROC AUC {values['roc_auc']} "
                      f"on {values['count']} images")
+    for family, values in sorted(metrics.get("leave_one_source_out_families", {}).items()):
+        lines.append(f"  left out, family {family}: mean accuracy {values['mean_accuracy']} over {values['sources']} "
+                     f"source(s), worst {values['worst']}")
     return "\n".join(lines)
