@@ -374,10 +374,10 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
     first = source.get("first_seed", 0)  # bench/adapt.py renders rooms with seeds the dataset never uses
     jobs = [(kind, seed) for kind, count in source["count"].items() for seed in range(first, first + count)]
     for number, (kind, seed) in enumerate(jobs, start=1):
-        output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}.png"
+        palette = source.get("palette", "train")  # the reserved configuration's renders are named apart
+        output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}{'' if palette == 'train' else '-' + palette}.png"
         arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
-                     "samples": source["samples"], "models": models, "hdris": hdris,
-                     "palette": source.get("palette", "train")}
+                     "samples": source["samples"], "models": models, "hdris": hdris, "palette": palette}
         data = cached_render(output, render_new, f"blender [{number}/{len(jobs)}] {kind} seed {seed}",
                              f"blender: {kind} seed {seed}", [python, str(BLENDER_SCENE)], source["timeout_seconds"],
                              input=json.dumps(arguments), text=True)
