@@ -411,7 +411,11 @@ def place(spec_pool, count, spots, cache):
 
 def exterior(scene):
     palette = EXTERIOR_PALETTES[ARGS.get("palette", "train")]
-    outdoor_sky(scene, rng.choice(palette["skies"]))
+    sky = rng.choice(palette["skies"])
+    outdoor_sky(scene, sky)
+    # daylight is far brighter than a room: without this, Standard's clipping whites out most facades
+    scene.view_settings.exposure = rng.uniform(-2.2, -1.2) if scene.view_settings.view_transform == "Standard" \
+        else rng.uniform(-0.6, 0.4)
     block = rng.random() < 0.45
     width = rng.uniform(14, 32) if block else rng.uniform(7, 14)
     depth = rng.uniform(10, 16) if block else rng.uniform(7, 12)
@@ -428,7 +432,7 @@ def exterior(scene):
         building(other_w, other_d, rng.randint(3, 8) if other_block else rng.randint(1, 3), other_block,
                  (x, front + rng.uniform(-1, 3) + other_d / 2, 0), palette["facades"])
     ground = Boxes()
-    ground.add((0, 60, -0.05), (400, 120, 0.1), material("lawn", pattern="noise", hsv=(0.25, 0.6, 0.35)))
+    ground.add((0, 60, -0.05), (400, 120, 0.1), material("lawn", pattern="noise", hsv=(0.25, 0.45, 0.35)))
     ground.add((0, -50, -0.04), (400, 100, 0.1), material("asphalt", pattern="noise", hsv=(0.6, 0.05, 0.18)))
     ground.add((0, 1.0, 0.0), (400, 2.0, 0.12), material("pavement", pattern=rng.choice(["brick", "checker", None]),
                                                           hsv=(0.08, 0.1, 0.55)))
