@@ -243,32 +243,26 @@ EXTERIOR_PALETTES = {  # skies and facade textures; "reserved" is for evaluation
 
 
 class Boxes:
-    """Axis-aligned boxes gathered into one mesh per material (hundreds of windows without hundreds of objects),
-    placed by a rotation about z and an offset."""
+    """Axis-aligned boxes (and roofs) gathered into one mesh per material, so a facade's hundreds of windows are a
+    few objects instead of hundreds; everything is moved by `offset`."""
 
-    def __init__(self, angle=0.0, offset=(0, 0, 0)):
-        self.cos, self.sin, self.offset, self.parts = math.cos(angle), math.sin(angle), offset, {}
+    def __init__(self, offset=(0, 0, 0)):
+        self.offset, self.parts = offset, {}
+
+    def _add(self, mat, corners, faces):
+        vertices, all_faces = self.parts.setdefault(mat, ([], []))
+        first = len(vertices)
+        vertices += [(x + self.offset[0], y + self.offset[1], z + self.offset[2]) for x, y, z in corners]
+        all_faces += [[first + i for i in face] for face in faces]
 
     def add(self, centre, size, mat):
-        vertices, faces = self.parts.setdefault(mat, ([], []))
-        first = len(vertices)
-        for dx in (-0.5, 0.5):
-            for dy in (-0.5, 0.5):
-                for dz in (-0.5, 0.5):
-                    x, y = centre[0] + dx * size[0], centre[1] + dy * size[1]
-                    vertices.append((self.cos * x - self.sin * y + self.offset[0],
-                                     self.sin * x + self.cos * y + self.offset[1], centre[2] + dz * size[2] + self.offset[2]))
-        faces += [[first + i for i in face] for face in
-                  ((0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3))]
+        corners = [(centre[0] + dx * size[0], centre[1] + dy * size[1], centre[2] + dz * size[2])
+                   for dx in (-0.5, 0.5) for dy in (-0.5, 0.5) for dz in (-0.5, 0.5)]
+        self._add(mat, corners, ((0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)))
 
-    def prism(self, corners_low, ridge, mat):
-        """A roof: four eave corners and a ridge line of two points (a hip roof when the ridge is shorter)."""
-        vertices, faces = self.parts.setdefault(mat, ([], []))
-        first = len(vertices)
-        for x, y, z in list(corners_low) + list(ridge):
-            vertices.append((self.cos * x - self.sin * y + self.offset[0], self.sin * x + self.cos * y + self.offset[1],
-                             z + self.offset[2]))
-        faces += [[first + i for i in face] for face in ((0, 1, 5, 4), (2, 3, 4, 5), (1, 2, 5), (3, 0, 4), (0, 3, 2, 1))]
+    def roof(self, eaves, ridge, mat):
+        """Four eave corners and a ridge line of two points: a gable roof, or a hip roof when the ridge is shorter."""
+        self._add(mat, list(eaves) + list(ridge), ((0, 1, 5, 4), (2, 3, 4, 5), (1, 2, 5), (3, 0, 4), (0, 3, 2, 1)))
 
     def build(self, name):
         for mat, (vertices, faces) in self.parts.items():
@@ -293,6 +287,7 @@ def glass():
 def outdoor_sky(scene, sky):
     """A physical sky (its sun lights the scene) or an outdoor HDRI with a sun lamp."""
     elevation, rotation = math.radians(rng.uniform(12, 65)), rng.uniform(0, 2 * math.pi)
+    physical = sky in ("SINGLE_SCATTERING", "MULTIPLE_SCATTERING")  # with a sun disc that lights the scene
     if sky.endswith(".exr"):
         ARGS["hdris"] = [path for path in ARGS["hdris"] if path.endswith(sky)]
         set_world(scene, rng.uniform(0.8, 2.0))
@@ -302,7 +297,7 @@ def outdoor_sky(scene, sky):
         world.use_nodes = True
         texture = world.node_tree.nodes.new("ShaderNodeTexSky")
         texture.sky_type = sky
-        if sky in ("SINGLE_SCATTERING", "MULTIPLE_SCATTERING"):
+        if physical:
             texture.sun_elevation, texture.sun_rotation = elevation, rotation
             texture.air_density, texture.aerosol_density = rng.uniform(0.5, 2.0), rng.uniform(0.3, 3.0)
             strength = rng.uniform(0.06, 0.2)
@@ -314,8 +309,8 @@ def outdoor_sky(scene, sky):
         background = world.node_tree.nodes["Background"]
         background.inputs["Strength"].default_value = strength
         world.node_tree.links.new(texture.outputs["Color"], background.inputs["Color"])
-        if sky in ("SINGLE_SCATTERING", "MULTIPLE_SCATTERING"):
-            return
+    if physical:
+        return
     sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
     sun.data.energy = rng.uniform(2.0, 6.0)
     sun.data.angle = math.radians(rng.uniform(0.5, 3))
@@ -364,7 +359,6 @@ def building(width, depth, floors, block, offset, facades):
                 parts.add((*at(0.035), zc), size(w, 0.01, h), trim if door else rng.choice(rooms))  # behind the pane
                 if not door:
                     parts.add((*at(0.06), zc), size(w, 0.02, h), pane)
-                if not door:
                     parts.add((*at(0.08), zc - h / 2 - 0.05), size(w + 0.3, 0.16, 0.06), trim)  # sill
                 if shutters and not door:
                     for sign in (-1, 1):
@@ -382,7 +376,7 @@ def building(width, depth, floors, block, offset, facades):
         ridge = rng.choice([0.0, width * rng.uniform(0.2, 0.45)])  # gable or hip
         half_w, half_d = width / 2 + overhang, depth / 2 + overhang
         top = height + pitch * half_d
-        parts.prism([(-half_w, -half_d, height), (half_w, -half_d, height), (half_w, half_d, height),
+        parts.roof([(-half_w, -half_d, height), (half_w, -half_d, height), (half_w, half_d, height),
                      (-half_w, half_d, height)], [(-half_w + ridge, 0, top), (half_w - ridge, 0, top)], roof)
     parts.build("building")
     return height
