@@ -24,30 +24,32 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None
 def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> float:
     """The decision threshold from held-out scores, the real-estate families first.
 
-    `scored`: {source: (label, class-1 probabilities of its images, family)}. Candidates are ranked by, in order:
-    how few guard sources (every family not in `priority_families`) score below `guard` accuracy; the balanced
-    accuracy over the priority families' sources; the balanced accuracy over every source. Within a class every
-    source weighs the same. Without priority sources in both classes this is choose_threshold's rule: the balanced
-    accuracy over every source."""
+    `scored`: {source: (label, class-1 probabilities of its images, family)}. Each class's recall is the mean of
+    two halves, the sources of `priority_families` and the other sources (a class with only one kind is that
+    kind's mean), each source weighing the same within its half: the rooms and exteriors count as much as every
+    other source together. Candidates are ranked by, in order: whether every other source keeps `guard`
+    accuracy; that balanced accuracy; the balanced accuracy with every source weighing the same; nearness to 0.5.
+    Without priority sources this is choose_threshold's rule with each source weighing the same."""
     names = sorted(scored)
     labels = np.array([scored[name][0] for name in names])
     priority = np.array([scored[name][2] in priority_families for name in names])
-    use_priority = all(np.any(priority & (labels == c)) for c in (0, 1))
     candidates = np.unique(np.concatenate([np.concatenate([scored[name][1] for name in names]), [0.5]]))
     # accuracy of every source at every candidate: an image is right when its side of the cut matches its label
     accuracy = np.array([[np.mean((scored[name][1] >= threshold) == bool(scored[name][0])) for name in names]
                          for threshold in candidates])
 
-    def balanced(chosen):
-        return np.mean([accuracy[:, chosen & (labels == c)].mean(axis=1) for c in (0, 1) if np.any(chosen & (labels == c))],
-                       axis=0)
+    def balanced(groups):
+        """Mean over classes of the mean over `groups` (source masks) present in the class of their mean accuracy."""
+        recalls = []
+        for c in (0, 1):
+            means = [accuracy[:, group & (labels == c)].mean(axis=1) for group in groups if np.any(group & (labels == c))]
+            if means:
+                recalls.append(np.mean(means, axis=0))
+        return np.mean(recalls, axis=0)
 
-    everyone = balanced(np.ones(len(names), bool))
-    if use_priority:
-        rank = np.lexsort((-np.abs(candidates - 0.5), everyone, balanced(priority),
-                           -(accuracy[:, ~priority] < guard).sum(axis=1)))
-    else:
-        rank = np.lexsort((-np.abs(candidates - 0.5), everyone))
+    guarded = np.all(accuracy[:, ~priority] >= guard, axis=1)
+    rank = np.lexsort((-np.abs(candidates - 0.5), balanced([np.ones(len(names), bool)]), balanced([priority, ~priority]),
+                       guarded))
     return float(candidates[rank[-1]])
 
 

@@ -332,9 +332,9 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
         metrics["leave_one_source_out"], threshold = leave_one_source_out(
             dataset, splits, settings, pooled, config.priority_families, config.guard_accuracy)
         metrics["leave_one_source_out_families"] = family_summary(metrics["leave_one_source_out"])
-        metrics["threshold_rule"] = (f"on the leave-one-source-out scores: fewest sources outside {list(config.priority_families)} "
-                                     f"below {config.guard_accuracy}, then the best balanced accuracy on those families' "
-                                     "sources, then on every source (each source of a class weighing the same)")
+        metrics["threshold_rule"] = (f"on the leave-one-source-out scores: every source outside {list(config.priority_families)} "
+                                     f"at {config.guard_accuracy} or more where a cut allows it, then the best balanced "
+                                     "accuracy with those families weighing as much as every other source together")
     elif len(dataset.classes) == 2:
         validation_labels = np.array([example.label for example in splits["validation"]])
         threshold = choose_threshold(validation_labels, predict(model, splits["validation"], len(dataset.classes), batch_size))
