@@ -181,3 +181,30 @@ def test_a_building_photograph_belongs_to_one_gcompris_source():
     statue = "/gcompris/src/activities/explore_monuments/resource/usa/statueofLiberty.webp"
     assert selected(statue, gcompris) and not selected(statue, buildings)
     assert subject("details.rcc:/x/image/TajMahal_background.webp") == subject("m.rcc:/x/india/tajMahal.webp") == "tajmahal"
+
+
+def test_each_blender_source_draws_from_its_own_catalog_categories(tmp_path, monkeypatch):
+    """Rooms take the indoor models (never doors, windows, exterior models or anything over 3 m); the exteriors take
+    the exterior models and the vehicles, trees up to 13 m included, as sources.json says."""
+    import zipfile
+
+    from rendernet_train.dataset import build
+
+    entries = [("Sofa", "Living room", 200, 90), ("Door", "Doors and windows", 90, 210), ("Pine", "Exterior", 300, 546),
+               ("Hedge", "Exterior", 200, 100), ("Van", "Vehicles", 500, 256), ("Bench", "Exterior", 150, 51)]
+    lines = ["license=test"]
+    with zipfile.ZipFile(tmp_path / "Test.sh3f", "w") as catalog:
+        for number, (name, category, width, height) in enumerate(entries, start=1):
+            lines += [f"name#{number}={name}", f"category#{number}={category}", f"width#{number}={width}",
+                      f"depth#{number}=100", f"height#{number}={height}", f"model#{number}=/{name}.obj"]
+            catalog.writestr(f"{name}.obj", "v 0 0 0\n")
+        catalog.writestr("PluginFurnitureCatalog.properties", "\n".join(lines))
+    monkeypatch.setattr(build, "fetch_package", lambda kind, package, cache: tmp_path)
+    config = {source["name"]: source for source in json.loads(SOURCES_FILE.read_text())["sources"]}
+
+    def names(source_name):
+        source = {**config[source_name], "catalogs": ["Test.sh3f"]}
+        return sorted(model["name"] for model in build.furniture_models(source, tmp_path / "cache"))
+
+    assert names("blender-rooms") == ["Sofa"]
+    assert names("blender-exteriors") == ["Bench", "Hedge", "Pine", "Van"]
