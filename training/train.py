@@ -167,9 +167,9 @@ def leave_one_source_out(dataset, splits, settings, features=None, priority_fami
     against the test images of the other class. Returns ({source: report}, threshold).
 
     The decision threshold is chosen by how it does on sources the model never saw (each image scored by the
-    model trained without its source): metrics.choose_guarded_threshold, the `priority_families` first and every
-    other source kept at `guard_accuracy` where it can be; every source of a class weighs the same, so a large
-    source cannot outvote the small ones. Each
+    model trained without its source): metrics.choose_guarded_threshold, the `priority_families` weighing as much
+    as every other source together, and every other source kept at `guard_accuracy` where a cut allows it; within
+    those halves each source weighs the same, so a large source cannot outvote the small ones. Each
     source's accuracy is reported at the threshold chosen the same way from the other sources' scores, so
     no source helps choose the threshold it is scored with. With `features` (the pretrained model's pooled
     features) only the head is retrained per source."""

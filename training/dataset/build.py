@@ -4,8 +4,8 @@ Sources and the files kept from each are data (sources.json, a reviewed
 allow-list), so a build is deterministic. Packages come through their ordinary
 clients into a cache folder (`apt-get download` + `dpkg-deb -x`, `pip download`).
 Renders are made by the builder: POV-Ray example scenes with a per-scene time
-cap, and Blender scenes (blender_scene.py: rooms and product shots furnished from
-the Sweet Home 3D catalogs) with `bpy` in its own Python 3.11 venv.
+cap, and Blender scenes (blender_scene.py: rooms, product shots and streets furnished
+from the Sweet Home 3D catalogs) with `bpy` in its own Python 3.11 venv.
 
 Every source names its family (rooms, exteriors, objects, other), copied into each
 manifest entry, so that models can be chosen and reported by the real-estate families.
