@@ -39,7 +39,8 @@ def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> f
                          for threshold in candidates])
 
     def balanced(groups):
-        """Mean over classes of the mean over `groups` (source masks) present in the class of their mean accuracy."""
+        """Per class, the mean over `groups` (masks over the sources; one with no source of the class is left out) of
+        each group's mean source accuracy; then the mean over the classes. One value per candidate."""
         recalls = []
         for c in (0, 1):
             means = [accuracy[:, group & (labels == c)].mean(axis=1) for group in groups if np.any(group & (labels == c))]
