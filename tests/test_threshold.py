@@ -1,7 +1,7 @@
 """The decision threshold from held-out scores: the real-estate families first, every other source a guard."""
 
 import numpy as np
-from rendernet_train.metrics import choose_guarded_threshold, choose_threshold, family_summary
+from rendernet_train.metrics import choose_guarded_threshold, choose_threshold, family_summary, selection_score
 
 
 def spread(low, high, count=20):
@@ -74,3 +74,14 @@ def test_family_summary_averages_sources_and_names_the_worst():
         "rooms/real": {"mean_accuracy": 0.6, "sources": 1, "worst": "interiors"},
         "exteriors/real": {"mean_accuracy": 0.9, "sources": 1, "worst": "gcompris-buildings"},
         "exteriors/render": {"mean_accuracy": 0.7, "sources": 2, "worst": "blender-exteriors-2"}}
+
+
+def test_the_selection_score_is_the_threshold_rules_measure_on_the_left_out_sources():
+    results = {"interiors": {"accuracy": 0.6, "family": "rooms", "label": "real"},
+               "rendered-rooms": {"accuracy": 1.0, "family": "rooms", "label": "render"},
+               "wallpapers": {"accuracy": 0.9, "family": "other", "label": "real"},
+               "photos": {"accuracy": 0.7, "family": "other", "label": "real"},
+               "povray": {"accuracy": 0.5, "family": "other", "label": "render"}}
+    # real: (rooms 0.6 + others (0.9 + 0.7) / 2) / 2 = 0.7; render: (1.0 + 0.5) / 2 = 0.75
+    assert selection_score(results, ["real", "render"], ("rooms", "exteriors"), 0.8) == {
+        "score": 0.725, "plain": round(((0.6 + 0.9 + 0.7) / 3 + 0.75) / 2, 4), "under_guard": ["photos", "povray"]}

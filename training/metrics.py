@@ -21,15 +21,28 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None
     return best_threshold  # not rounded: a rounded cut can pass the score it was chosen at
 
 
+def family_balanced_accuracy(accuracy: np.ndarray, labels: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """The real-estate families first: per class, the mean of two halves, the `priority` sources' mean accuracy
+    and the other sources' (a class with only one kind is that kind's mean); then the mean over the classes.
+    `accuracy`: (rows, sources), e.g. one row per candidate threshold; `labels`, `priority`: one per source.
+    With every source priority (or none) this is the balanced accuracy with each source weighing the same."""
+    recalls = []
+    for c in (0, 1):
+        means = [accuracy[:, group & (labels == c)].mean(axis=1) for group in (priority, ~priority)
+                 if np.any(group & (labels == c))]
+        if means:
+            recalls.append(np.mean(means, axis=0))
+    return np.mean(recalls, axis=0)
+
+
 def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> float:
     """The decision threshold from held-out scores, the real-estate families first.
 
-    `scored`: {source: (label, class-1 probabilities of its images, family)}. Each class's recall is the mean of
-    two halves, the sources of `priority_families` and the other sources (a class with only one kind is that
-    kind's mean), each source weighing the same within its half: the rooms and exteriors count as much as every
-    other source together. Candidates are ranked by, in order: whether every other source keeps `guard`
-    accuracy; that balanced accuracy; the balanced accuracy with every source weighing the same; nearness to 0.5.
-    Without priority sources this is choose_threshold's rule with each source weighing the same."""
+    `scored`: {source: (label, class-1 probabilities of its images, family)}. Candidates are ranked by, in order:
+    whether every source outside `priority_families` keeps `guard` accuracy; family_balanced_accuracy (the rooms
+    and exteriors count as much as every other source together, each source weighing the same within its half);
+    the balanced accuracy with every source weighing the same; nearness to 0.5. Without priority sources this is
+    choose_threshold's rule with each source weighing the same."""
     names = sorted(scored)
     labels = np.array([scored[name][0] for name in names])
     priority = np.array([scored[name][2] in priority_families for name in names])
@@ -37,21 +50,24 @@ def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> f
     # accuracy of every source at every candidate: an image is right when its side of the cut matches its label
     accuracy = np.array([[np.mean((scored[name][1] >= threshold) == bool(scored[name][0])) for name in names]
                          for threshold in candidates])
-
-    def balanced(groups):
-        """Per class, the mean over `groups` (masks over the sources; one with no source of the class is left out) of
-        each group's mean source accuracy; then the mean over the classes. One value per candidate."""
-        recalls = []
-        for c in (0, 1):
-            means = [accuracy[:, group & (labels == c)].mean(axis=1) for group in groups if np.any(group & (labels == c))]
-            if means:
-                recalls.append(np.mean(means, axis=0))
-        return np.mean(recalls, axis=0)
-
     guarded = np.all(accuracy[:, ~priority] >= guard, axis=1)
-    rank = np.lexsort((-np.abs(candidates - 0.5), balanced([np.ones(len(names), bool)]), balanced([priority, ~priority]),
-                       guarded))
+    rank = np.lexsort((-np.abs(candidates - 0.5), family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool)),
+                       family_balanced_accuracy(accuracy, labels, priority), guarded))
     return float(candidates[rank[-1]])
+
+
+def selection_score(results: dict, classes, priority_families, guard: float) -> dict:
+    """How to compare two trained models: their leave-one-source-out results (each source scored at the threshold
+    chosen without it), by the threshold rule's own measure. `score` is family_balanced_accuracy, `plain` the
+    balanced accuracy with every source weighing the same, `under_guard` the other sources under `guard`."""
+    names = sorted(results)
+    accuracy = np.array([[results[name]["accuracy"] for name in names]])
+    labels = np.array([classes.index(results[name]["label"]) for name in names])
+    priority = np.array([results[name]["family"] in priority_families for name in names])
+    return {"score": round(float(family_balanced_accuracy(accuracy, labels, priority)[0]), 4),
+            "plain": round(float(family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool))[0]), 4),
+            "under_guard": [name for name, kept, first in zip(names, accuracy[0] >= guard, priority, strict=True)
+                            if not kept and not first]}
 
 
 def family_summary(results: dict) -> dict:

@@ -27,7 +27,7 @@ from rendernet.metrics import evaluate, predict_labels, roc_auc
 from . import data as data_module
 from .config import ARCHITECTURES, TrainConfig
 from .errors import TrainingError
-from .metrics import choose_guarded_threshold, choose_threshold, family_summary, plot_confusion, plot_history
+from .metrics import choose_guarded_threshold, choose_threshold, family_summary, plot_confusion, plot_history, selection_score
 
 
 def make_strategy(name: str):
@@ -332,6 +332,8 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
         metrics["leave_one_source_out"], threshold = leave_one_source_out(
             dataset, splits, settings, pooled, config.priority_families, config.guard_accuracy)
         metrics["leave_one_source_out_families"] = family_summary(metrics["leave_one_source_out"])
+        metrics["selection"] = selection_score(metrics["leave_one_source_out"], dataset.classes,
+                                               config.priority_families, config.guard_accuracy)
         metrics["threshold_rule"] = (f"on the leave-one-source-out scores: every source outside {list(config.priority_families)} "
                                      f"at {config.guard_accuracy} or more where a cut allows it, then the best balanced "
                                      "accuracy with those families weighing as much as every other source together")
@@ -401,4 +403,8 @@ def summary(metrics: dict, out: Path) -> str:
     for family, values in sorted(metrics.get("leave_one_source_out_families", {}).items()):
         lines.append(f"  left out, family {family}: mean accuracy {values['mean_accuracy']} over {values['sources']} "
                      f"source(s), worst {values['worst']}")
+    if "selection" in metrics:
+        selection = metrics["selection"]
+        lines.append(f"selection score (left out, rooms and exteriors first) {selection['score']}, every source alike "
+                     f"{selection['plain']}; under the guard: {', '.join(selection['under_guard']) or 'none'}")
     return "\n".join(lines)
