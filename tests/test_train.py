@@ -15,6 +15,7 @@ from conftest import ROOT, SAMPLE_DIR, sample_files
 from helpers import tflite_run
 from PIL import Image
 from rendernet import load_model, preprocess
+from rendernet.cache import cache_root
 from rendernet.preprocess import INPUT_SIZE, RULE_VERSION
 from rendernet_train.data import CROP_SOURCE_SIZE, cache_images, random_resized_crop, scan, tf_dataset
 from rendernet_train.errors import TrainingError
@@ -45,6 +46,19 @@ def trained(tiny_dataset, tmp_path_factory):
     metrics = train(tiny_dataset, out, architecture="small", epochs=1, batch_size=8, quantize=("float16", "int8"),
                     cache_dir=cache, verbose=0)
     return out, metrics, cache
+
+
+@pytest.fixture(scope="module")
+def four_sources(tmp_path_factory):
+    """The sample's images of four sources, two real and two render, with their manifest entries."""
+    root = tmp_path_factory.mktemp("four-sources")
+    sample = json.loads((SAMPLE_DIR / "manifest.json").read_text())
+    sample["files"] = [entry for entry in sample["files"] if entry["source"] in ("scikit-image", "lxqt-themes", "povray", "blender-products")]
+    for entry in sample["files"]:
+        (root / entry["path"]).parent.mkdir(exist_ok=True)
+        shutil.copyfile(SAMPLE_DIR / entry["path"], root / entry["path"])
+    (root / "manifest.json").write_text(json.dumps(sample))
+    return root
 
 
 def test_exports_every_format(trained):
@@ -210,6 +224,28 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert "povray" not in metrics["test"]["per_source"]
     with pytest.raises(TrainingError, match="no images from source"):
         train(data, tmp_path / "other", epochs=1, hold_out=("nonexistent",), cache_dir=tmp_path / "cache", verbose=0)
+
+
+def test_fine_tuning_trains_only_the_last_blocks_on_their_cached_input(four_sources, tmp_path):
+    """--fine-tune 1: block11 (the last block before block11_add) and the head change; every block before it keeps
+    the pretrained weights; the exported model runs in NumPy as in Keras; leave-one-source-out fine-tunes too."""
+    import keras
+    from rendernet_train.efficientnet import converted_weights
+    from rendernet_train.train import train
+
+    metrics = train(four_sources, tmp_path / "model", epochs=2, batch_size=8, views=2, fine_tune=1, fine_tune_epochs=2,
+                    loso=True, cache_dir=tmp_path / "cache", verbose=0)
+    assert metrics["config"]["fine_tune"] == 1 and metrics["selection"]["score"] is not None
+    assert metrics["epochs_run"] >= 3  # the head's epochs, then fine-tuning's
+    model = keras.saving.load_model(tmp_path / "model" / "model.keras")
+    pretrained = converted_weights(cache_root())
+    for layer in ("block10_project", "block11_expand", "block11_project"):
+        changed = not np.array_equal(model.get_layer(layer).get_weights()[0], pretrained[layer][0])
+        assert changed == layer.startswith("block11"), layer
+    batch = np.stack([preprocess(path, 224) for path in sample_files()[::40]])
+    assert np.abs(load_model(tmp_path / "model").forward(batch) - np.asarray(model(batch.astype(np.float32)))).max() <= 1e-5
+    with pytest.raises(TrainingError, match="only 10 blocks before it"):
+        train(four_sources, tmp_path / "other", epochs=1, fine_tune=11, cache_dir=tmp_path / "cache", verbose=0)
 
 
 def test_same_seed_same_weights(tiny_dataset, tmp_path):

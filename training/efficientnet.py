@@ -59,26 +59,39 @@ def blocks():
             yield number, kernel, stride if repeat == 0 else 1, expansion, filters_in if repeat == 0 else filters_out, filters_out
 
 
-def backbone_layers(inputs, until: str = "head"):
+def block_outputs() -> list:
+    """The layers a feature map can be read from, in order: each block's last layer (its `_add`, or its `_project`
+    where the block has no residual), then "head"."""
+    return [f"block{number}_add" if stride == 1 and filters_in == filters_out else f"block{number}_project"
+            for number, _, stride, _, filters_in, filters_out in blocks()] + ["head"]
+
+
+def backbone_layers(inputs, until: str = "head", after: str | None = None):
     """EfficientNet-Lite0 on `inputs` (pixels 0..255) up to the layer named `until`; returns its output.
-    BN-free (folded), so every convolution has a bias. "head" is the final (size/32)^2 x 1280 ReLU6 map."""
-    x = keras.layers.Rescaling(INPUT_SCALE, INPUT_OFFSET, name="normalise")(inputs)
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu6", name="stem")(x)
-    for number, kernel, stride, expansion, filters_in, filters_out in blocks():
+    BN-free (folded), so every convolution has a bias. "head" is the final (size/32)^2 x 1280 ReLU6 map.
+    With `after` (a layer of block_outputs() before `until`), `inputs` are that layer's output and only the
+    layers after it are built: the part that fine-tuning trains."""
+    outputs = block_outputs()
+    if until not in outputs or (after is not None and (after not in outputs or outputs.index(after) >= outputs.index(until))):
+        raise TrainingError(f"the backbone has no layer {until!r} to stop at after {after!r} "
+                            f"(a block's last layer, or 'head')")
+    x = inputs
+    if after is None:
+        x = keras.layers.Rescaling(INPUT_SCALE, INPUT_OFFSET, name="normalise")(x)
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu6", name="stem")(x)
+    for (number, kernel, stride, expansion, filters_in, filters_out), last in zip(blocks(), outputs, strict=False):
+        if after is not None and outputs.index(last) <= outputs.index(after):
+            continue
         block_input = x
         if expansion != 1:
             x = keras.layers.Conv2D(filters_in * expansion, 1, activation="relu6", name=f"block{number}_expand")(x)
         x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", activation="relu6",
                                          name=f"block{number}_depthwise")(x)
         x = keras.layers.Conv2D(filters_out, 1, name=f"block{number}_project")(x)
-        last = f"block{number}_project"
-        if stride == 1 and filters_in == filters_out:
-            last = f"block{number}_add"
+        if last.endswith("_add"):
             x = keras.layers.Add(name=last)([x, block_input])
         if until == last:
             return x
-    if until != "head":
-        raise TrainingError(f"the backbone has no layer {until!r} to stop at (a block's last layer, or 'head')")
     return keras.layers.Conv2D(HEAD_FILTERS, 1, activation="relu6", name="head")(x)
 
 

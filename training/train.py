@@ -208,45 +208,80 @@ def leave_one_source_out(dataset, splits, settings, features=None, priority_fami
 
 class PooledFeatures:
     """The pretrained model's pooled features of every example (and augmented views of the training ones),
-    computed once; heads train on them (transfer.fit_head)."""
+    computed once; heads train on them (transfer.fit_head). With `fine_tune` blocks, also the activations those
+    blocks read, and a fit is a head and then a tail (transfer.tail_of) trained on them."""
 
-    def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool, client=None):
-        from .transfer import pooled_features
+    def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool, client=None,
+                 features: str = "block11_add", fine_tune: int = 0):
+        import keras
 
-        print(f"backbone features: {len(examples)} images + {views - 1} augmented views of {len(train_examples)} "
-              "training images", flush=True)
-        self.model = model
+        from .efficientnet import block_outputs
+        from .transfer import copy_weights, pooled_features, tail_of
+
+        if fine_tune > block_outputs().index(features):
+            raise TrainingError(f"--fine-tune {fine_tune}: {features} has only {block_outputs().index(features)} "
+                                "blocks before it that can train")
+        self.model, self.features_layer = model, features
+        self.after = block_outputs()[block_outputs().index(features) - fine_tune] if fine_tune else None
+        layer = self.after or "pool"
+        print(f"backbone {'activations at ' + layer if fine_tune else 'features'}: {len(examples)} images + "
+              f"{views - 1} augmented views of {len(train_examples)} training images", flush=True)
         self.rows = {id(example): row for row, example in enumerate(examples)}
-        self.features, _ = pooled_features(model, examples, progress=progress, client=client)
-        self.augmented, rows = (pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress,
-                                                client=client)
-                                if views > 1 else (None, []))
+        self.inputs, _ = pooled_features(model, examples, progress=progress, client=client, layer=layer)
+        self.augmented_inputs, rows = (pooled_features(model, train_examples, augmented=views - 1, seed=seed,
+                                                       progress=progress, client=client, layer=layer)
+                                       if views > 1 else (None, []))
         self.augmented_of = {}
         for row, index in enumerate(rows):
             self.augmented_of.setdefault(id(train_examples[index]), []).append(row)
+        self.pooled, self.augmented_pooled = self.inputs, self.augmented_inputs
+        if fine_tune:  # the pretrained tail, kept to start every fine-tuning from, pools the activations for the heads
+            self.pretrained_tail = tail_of(model, features, self.after)
+            copy_weights(model, self.pretrained_tail)
+            pool = keras.Model(self.pretrained_tail.input, self.pretrained_tail.get_layer("pool").output)
+            self.pooled, self.augmented_pooled = (
+                None if inputs is None else np.concatenate([np.asarray(pool(inputs[start:start + 256]))
+                                                            for start in range(0, len(inputs), 256)])
+                for inputs in (self.inputs, self.augmented_inputs))
 
-    def of(self, examples, with_augmented=False) -> tuple:
-        """(features, labels) of some examples; with_augmented adds their augmented views."""
-        rows = [self.features[self.rows[id(example)]] for example in examples]
+    def of(self, examples, with_augmented=False, pooled=True) -> tuple:
+        """(features, labels) of some examples (pooled, or the activations fine-tuning reads); with_augmented adds
+        their augmented views."""
+        features, augmented = (self.pooled, self.augmented_pooled) if pooled else (self.inputs, self.augmented_inputs)
+        rows = [features[self.rows[id(example)]] for example in examples]
         labels = [example.label for example in examples]
         if with_augmented:
             for example in examples:
                 extra = self.augmented_of.get(id(example), [])
-                rows += [self.augmented[row] for row in extra]
+                rows += [augmented[row] for row in extra]
                 labels += [example.label] * len(extra)
         return np.array(rows, dtype=np.float32), np.array(labels, dtype=int)
 
     def fit(self, train_examples, validation_examples, settings):
-        from .transfer import fit_head
+        """A head on the pooled features; with fine-tuning, then a tail from it. Returns (head or tail, history)."""
+        from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_head, fit_part, tail_of
 
-        train_features, train_labels = self.of(train_examples, with_augmented=True)
-        validation_features, validation_labels = self.of(validation_examples)
-        return fit_head(self.model, train_features, train_labels, validation_features, validation_labels,
-                        epochs=settings["epochs"], batch_size=settings["batch_size"], patience=settings["patience"],
-                        learning_rate=settings["learning_rate"], seed=settings["seed"], verbose=settings["verbose"])
+        fit_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "seed",
+                                                       "verbose")}
+        head, history = fit_head(self.model, *self.of(train_examples, with_augmented=True),
+                                 *self.of(validation_examples), **fit_settings)
+        if self.after is None:
+            return head, history
+        tail = tail_of(self.model, self.features_layer, self.after)
+        copy_weights(self.pretrained_tail, tail)
+        copy_weights(head, tail)
+        tail, tuned = fit_part(tail, *self.of(train_examples, with_augmented=True, pooled=False),
+                               *self.of(validation_examples, pooled=False),
+                               **{**fit_settings, "epochs": settings["fine_tune_epochs"], "patience": FINE_TUNE_PATIENCE,
+                                  "learning_rate": settings["learning_rate"] / 10})
+        for key, values in tuned.history.items():
+            history.history[key] = history.history.get(key, []) + values
+        return tail, history
 
-    def probabilities(self, head, examples) -> np.ndarray:
-        return np.asarray(head(self.of(examples)[0], training=False))
+    def probabilities(self, part, examples) -> np.ndarray:
+        inputs = self.of(examples, pooled=self.after is None)[0]
+        return np.concatenate([np.asarray(part(inputs[start:start + 256], training=False))
+                               for start in range(0, len(inputs), 256)]) if len(inputs) else np.zeros((0, self.model.output_shape[-1]))
 
 
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
@@ -272,6 +307,9 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     if config.input_size and not pretrained and config.input_size != ARCHITECTURES["small"]["input_size"]:
         raise TrainingError(f"the small architecture takes {ARCHITECTURES['small']['input_size']} px input; "
                             "--input-size is for efficientnet-lite0")
+    if config.fine_tune and not pretrained:
+        raise TrainingError("--fine-tune trains blocks of the pretrained backbone; the small architecture trains all of "
+                            "itself anyway")
     config = config.resolved()
     architecture, features, hidden, size, views = (config.architecture, config.features, config.hidden,
                                                    config.input_size, config.views)
@@ -312,12 +350,14 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
                 "seed": seed, "verbose": verbose}
     pooled = None
     if pretrained:
-        from .transfer import build_classifier, copy_head
+        from .transfer import build_classifier, copy_weights
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
-        pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client)
-        head, history = pooled.fit(splits["train"], splits["validation"], settings)
-        copy_head(head, model)
+        settings["fine_tune_epochs"] = config.fine_tune_epochs
+        pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client,
+                                features, config.fine_tune)
+        trained, history = pooled.fit(splits["train"], splits["validation"], settings)
+        copy_weights(trained, model)
     else:
         settings.update(strategy=strategy, widths=widths, dropout=config.dropout, random_crops=random_crops)
         model, history = fit(dataset.classes, splits["train"], splits["validation"], **settings)

@@ -13,6 +13,13 @@ to the input size with preprocess's bilinear filter, a random horizontal flip,
 and half the time a JPEG re-compression at quality 70..98, so compression
 cannot tell the classes apart).
 
+Fine-tuning (`fine_tune` > 0): the last blocks before the pooled layer train too.
+Their input, the output of the block before them, is computed once per view and
+kept in memory like the pooled features, so a CPU trains only those blocks and
+the head. First the head trains on the pooled features as without fine-tuning,
+then the blocks and the head together at a tenth of the learning rate, with
+EarlyStopping on validation loss after FINE_TUNE_PATIENCE epochs.
+
 The exported model is one flat Keras graph (`build_classifier`): the backbone
 layers, `pool` (GlobalAveragePooling2D), `dropout`, optionally `hidden` (Dense,
 ReLU), `classifier` (Dense, softmax), so every export format and the NumPy pass
@@ -29,6 +36,8 @@ from PIL import Image
 from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
 from .errors import TrainingError
+
+FINE_TUNE_PATIENCE = 2  # epochs without a better validation loss before fine-tuning stops (each is minutes on a CPU)
 
 
 def add_head(x, num_classes: int, hidden: int, dropout: float):
@@ -55,11 +64,21 @@ def head_of(model: keras.Model) -> keras.Model:
     return keras.Model(features, add_head(features, model.output_shape[-1], hidden, model.get_layer("dropout").rate))
 
 
-def copy_head(head: keras.Model, model: keras.Model) -> None:
-    """Put a trained head's weights into the full model."""
-    for layer in head.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
+def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
+    """A stand-alone copy of `model` from the output of backbone layer `after` (its input) to the softmax: the
+    blocks that fine-tuning trains and a head like head_of's (same layer names, fresh weights)."""
+    activations = keras.Input(model.get_layer(after).output.shape[1:])
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(activations, until, after))
+    hidden = model.get_layer("hidden").units if "hidden" in [layer.name for layer in model.layers] else 0
+    return keras.Model(activations, add_head(x, model.output_shape[-1], hidden, model.get_layer("dropout").rate))
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Set the weights of every layer of `source` that `target` has too (matched by name)."""
+    names = {layer.name for layer in target.layers}
+    for layer in source.layers:
+        if layer.weights and layer.name in names:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def augmented_view(crop_source_file, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,11 +107,12 @@ def chunk_features(extractor, chunk, size: int, seed: int) -> np.ndarray:
 
 
 def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int = 0, batch_size: int = 32,
-                    progress: bool = False, client=None) -> tuple:
-    """(features, example index of each row): the `pool` output of `model` for each example's cached input,
-    or with augmented > 0 for that many augmented views of each example instead. With a Dask `client`, the
-    batches run on its workers (training/cluster.py) and give the same features."""
-    extractor = keras.Model(model.input, model.get_layer("pool").output)
+                    progress: bool = False, client=None, layer: str = "pool") -> tuple:
+    """(features, example index of each row): the `layer` output of `model` (by default the pooled features)
+    for each example's cached input, or with augmented > 0 for that many augmented views of each example
+    instead. With a Dask `client`, the batches run on its workers (training/cluster.py) and give the same
+    features."""
+    extractor = keras.Model(model.input, model.get_layer(layer).output)
     size = model.input_shape[1]
     jobs = [(index, view, str(examples[index].cache_file), str(examples[index].crop_source_file))
             for index in range(len(examples)) for view in (range(1, augmented + 1) if augmented else [0])]
@@ -110,24 +130,28 @@ def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int 
         if bar:
             bar.add(len(chunk))
     rows = np.array([index for index, *_ in jobs], dtype=int)
-    return (np.concatenate(features) if features else np.zeros((0, extractor.output_shape[-1]), np.float32)), rows
+    return (np.concatenate(features) if features else np.zeros((0, *extractor.output_shape[1:]), np.float32)), rows
 
 
-def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, epochs,
-             batch_size, patience, learning_rate, seed, verbose):
-    """Train a head like `model`'s on pooled features (EarlyStopping on validation loss, best weights restored,
-    balanced class weights); returns (head, Keras history)."""
-    num_classes = model.output_shape[-1]
-    keras.utils.set_random_seed(seed)
-    head = head_of(model)
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
+def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, **settings):
+    """Train a head like `model`'s on pooled features; returns (head, Keras history). See fit_part."""
+    keras.utils.set_random_seed(settings["seed"])
+    return fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels, **settings)
+
+
+def fit_part(part: keras.Model, train_inputs, train_labels, validation_inputs, validation_labels, *, epochs, batch_size,
+             patience, learning_rate, verbose, seed=None):
+    """Train `part` (a head, or a tail for fine-tuning) on its inputs: Adam, balanced class weights, EarlyStopping on
+    validation loss with the best weights restored; returns (part, Keras history). `seed` is the caller's to set."""
+    num_classes = part.output_shape[-1]
+    part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     counts = np.bincount(train_labels, minlength=num_classes)
     if counts.min() == 0:
         raise TrainingError(f"class {int(counts.argmin())} has no training images")
     class_weight = {index: len(train_labels) / (num_classes * count) for index, count in enumerate(counts)}
-    history = head.fit(
-        train_features, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,
-        validation_data=(validation_features, keras.utils.to_categorical(validation_labels, num_classes)),
+    history = part.fit(
+        train_inputs, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,
+        validation_data=(validation_inputs, keras.utils.to_categorical(validation_labels, num_classes)),
         class_weight=class_weight, shuffle=True, verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
-    return head, history
+    return part, history
