@@ -53,7 +53,8 @@ def four_sources(tmp_path_factory):
     """The sample's images of four sources, two real and two render, with their manifest entries."""
     root = tmp_path_factory.mktemp("four-sources")
     sample = json.loads((SAMPLE_DIR / "manifest.json").read_text())
-    sample["files"] = [entry for entry in sample["files"] if entry["source"] in ("scikit-image", "lxqt-themes", "povray", "blender-products")]
+    chosen = ("scikit-image", "lxqt-themes", "povray", "blender-products")
+    sample["files"] = [entry for entry in sample["files"] if entry["source"] in chosen]
     for entry in sample["files"]:
         (root / entry["path"]).parent.mkdir(exist_ok=True)
         shutil.copyfile(SAMPLE_DIR / entry["path"], root / entry["path"])

@@ -280,8 +280,8 @@ class PooledFeatures:
 
     def probabilities(self, part, examples) -> np.ndarray:
         inputs = self.of(examples, pooled=self.after is None)[0]
-        return np.concatenate([np.asarray(part(inputs[start:start + 256], training=False))
-                               for start in range(0, len(inputs), 256)]) if len(inputs) else np.zeros((0, self.model.output_shape[-1]))
+        chunks = [np.asarray(part(inputs[start:start + 256], training=False)) for start in range(0, len(inputs), 256)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.output_shape[-1]))
 
 
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
