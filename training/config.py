@@ -39,8 +39,9 @@ class TrainConfig:
     hidden: int = option(0, help="efficientnet-lite0: units of a ReLU layer before the softmax (default 0: a linear head)")
     fine_tune: int = option(0, help="efficientnet-lite0: also train this many backbone blocks before --features, on their "
                                     "input computed once per view, after the head (default 0: the backbone stays frozen)")
-    fine_tune_epochs: int = option(6, help="with --fine-tune, the most epochs of it, at a tenth of the learning rate "
-                                           "(default 6)")
+    fine_tune_epochs: int = option(6, help="with --fine-tune, the most epochs of it (default 6)")
+    fine_tune_learning_rate: float = option(1e-4, help="with --fine-tune, Adam's learning rate for it (default 1e-4: "
+                                                      "smaller steps are mostly lost to the int8 rounding of the kernels)")
     dropout: float = option(0.2, help="dropout rate before the softmax (default 0.2)")
     input_size: int | None = option(None, type=int, help="input side in px (default: 224 for efficientnet-lite0, 200 for small)")
     views: int = option(4, help="efficientnet-lite0: views per training image, the original + augmented crops (default 4)")

@@ -259,6 +259,7 @@ class PooledFeatures:
 
     def fit(self, train_examples, validation_examples, settings):
         """A head on the pooled features; with fine-tuning, then a tail from it. Returns (head or tail, history)."""
+        from .export import round_weights
         from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_head, fit_part, tail_of
 
         fit_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "seed",
@@ -273,7 +274,8 @@ class PooledFeatures:
         tail, tuned = fit_part(tail, *self.of(train_examples, with_augmented=True, pooled=False),
                                *self.of(validation_examples, pooled=False),
                                **{**fit_settings, "epochs": settings["fine_tune_epochs"], "patience": FINE_TUNE_PATIENCE,
-                                  "learning_rate": settings["learning_rate"] / 10})
+                                  "learning_rate": settings["fine_tune_learning_rate"]})
+        round_weights(tail, "int8")  # what the exported model stores: a change smaller than a step of int8 is lost
         for key, values in tuned.history.items():
             history.history[key] = history.history.get(key, []) + values
         return tail, history
@@ -353,7 +355,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
         from .transfer import build_classifier, copy_weights
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
-        settings["fine_tune_epochs"] = config.fine_tune_epochs
+        settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client,
                                 features, config.fine_tune)
         trained, history = pooled.fit(splits["train"], splits["validation"], settings)

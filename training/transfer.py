@@ -17,7 +17,7 @@ Fine-tuning (`fine_tune` > 0): the last blocks before the pooled layer train too
 Their input, the output of the block before them, is computed once per view and
 kept in memory like the pooled features, so a CPU trains only those blocks and
 the head. First the head trains on the pooled features as without fine-tuning,
-then the blocks and the head together at a tenth of the learning rate, with
+then the blocks and the head together at their own learning rate, with
 EarlyStopping on validation loss after FINE_TUNE_PATIENCE epochs.
 
 The exported model is one flat Keras graph (`build_classifier`): the backbone
