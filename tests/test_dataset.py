@@ -119,6 +119,29 @@ def test_committed_sample_follows_the_rules():
             assert credits and all(f"- {line}" in attribution for line in credits), f"{source}: model credits missing"
 
 
+def test_the_sample_takes_whole_sources_then_every_other_source_in_turn(tmp_path):
+    from rendernet_train.dataset.sample import make_sample
+
+    files = []
+    for source, label, count in (("interiors", "real", 5), ("photos-a", "real", 6), ("photos-b", "real", 1),
+                                 ("renders", "render", 4)):
+        for index in range(count):
+            path = f"{label}/{source}-{index}.webp"
+            (tmp_path / "full" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / "full" / path)
+            files.append({"path": path, "class": label, "source": source, "family": "other", "sha256": f"{source}{index}",
+                          "package": "p", "original": "o", "license": "l"})
+    (tmp_path / "full" / "manifest.json").write_text(json.dumps({"format": "rendernet-dataset", "files": files}))
+    make_sample(tmp_path / "full", tmp_path / "sample", per_class=3, whole=("interiors",))
+    chosen = json.loads((tmp_path / "sample" / "manifest.json").read_text())["files"]
+    counts = {source: sum(entry["source"] == source for entry in chosen) for source in ("interiors", "photos-a", "photos-b",
+                                                                                         "renders")}
+    assert counts == {"interiors": 5, "photos-a": 2, "photos-b": 1, "renders": 3}
+    assert all((tmp_path / "sample" / entry["path"]).exists() for entry in chosen)
+    attribution = (tmp_path / "sample" / "ATTRIBUTION.md").read_text()
+    assert chosen[0]["family"] == "other" and "| real/interiors-0.webp | p |" in attribution
+
+
 def test_only_the_permitted_interior_photographs_are_trained_on():
     """The tiktok-interiors source lists exactly the 17 files ../shared/data permits; bench/independent.py
     scores the package's other files and never these."""

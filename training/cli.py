@@ -65,7 +65,7 @@ def cmd_dataset_build(args) -> int:
 def cmd_dataset_sample(args) -> int:
     from .dataset.sample import make_sample
 
-    make_sample(Path(args.dataset), Path(args.out), args.per_class)
+    make_sample(Path(args.dataset), Path(args.out), args.per_class, args.whole or ())
     return 0
 
 
@@ -98,7 +98,9 @@ def parser() -> argparse.ArgumentParser:
     sample = dataset_commands.add_parser("sample", help="pick the small committed sample from a built dataset")
     sample.add_argument("dataset")
     sample.add_argument("--out", default="data/sample")
-    sample.add_argument("--per-class", type=int, default=70)
+    sample.add_argument("--per-class", type=int, default=70, help="files per class from the round-robin (default 70)")
+    sample.add_argument("--whole", action="append", metavar="SOURCE",
+                        help="every file of this source, beyond the per-class count (repeatable)")
     sample.set_defaults(run=cmd_dataset_sample)
     return main
 

@@ -1,8 +1,10 @@
 """Pick the small committed sample (data/sample/) from a built dataset.
 
-Round-robin over sources within each class, so every source is represented,
-keeping each file's split, source and license; writes manifest.json and an
-ATTRIBUTION.md listing every file's package, original path and license.
+Every file of the `whole` sources (the permitted interior photographs and their
+crops), then a round-robin over the other sources within each class, so every
+source is represented, keeping each file's split, source, family and license;
+writes manifest.json and an ATTRIBUTION.md listing every file's package,
+original path and license.
 """
 
 import json
@@ -10,13 +12,13 @@ import shutil
 from pathlib import Path
 
 
-def make_sample(dataset: Path, out: Path, per_class: int) -> None:
+def make_sample(dataset: Path, out: Path, per_class: int, whole=()) -> None:
     manifest = json.loads((dataset / "manifest.json").read_text())
-    chosen = []
+    chosen = [entry for entry in manifest["files"] if entry["source"] in whole]
     for name in sorted({entry["class"] for entry in manifest["files"]}):
         by_source = {}
         for entry in sorted(manifest["files"], key=lambda entry: entry["sha256"]):
-            if entry["class"] == name:
+            if entry["class"] == name and entry["source"] not in whole:
                 by_source.setdefault(entry["source"], []).append(entry)
         queues = list(by_source.values())
         picked = []
