@@ -214,7 +214,8 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     families = metrics["leave_one_source_out_families"]
     assert families["rooms/real"]["worst"] == "tiktok-interiors" and families["rooms/render"]["sources"] == 1
     assert sum(family["sources"] for family in families.values()) == len(sources)
-    assert 0.0 <= metrics["selection"]["score"] <= 1.0 and "povray" not in metrics["selection"]["under_guard"]
+    assert 0.0 <= metrics["selection"]["score"] <= 1.0
+    assert set(metrics["selection"]["under_guard"]) <= sources - {"tiktok-interiors", "blender-rooms"}
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     assert manifest["input"]["shape"] == [224, 224, 3] and manifest["credits"]
     kernel_dtypes = {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name}
