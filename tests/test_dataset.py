@@ -109,6 +109,9 @@ def test_committed_sample_follows_the_rules():
         with Image.open(path) as image:
             assert image.format == "WEBP" and min(image.size) == SHORT_SIDE
     assert all(len(splits) == 1 for splits in by_group.values()), "a source picture straddles splits"
+    families = {source["name"]: source["family"] for source in json.loads(SOURCES_FILE.read_text())["sources"]}
+    assert all(entry["family"] == families[entry["source"]] for entry in manifest["files"])
+    assert {entry["family"] for entry in manifest["files"]} == {"rooms", "exteriors", "objects", "other"}
     counts = {name: sum(entry["class"] == name for entry in manifest["files"]) for name in ("real", "render")}
     assert min(counts.values()) >= 60
     assert sum(path.stat().st_size for path in SAMPLE_DIR.rglob("*")) <= 10 * 1024 * 1024

@@ -201,9 +201,6 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     data = tmp_path / "sample"
     shutil.copytree(SAMPLE_DIR, data)
     sample = json.loads((data / "manifest.json").read_text())
-    for entry in sample["files"]:  # the families as sources.json names them
-        entry["family"] = "rooms" if entry["source"] in ("tiktok-interiors", "blender-rooms") else "other"
-    (data / "manifest.json").write_text(json.dumps(sample))
     povray = [entry for entry in sample["files"] if entry["source"] == "povray"]
     metrics = train(data, tmp_path / "model", epochs=2, batch_size=16, views=2, hold_out=("povray",), loso=True,
                     cache_dir=tmp_path / "cache", verbose=0)
@@ -213,9 +210,11 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert set(metrics["leave_one_source_out"]) == sources
     families = metrics["leave_one_source_out_families"]
     assert families["rooms/real"]["worst"] == "tiktok-interiors" and families["rooms/render"]["sources"] == 1
+    assert families["exteriors/real"]["worst"] == "gcompris-buildings" and families["exteriors/render"]["sources"] == 1
     assert sum(family["sources"] for family in families.values()) == len(sources)
     assert 0.0 <= metrics["selection"]["score"] <= 1.0
-    assert set(metrics["selection"]["under_guard"]) <= sources - {"tiktok-interiors", "blender-rooms"}
+    assert set(metrics["selection"]["under_guard"]) <= sources - {"tiktok-interiors", "blender-rooms", "gcompris-buildings",
+                                                                  "blender-exteriors"}
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     assert manifest["input"]["shape"] == [224, 224, 3] and manifest["credits"]
     kernel_dtypes = {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name}
