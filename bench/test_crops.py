@@ -92,7 +92,8 @@ def main() -> None:
     features = WithTestViews(model, dataset.examples, splits["train"], config)
     settings = {"epochs": config.epochs, "batch_size": config.batch_size, "patience": config.patience,
                 "learning_rate": config.learning_rate, "seed": config.seed, "verbose": 0,
-                "fine_tune_epochs": config.fine_tune_epochs, "fine_tune_learning_rate": config.fine_tune_learning_rate}
+                "fine_tune_epochs": config.fine_tune_epochs, "fine_tune_learning_rate": config.fine_tune_learning_rate,
+                "balance_sources": config.balance_sources}
     rows = []
     for name, view_set in VIEW_SETS.items():
         features.view_set = view_set

@@ -236,7 +236,7 @@ def test_fine_tuning_trains_only_the_last_blocks_on_their_cached_input(four_sour
     from rendernet_train.train import train
 
     metrics = train(four_sources, tmp_path / "model", epochs=2, batch_size=8, views=2, fine_tune=1, fine_tune_epochs=2,
-                    loso=True, cache_dir=tmp_path / "cache", verbose=0)
+                    loso=True, balance_sources=True, cache_dir=tmp_path / "cache", verbose=0)
     assert metrics["config"]["fine_tune"] == 1 and metrics["selection"]["score"] is not None
     assert metrics["epochs_run"] >= 3  # the head's epochs, then fine-tuning's
     model = keras.saving.load_model(tmp_path / "model" / "model.keras")
@@ -248,6 +248,16 @@ def test_fine_tuning_trains_only_the_last_blocks_on_their_cached_input(four_sour
     assert np.abs(load_model(tmp_path / "model").forward(batch) - np.asarray(model(batch.astype(np.float32)))).max() <= 1e-5
     with pytest.raises(TrainingError, match="only 10 blocks before it"):
         train(four_sources, tmp_path / "other", epochs=1, fine_tune=11, cache_dir=tmp_path / "cache", verbose=0)
+
+
+def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_share():
+    from rendernet_train.transfer import balanced_weights
+
+    labels = np.array([0, 0, 0, 1])
+    assert balanced_weights(labels, 2).tolist() == [4 / 6] * 3 + [2.0]  # what Keras' class_weight gave
+    assert balanced_weights(labels, 2, ["a", "a", "b", "c"]).tolist() == [0.5, 0.5, 1.0, 2.0]
+    with pytest.raises(TrainingError, match="class 1 has no training images"):
+        balanced_weights(np.array([0, 0]), 2)
 
 
 def test_same_seed_same_weights(tiny_dataset, tmp_path):

@@ -257,6 +257,11 @@ class PooledFeatures:
                 labels += [example.label] * len(extra)
         return np.array(rows, dtype=np.float32), np.array(labels, dtype=int)
 
+    def sources_of(self, train_examples) -> list:
+        """The source of each row that of(train_examples, with_augmented=True) gives, in its order."""
+        return [example.source for example in train_examples] + [
+            example.source for example in train_examples for _ in self.augmented_of.get(id(example), [])]
+
     def fit(self, train_examples, validation_examples, settings):
         """A head on the pooled features; with fine-tuning, then a tail from it. Returns (head or tail, history)."""
         from .export import round_weights
@@ -264,6 +269,8 @@ class PooledFeatures:
 
         fit_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "seed",
                                                        "verbose")}
+        if settings.get("balance_sources"):
+            fit_settings["train_groups"] = self.sources_of(train_examples)
         head, history = fit_head(self.model, *self.of(train_examples, with_augmented=True),
                                  *self.of(validation_examples), **fit_settings)
         if self.after is None:
@@ -355,7 +362,8 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
         from .transfer import build_classifier, copy_weights
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
-        settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate)
+        settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate,
+                        balance_sources=config.balance_sources)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client,
                                 features, config.fine_tune)
         trained, history = pooled.fit(splits["train"], splits["validation"], settings)

@@ -139,19 +139,30 @@ def fit_head(model: keras.Model, train_features, train_labels, validation_featur
     return fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels, **settings)
 
 
-def fit_part(part: keras.Model, train_inputs, train_labels, validation_inputs, validation_labels, *, epochs, batch_size,
-             patience, learning_rate, verbose, seed=None):
-    """Train `part` (a head, or a tail for fine-tuning) on its inputs: Adam, balanced class weights, EarlyStopping on
-    validation loss with the best weights restored; returns (part, Keras history). `seed` is the caller's to set."""
-    num_classes = part.output_shape[-1]
-    part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
-    counts = np.bincount(train_labels, minlength=num_classes)
+def balanced_weights(labels: np.ndarray, num_classes: int, groups=None) -> np.ndarray:
+    """A weight per training row: every class weighs the same in the loss and, with `groups` (e.g. each row's
+    source), every group within its class too; the weights average 1."""
+    counts = np.bincount(labels, minlength=num_classes)
     if counts.min() == 0:
         raise TrainingError(f"class {int(counts.argmin())} has no training images")
-    class_weight = {index: len(train_labels) / (num_classes * count) for index, count in enumerate(counts)}
+    keys = list(zip(labels.tolist(), groups, strict=True)) if groups is not None else labels.tolist()
+    group_count = {key: keys.count(key) for key in set(keys)}
+    groups_in_class = {c: sum(1 for key in group_count if (key[0] if groups is not None else key) == c)
+                       for c in range(num_classes)}
+    return np.array([len(labels) / (num_classes * groups_in_class[label] * group_count[key])
+                     for label, key in zip(labels.tolist(), keys, strict=True)])
+
+
+def fit_part(part: keras.Model, train_inputs, train_labels, validation_inputs, validation_labels, *, epochs, batch_size,
+             patience, learning_rate, verbose, seed=None, train_groups=None):
+    """Train `part` (a head, or a tail for fine-tuning) on its inputs: Adam, balanced_weights (by class, and with
+    `train_groups` by group within each class), EarlyStopping on validation loss with the best weights restored;
+    returns (part, Keras history). `seed` is the caller's to set."""
+    num_classes = part.output_shape[-1]
+    part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     history = part.fit(
         train_inputs, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,
         validation_data=(validation_inputs, keras.utils.to_categorical(validation_labels, num_classes)),
-        class_weight=class_weight, shuffle=True, verbose=verbose,
+        sample_weight=balanced_weights(train_labels, num_classes, train_groups), shuffle=True, verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
     return part, history
