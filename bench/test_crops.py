@@ -27,7 +27,7 @@ from rendernet.preprocess import load_image, preprocess
 from rendernet_train.config import TrainConfig
 from rendernet_train.data import DEFAULT_CACHE, cache_images, read_square, scan
 from rendernet_train.metrics import selection_score
-from rendernet_train.train import PooledFeatures, leave_one_source_out
+from rendernet_train.train import PooledFeatures, fit_settings, leave_one_source_out
 from rendernet_train.transfer import build_classifier
 
 CROP_SCALE = 320  # the square the five crops are cut from
@@ -93,10 +93,7 @@ def main() -> None:
     model = build_classifier(config.input_size, len(dataset.classes), cache_root(), config.features, config.hidden,
                              config.dropout)
     features = WithTestViews(model, dataset.examples, splits["train"], config)
-    settings = {"epochs": config.epochs, "batch_size": config.batch_size, "patience": config.patience,
-                "learning_rate": config.learning_rate, "seed": config.seed, "verbose": 0,
-                "fine_tune_epochs": config.fine_tune_epochs, "fine_tune_learning_rate": config.fine_tune_learning_rate,
-                "balance_sources": config.balance_sources}
+    settings = fit_settings(replace(config, verbose=0))
     rows = []
     for name, view_set in VIEW_SETS.items():
         features.view_set = view_set

@@ -300,6 +300,16 @@ def evaluate_examples(model, examples, classes, batch_size: int, threshold=None)
                     [example.source for example in examples])
 
 
+def fit_settings(config: TrainConfig) -> dict:
+    """What fit, PooledFeatures.fit and leave_one_source_out read from a resolved config."""
+    settings = {"epochs": config.epochs, "batch_size": config.batch_size, "patience": config.patience,
+                "learning_rate": config.learning_rate, "seed": config.seed, "verbose": config.verbose}
+    if config.architecture != "small":
+        settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate,
+                        balance_sources=config.balance_sources)
+    return settings
+
+
 def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, client=None, **overrides) -> dict:
     """Train on DATA_DIR/<class>/* with `config` (TrainConfig's defaults, with `overrides` applied), export every
     format into `out`, and return the metrics (also written to out/metrics.json, with the config). With a Dask
@@ -322,8 +332,7 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     config = config.resolved()
     architecture, features, hidden, size, views = (config.architecture, config.features, config.hidden,
                                                    config.input_size, config.views)
-    epochs, batch_size, patience, learning_rate, seed = (config.epochs, config.batch_size, config.patience,
-                                                         config.learning_rate, config.seed)
+    batch_size, seed = config.batch_size, config.seed
     weights_dtype = ARCHITECTURES[architecture]["weights_dtype"]
     strategy, widths, random_crops, quantize = config.strategy, config.widths, config.random_crops, config.quantize
     hold_out, loso, verbose = config.hold_out, config.loso, config.verbose
@@ -355,15 +364,12 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     print("split sizes: " + ", ".join(f"{name} {len(items)}" for name, items in splits.items()))
 
     # ---- fit
-    settings = {"epochs": epochs, "batch_size": batch_size, "patience": patience, "learning_rate": learning_rate,
-                "seed": seed, "verbose": verbose}
+    settings = fit_settings(config)
     pooled = None
     if pretrained:
         from .transfer import build_classifier, copy_weights
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
-        settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate,
-                        balance_sources=config.balance_sources)
         pooled = PooledFeatures(model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client,
                                 features, config.fine_tune)
         trained, history = pooled.fit(splits["train"], splits["validation"], settings)
