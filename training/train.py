@@ -267,12 +267,11 @@ class PooledFeatures:
         from .export import round_weights
         from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_head, fit_part, tail_of
 
-        fit_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "seed",
-                                                       "verbose")}
+        part_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "verbose")}
         if settings.get("balance_sources"):
-            fit_settings["train_groups"] = self.sources_of(train_examples)
+            part_settings["train_groups"] = self.sources_of(train_examples)
         head, history = fit_head(self.model, *self.of(train_examples, with_augmented=True),
-                                 *self.of(validation_examples), **fit_settings)
+                                 *self.of(validation_examples), seed=settings["seed"], **part_settings)
         if self.after is None:
             return head, history
         tail = tail_of(self.model, self.features_layer, self.after)
@@ -280,7 +279,7 @@ class PooledFeatures:
         copy_weights(head, tail)
         tail, tuned = fit_part(tail, *self.of(train_examples, with_augmented=True, pooled=False),
                                *self.of(validation_examples, pooled=False),
-                               **{**fit_settings, "epochs": settings["fine_tune_epochs"], "patience": FINE_TUNE_PATIENCE,
+                               **{**part_settings, "epochs": settings["fine_tune_epochs"], "patience": FINE_TUNE_PATIENCE,
                                   "learning_rate": settings["fine_tune_learning_rate"]})
         round_weights(tail, "int8")  # what the exported model stores: a change smaller than a step of int8 is lost
         for key, values in tuned.history.items():

@@ -27,6 +27,7 @@ run the same network.
 """
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import keras
@@ -57,11 +58,16 @@ def build_classifier(size: int, num_classes: int, cache, until: str, hidden: int
     return model
 
 
+def head_like(model: keras.Model, x):
+    """add_head on `x` with `model`'s number of classes, hidden units and dropout rate."""
+    hidden = model.get_layer("hidden").units if "hidden" in [layer.name for layer in model.layers] else 0
+    return add_head(x, model.output_shape[-1], hidden, model.get_layer("dropout").rate)
+
+
 def head_of(model: keras.Model) -> keras.Model:
     """A stand-alone copy of `model`'s trained part, taking pooled features (same layer names, fresh weights)."""
-    hidden = model.get_layer("hidden").units if "hidden" in [layer.name for layer in model.layers] else 0
     features = keras.Input((model.get_layer("pool").output.shape[-1],))
-    return keras.Model(features, add_head(features, model.output_shape[-1], hidden, model.get_layer("dropout").rate))
+    return keras.Model(features, head_like(model, features))
 
 
 def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
@@ -69,8 +75,7 @@ def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
     blocks that fine-tuning trains and a head like head_of's (same layer names, fresh weights)."""
     activations = keras.Input(model.get_layer(after).output.shape[1:])
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(activations, until, after))
-    hidden = model.get_layer("hidden").units if "hidden" in [layer.name for layer in model.layers] else 0
-    return keras.Model(activations, add_head(x, model.output_shape[-1], hidden, model.get_layer("dropout").rate))
+    return keras.Model(activations, head_like(model, x))
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
@@ -133,9 +138,10 @@ def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int 
     return (np.concatenate(features) if features else np.zeros((0, *extractor.output_shape[1:]), np.float32)), rows
 
 
-def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, **settings):
-    """Train a head like `model`'s on pooled features; returns (head, Keras history). See fit_part."""
-    keras.utils.set_random_seed(settings["seed"])
+def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, seed,
+             **settings):
+    """Train a head like `model`'s on pooled features, from `seed`; returns (head, Keras history). See fit_part."""
+    keras.utils.set_random_seed(seed)
     return fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels, **settings)
 
 
@@ -145,19 +151,17 @@ def balanced_weights(labels: np.ndarray, num_classes: int, groups=None) -> np.nd
     counts = np.bincount(labels, minlength=num_classes)
     if counts.min() == 0:
         raise TrainingError(f"class {int(counts.argmin())} has no training images")
-    keys = list(zip(labels.tolist(), groups, strict=True)) if groups is not None else labels.tolist()
-    group_count = {key: keys.count(key) for key in set(keys)}
-    groups_in_class = {c: sum(1 for key in group_count if (key[0] if groups is not None else key) == c)
-                       for c in range(num_classes)}
-    return np.array([len(labels) / (num_classes * groups_in_class[label] * group_count[key])
-                     for label, key in zip(labels.tolist(), keys, strict=True)])
+    keys = list(zip(labels.tolist(), groups if groups is not None else [None] * len(labels), strict=True))
+    rows_of = Counter(keys)
+    groups_in_class = Counter(label for label, _ in rows_of)
+    return np.array([len(labels) / (num_classes * groups_in_class[label] * rows_of[label, group]) for label, group in keys])
 
 
 def fit_part(part: keras.Model, train_inputs, train_labels, validation_inputs, validation_labels, *, epochs, batch_size,
-             patience, learning_rate, verbose, seed=None, train_groups=None):
+             patience, learning_rate, verbose, train_groups=None):
     """Train `part` (a head, or a tail for fine-tuning) on its inputs: Adam, balanced_weights (by class, and with
     `train_groups` by group within each class), EarlyStopping on validation loss with the best weights restored;
-    returns (part, Keras history). `seed` is the caller's to set."""
+    returns (part, Keras history)."""
     num_classes = part.output_shape[-1]
     part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     history = part.fit(
