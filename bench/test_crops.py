@@ -28,7 +28,7 @@ from rendernet_train.config import TrainConfig
 from rendernet_train.data import DEFAULT_CACHE, cache_images, read_square, scan
 from rendernet_train.metrics import selection_score
 from rendernet_train.train import PooledFeatures, fit_settings, leave_one_source_out
-from rendernet_train.transfer import build_classifier
+from rendernet_train.transfer import build_classifier, in_batches
 
 CROP_SCALE = 320  # the square the five crops are cut from
 VIEW_SETS = {"the input alone": ("input",), "+ mirror": ("input", "mirror"),
@@ -76,8 +76,7 @@ class WithTestViews(PooledFeatures):
         if not examples:
             return np.zeros((0, part.output_shape[-1]))
         inputs = np.concatenate([self.views[id(example)][kind] for example in examples for kind in self.view_set])
-        probabilities = np.concatenate([np.asarray(part(inputs[start:start + 256], training=False))
-                                        for start in range(0, len(inputs), 256)])
+        probabilities = in_batches(part, inputs)
         return probabilities.reshape(len(examples), -1, probabilities.shape[-1]).mean(axis=1)
 
 

@@ -216,7 +216,7 @@ class PooledFeatures:
         import keras
 
         from .efficientnet import block_outputs
-        from .transfer import copy_weights, pooled_features, tail_of
+        from .transfer import copy_weights, in_batches, pooled_features, tail_of
 
         if fine_tune > block_outputs().index(features):
             raise TrainingError(f"--fine-tune {fine_tune}: {features} has only {block_outputs().index(features)} "
@@ -239,10 +239,8 @@ class PooledFeatures:
             self.pretrained_tail = tail_of(model, features, self.after)
             copy_weights(model, self.pretrained_tail)
             pool = keras.Model(self.pretrained_tail.input, self.pretrained_tail.get_layer("pool").output)
-            self.pooled, self.augmented_pooled = (
-                None if inputs is None else np.concatenate([np.asarray(pool(inputs[start:start + 256]))
-                                                            for start in range(0, len(inputs), 256)])
-                for inputs in (self.inputs, self.augmented_inputs))
+            self.pooled, self.augmented_pooled = (None if inputs is None else in_batches(pool, inputs)
+                                                  for inputs in (self.inputs, self.augmented_inputs))
 
     def of(self, examples, with_augmented=False, pooled=True) -> tuple:
         """(features, labels) of some examples (pooled, or the activations fine-tuning reads); with_augmented adds
@@ -287,9 +285,10 @@ class PooledFeatures:
         return tail, history
 
     def probabilities(self, part, examples) -> np.ndarray:
+        from .transfer import in_batches
+
         inputs = self.of(examples, pooled=self.after is None)[0]
-        chunks = [np.asarray(part(inputs[start:start + 256], training=False)) for start in range(0, len(inputs), 256)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.output_shape[-1]))
+        return in_batches(part, inputs)
 
 
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:

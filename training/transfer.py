@@ -78,6 +78,13 @@ def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
     return keras.Model(activations, head_like(model, x))
 
 
+def in_batches(part: keras.Model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """`part` (inference mode) on `inputs`, a batch at a time so that a large array never goes through at once."""
+    outputs = [np.asarray(part(inputs[start:start + batch_size], training=False))
+               for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), np.float32)
+
+
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
     """Set the weights of every layer of `source` that `target` has too (matched by name)."""
     names = {layer.name for layer in target.layers}
