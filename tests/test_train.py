@@ -250,6 +250,32 @@ def test_fine_tuning_trains_only_the_last_blocks_on_their_cached_input(four_sour
         train(four_sources, tmp_path / "other", epochs=1, fine_tune=11, cache_dir=tmp_path / "cache", verbose=0)
 
 
+def test_several_heads_are_stored_as_their_mean_which_is_the_mean_of_their_logits(four_sources, tmp_path):
+    """fit_heads(heads=3) keeps the mean of the heads that seeds 7, 8, 9 train one by one: a linear head's logits are
+    then the mean of theirs. train() refuses heads where a mean is not one of them."""
+    import keras
+    from rendernet_train.train import train
+    from rendernet_train.transfer import add_head, fit_heads
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, add_head(keras.layers.GlobalAveragePooling2D(name="pool")(inputs), 2, 0, 0.2))
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(60, 3)).astype(np.float32), np.arange(60) % 2
+    settings = {"epochs": 3, "batch_size": 8, "patience": 2, "learning_rate": 1e-2, "verbose": 0}
+    singles = [fit_heads(model, features[:40], labels[:40], features[40:], labels[40:], seed=seed, **settings)[0]
+               for seed in (7, 8, 9)]
+    mean, history = fit_heads(model, features[:40], labels[:40], features[40:], labels[40:], seed=7, heads=3, **settings)
+    assert len(history.history["loss"]) >= 1
+    for got, *wanted in zip(mean.get_weights(), *(head.get_weights() for head in singles), strict=True):
+        assert np.allclose(got, np.mean(wanted, axis=0), atol=1e-6)
+    assert not np.allclose(singles[0].get_weights()[0], singles[1].get_weights()[0])
+    logits = [features @ head.get_weights()[0] + head.get_weights()[1] for head in singles]
+    assert np.allclose(features @ mean.get_weights()[0] + mean.get_weights()[1], np.mean(logits, axis=0), atol=1e-5)
+    for refused in ({"hidden": 16}, {"fine_tune": 1}, {"architecture": "small"}):
+        with pytest.raises(TrainingError, match="--heads averages linear heads"):
+            train(four_sources, tmp_path / "other", epochs=1, heads=2, cache_dir=tmp_path / "cache", verbose=0, **refused)
+
+
 def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_share():
     from rendernet_train.transfer import balanced_weights
 

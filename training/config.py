@@ -42,6 +42,8 @@ class TrainConfig:
     fine_tune_epochs: int = option(6, help="with --fine-tune, the most epochs of it (default 6)")
     fine_tune_learning_rate: float = option(1e-4, help="with --fine-tune, Adam's learning rate for it (default 1e-4: "
                                                       "smaller steps are mostly lost to the int8 rounding of the kernels)")
+    heads: int = option(1, help="efficientnet-lite0, linear head: train this many heads from seeds --seed, --seed+1, ... and "
+                                "store their mean (the mean of their logits: one head, the same cost; default 1)")
     balance_sources: bool = option(False, help="efficientnet-lite0: every source of a class weighs the same in the loss "
                                                "(default: every image of a class weighs the same)")
     dropout: float = option(0.2, help="dropout rate before the softmax (default 0.2)")

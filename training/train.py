@@ -208,7 +208,7 @@ def leave_one_source_out(dataset, splits, settings, features=None, priority_fami
 
 class PooledFeatures:
     """The pretrained model's pooled features of every example (and augmented views of the training ones),
-    computed once; heads train on them (transfer.fit_head). With `fine_tune` blocks, also the activations those
+    computed once; heads train on them (transfer.fit_heads). With `fine_tune` blocks, also the activations those
     blocks read, and a fit is a head and then a tail (transfer.tail_of) trained on them."""
 
     def __init__(self, model, examples, train_examples, views: int, seed: int, progress: bool, client=None,
@@ -263,13 +263,14 @@ class PooledFeatures:
     def fit(self, train_examples, validation_examples, settings):
         """A head on the pooled features; with fine-tuning, then a tail from it. Returns (head or tail, history)."""
         from .export import round_weights
-        from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_head, fit_part, tail_of
+        from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_heads, fit_part, tail_of
 
         part_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "verbose")}
         if settings.get("balance_sources"):
             part_settings["train_groups"] = self.sources_of(train_examples)
-        head, history = fit_head(self.model, *self.of(train_examples, with_augmented=True),
-                                 *self.of(validation_examples), seed=settings["seed"], **part_settings)
+        head, history = fit_heads(self.model, *self.of(train_examples, with_augmented=True),
+                                  *self.of(validation_examples), seed=settings["seed"], heads=settings.get("heads", 1),
+                                  **part_settings)
         if self.after is None:
             return head, history
         tail = tail_of(self.model, self.features_layer, self.after)
@@ -304,7 +305,7 @@ def fit_settings(config: TrainConfig) -> dict:
                 "learning_rate": config.learning_rate, "seed": config.seed, "verbose": config.verbose}
     if config.architecture != "small":
         settings.update(fine_tune_epochs=config.fine_tune_epochs, fine_tune_learning_rate=config.fine_tune_learning_rate,
-                        balance_sources=config.balance_sources)
+                        balance_sources=config.balance_sources, heads=config.heads)
     return settings
 
 
@@ -327,6 +328,9 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     if config.fine_tune and not pretrained:
         raise TrainingError("--fine-tune trains blocks of the pretrained backbone; the small architecture trains all of "
                             "itself anyway")
+    if config.heads > 1 and (not pretrained or config.hidden or config.fine_tune):
+        raise TrainingError("--heads averages linear heads on frozen features: not with the small architecture, "
+                            "--hidden or --fine-tune")
     config = config.resolved()
     architecture, features, hidden, size, views = (config.architecture, config.features, config.hidden,
                                                    config.input_size, config.views)

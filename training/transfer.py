@@ -145,11 +145,21 @@ def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int 
     return (np.concatenate(features) if features else np.zeros((0, *extractor.output_shape[1:]), np.float32)), rows
 
 
-def fit_head(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, seed,
-             **settings):
-    """Train a head like `model`'s on pooled features, from `seed`; returns (head, Keras history). See fit_part."""
-    keras.utils.set_random_seed(seed)
-    return fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels, **settings)
+def fit_heads(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, seed,
+              heads: int = 1, **settings):
+    """Train `heads` heads like `model`'s on pooled features, from seeds seed, seed + 1, ..., and return (their mean,
+    the first one's Keras history); see fit_part. For a linear head the mean of the weights is the mean of the
+    logits: an ensemble at the cost of one head, and less of the spread one seed's head has."""
+    trained = []
+    for offset in range(heads):
+        keras.utils.set_random_seed(seed + offset)
+        trained.append(fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels,
+                                **settings))
+    head, history = trained[0]
+    if heads > 1:
+        head.set_weights([np.mean(arrays, axis=0) for arrays in zip(*(part.get_weights() for part, _ in trained),
+                                                                     strict=True)])
+    return head, history
 
 
 def balanced_weights(labels: np.ndarray, num_classes: int, groups=None) -> np.ndarray:
