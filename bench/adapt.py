@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app"), str(ROOT / "bench")]
 
-from independent import gather
+from independent import gather_interiors_and_icons
 from rendernet import load_model, preprocess
 from rendernet.adapt import ANCHOR, adapt_head
 from rendernet.decision import decide
@@ -157,7 +157,7 @@ def main() -> None:
     print(f"chosen: {choice['chosen']} (shipped ANCHOR {ANCHOR})\n")
 
     reserved = Path(tempfile.mkdtemp(prefix="rendernet-reserved-"))
-    gather(reserved, Path(args.cache))
+    gather_interiors_and_icons(reserved, Path(args.cache))
     real = sorted((reserved / "real").iterdir())
     rooms = held_out_rooms(args.rooms, Path(args.cache))
     domain = {"real": (features_of(model, real), np.array([path.name for path in real])),
