@@ -34,7 +34,7 @@ from .manifest import WEIGHTS_FILE, sha256_bytes
 from .model import read_weights
 from .report import model_description
 
-ANCHOR = 30.0  # the penalty's weight, chosen by bench/adapt.py's cross-validation on domains held out of the head
+ANCHOR = 100.0  # the penalty's weight, chosen by bench/adapt.py's cross-validation on domains held out of the head
 NEWTON_STEPS = 25
 TOLERANCE = 1e-7  # stop when a Newton step lowers the objective by less than this
 MAX_CORRECTIONS = 1000  # the most recent ones adapt the page's head (Newton's cost grows with their number)
