@@ -274,6 +274,8 @@ def test_several_heads_are_stored_as_their_mean_which_is_the_mean_of_their_logit
     for refused in ({"hidden": 16}, {"fine_tune": 1}, {"architecture": "small"}):
         with pytest.raises(TrainingError, match="--heads averages linear heads"):
             train(four_sources, tmp_path / "other", epochs=1, heads=2, cache_dir=tmp_path / "cache", verbose=0, **refused)
+    with pytest.raises(TrainingError, match="at least one head"):
+        train(four_sources, tmp_path / "other", epochs=1, heads=0, cache_dir=tmp_path / "cache", verbose=0)
 
 
 def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_share():

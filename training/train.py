@@ -328,6 +328,8 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     if config.fine_tune and not pretrained:
         raise TrainingError("--fine-tune trains blocks of the pretrained backbone; the small architecture trains all of "
                             "itself anyway")
+    if config.heads < 1:
+        raise TrainingError(f"--heads {config.heads}: at least one head must train")
     if config.heads > 1 and (not pretrained or config.hidden or config.fine_tune):
         raise TrainingError("--heads averages linear heads on frozen features: not with the small architecture, "
                             "--hidden or --fine-tune")
