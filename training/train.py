@@ -266,10 +266,10 @@ class PooledFeatures:
         from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_heads, fit_part, tail_of
 
         part_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "verbose")}
-        if settings.get("balance_sources"):
+        if settings["balance_sources"]:
             part_settings["train_groups"] = self.sources_of(train_examples)
         head, history = fit_heads(self.model, *self.of(train_examples, with_augmented=True),
-                                  *self.of(validation_examples), seed=settings["seed"], heads=settings.get("heads", 1),
+                                  *self.of(validation_examples), seed=settings["seed"], heads=settings["heads"],
                                   **part_settings)
         if self.after is None:
             return head, history
