@@ -447,6 +447,17 @@ def test_without_https_the_app_runs_unchecked_and_says_so(browser, tmp_path):
         assert "layers must be a non-empty list" in page.page.inner_text("#load-status")
 
 
+def test_a_repeat_visit_logs_no_error_for_45_seconds(site, browser):
+    """The page's gate watches the install for stalls; a repeat visit, whose files come from the checked cache,
+    must not leave that watchdog running (it used to fail 30 s after load with an uncaught error)."""
+    first = Page(browser, site)
+    first.page.close()
+    again = Page(browser, site)
+    again.page.wait_for_timeout(45_000)
+    assert again.page.evaluate("document.body.dataset.state") == "ready"
+    assert again.errors == []
+
+
 def test_repeat_visit_works_offline(site, browser):
     first = Page(browser, site)
     first.page.close()
