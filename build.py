@@ -72,7 +72,7 @@ NPM_INTEGRITY = {  # `npm view <spec> dist.integrity`
     MICROPYTHON_NPM: "sha512-y/Coh8dlREnTYz/2U4NGfL1MV2rbv/9RRvaqIxlQiQZQSG2KjGqUzcqoSdjGXoQZCAHUDbQ5RMIRXZnD++/NZg==",
 }
 PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-editor/py-terminal tags
-MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png")
+MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png", "reference.npz")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
 CORE_NOT_IN_PAGE = ("cache.py", "cli.py", "cluster.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
@@ -223,9 +223,13 @@ def check_model(model_dir: Path) -> dict:
         if importlib.util.find_spec("numpy"):
             from rendernet.model import model_from_bytes  # NumPy's part of the core, found through the imported package
 
-            model_from_bytes(files["model.json"], files["weights.npz"])
+            model_from_bytes(files["model.json"], files["weights.npz"], files.get("reference.npz"))
         else:
             check_weights(manifest, files["weights.npz"], f"{model_dir}/weights.npz")
+            if "reference" in manifest:
+                if "reference.npz" not in files:
+                    raise BuildError(f"model {model_dir}: model.json declares reference.npz, which is missing")
+                check_weights(manifest, files["reference.npz"], f"{model_dir}/reference.npz", "reference")
     except ModelError as error:
         raise BuildError(f"the model cannot be bundled: {error}") from None
     return manifest
@@ -375,7 +379,8 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     for name in ("main.py", "worker.py"):
         shutil.copyfile(APP / name, app / name)
     (app / "model").mkdir()
-    for name, data in read_model_files(model_dir, MODEL_FILES).items():
+    model_files = read_model_files(model_dir, MODEL_FILES)
+    for name, data in model_files.items():
         (app / "model" / name).write_bytes(data)
     core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}" for path in sorted((app / "rendernet").glob("*.py"))}
     main_files = {f"./rendernet/{name}": f"./rendernet/{name}" for name in CORE_ON_MAIN_THREAD}
@@ -387,7 +392,7 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
 
     preload = [f"{pyodide_dir}/{name}" for name in ("pyodide.asm.wasm", "python_stdlib.zip")]
     preload += [f"{pyodide_dir}/{path.name}" for path in wheels.values()]
-    preload += [f"{app_dir}/model/{name}" for name in MODEL_FILES[:2]]
+    preload += [f"{app_dir}/model/{name}" for name in ("model.json", "weights.npz", "reference.npz") if name in model_files]
     page = (APP / "index.html").read_text().replace("<!--PRELOAD-->", "\n".join(
         f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
     version, service_worker_sha256 = write_service_worker(staging)

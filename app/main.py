@@ -24,7 +24,7 @@ import json
 import js
 from pyscript import document, when, window
 from pyscript.ffi import create_proxy, to_js
-from rendernet.decision import decide
+from rendernet.decision import answer, decide
 
 PARAMETERS = js.URLSearchParams.new(js.location.search)
 DEBUG = PARAMETERS.has("debug")  # ?debug exposes test and benchmark hooks (and &file_seconds=N, &workers=N)
@@ -57,6 +57,10 @@ class Page:
         return int(element("sure-threshold").value) / 100
 
     def decision(self, result: dict):
+        """The row's answer: the user's label when they corrected it, else the model's decision."""
+        return answer(result["probabilities"], self.classes, self.threshold, self.sure(), result.get("your_label"))
+
+    def model_decision(self, result: dict):
         return decide(result["probabilities"], self.classes, self.threshold, self.sure())
 
 
@@ -211,8 +215,15 @@ def label_cell(cell, result: dict) -> None:
         cell.replaceChildren(node("span", f"Could not read: {result['error']}", class_="label error"))
         return
     decision = page.decision(result)
-    text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
-    cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
+    if result.get("your_label"):
+        model = page.model_decision(result)
+        percent = round(100 * result["probabilities"][model.label])
+        cell.replaceChildren(node("span", f"{decision.label} — your label", class_="label yours"))
+        append(cell, node("span", f"the model now says {percent}% {model.label}" if model.label == decision.label else
+                          f"kept as your label; the model still disagrees ({percent}% {model.label})", class_="model-says"))
+    else:
+        text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
+        cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
     if "shipped" in result:
         shipped = decide(result["shipped"], page.classes, page.threshold, page.sure())
         if (shipped.label, shipped.not_sure) != (decision.label, decision.not_sure):
@@ -224,7 +235,7 @@ def confidence_cell(cell, result: dict) -> None:
     if "error" in result:
         cell.replaceChildren()
         return
-    decision = page.decision(result)
+    decision = page.model_decision(result)  # the model's own confidence, also for a row the user labelled
     percent = round(100 * decision.confidence)
     bar = append(node("div", class_="bar", role="img", aria_label=f"{percent}% confidence: {decision.label}"),
                  node("span", style=f"width:{percent}%"))
@@ -324,6 +335,7 @@ def show_adaptation(answer: dict) -> None:
         before = page.decision(result)
         result["probabilities"] = dict(zip(page.classes, probabilities[key]))
         result["label"] = decide(result["probabilities"], page.classes, page.threshold).label
+        result["your_label"] = corrected.get(key, "")
         row.dataset.result = json.dumps(result)
         after = page.decision(result)
         row.classList.toggle("changed", (before.label, before.not_sure) != (after.label, after.not_sure))
@@ -607,7 +619,7 @@ def connect() -> None:
 
 async def current_csv():
     """The results as CSV text: report.results_csv in the worker, at the slider's current value."""
-    results = [dict((key, value) for key, value in result.items() if key != "shipped") for result, _ in page.rows]
+    results = [dict((key, value) for key, value in result.items() if key != "your_label") for result, _ in page.rows]
     return await call(page.worker.to_csv(json.dumps(results), page.sure()), MODEL_SECONDS, "Writing the CSV")
 
 

@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 from pyodide.ffi import create_proxy
 from pyodide.http import pyfetch
-from rendernet.adapt import ANCHOR, Adaptation, adapted_model_files, decode_features, encode_features
+from rendernet.adapt import Adaptation, adapted_model_files, decode_features, encode_features
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
-from rendernet.manifest import check_metrics
+from rendernet.manifest import MANIFEST_FILE, MODEL_FILES, REFERENCE_FILE, WEIGHTS_FILE, check_metrics, read_manifest
 from rendernet.model import model_from_bytes
 from rendernet.report import results_csv
 
@@ -48,17 +48,20 @@ async def fetch_bytes(url: str) -> bytes:
 async def load(model_url: str) -> str:
     """Load model.json and weights.npz from `model_url` (a folder URL ending in /); answer what the page shows."""
     try:
-        manifest, weights = await fetch_bytes(model_url + "model.json"), await fetch_bytes(model_url + "weights.npz")
-        model = model_from_bytes(manifest, weights)
+        files = {name: await fetch_bytes(model_url + name) for name in (MANIFEST_FILE, WEIGHTS_FILE)}
+        if "reference" in read_manifest(files[MANIFEST_FILE]):
+            files[REFERENCE_FILE] = await fetch_bytes(model_url + REFERENCE_FILE)
+        model = model_from_bytes(*(files.get(name) for name in MODEL_FILES))
     except ModelError as error:
         return json.dumps({"error": str(error)})
+    weights = files[WEIGHTS_FILE]
     answer = {"metrics": {}}
     if "metrics" in model.manifest:  # models exported by `rendernet train` ship metrics.json
         try:
             answer["metrics"] = check_metrics(json.loads(await fetch_bytes(model_url + "metrics.json")))
         except (ModelError, ValueError) as error:
             answer["metrics_error"] = str(error)
-    state["model"], state["files"] = model, (manifest, weights)  # the base model's files, for adapted_model
+    state["model"], state["files"] = model, files  # the base model's files, for adapted_model
     try:
         state["adaptation"] = Adaptation(model)
     except ModelError as error:
@@ -183,15 +186,13 @@ def remember(row: int, features: str) -> None:
 
 
 def adapted_model() -> str:
-    """The adapted model as a zip (model.json and weights.npz in a folder), base64."""
+    """The adapted model as a zip (model.json, weights.npz and the reference set, in a folder), base64."""
     model, adaptation = state["model"], state["adaptation"]
     dense = model.head()
-    manifest, weights = adapted_model_files(model, *state["files"], dense.kernel_t, dense.bias, adaptation.counts(),
-                                            ANCHOR)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("rendernet-adapted/model.json", manifest)
-        archive.writestr("rendernet-adapted/weights.npz", weights)
+        for name, data in adapted_model_files(model, state["files"], dense.kernel_t, dense.bias, adaptation.counts()).items():
+            archive.writestr(f"rendernet-adapted/{name}", data)
     return base64.b64encode(buffer.getvalue()).decode()
 
 

@@ -229,14 +229,17 @@ def test_the_adapted_model_as_a_zip_loads_everywhere_a_folder_does(tmp_path):
     for row, label in ((0, "render"), (1, "render"), (6, "real")):
         adaptation.correct(row, label, paths[row].name, 1.0)
     from rendernet.adapt import adapted_model_files
-    manifest, weights = adapted_model_files(model, (DEFAULT_MODEL / "model.json").read_bytes(),
-                                            (DEFAULT_MODEL / "weights.npz").read_bytes(), model.head().kernel_t,
-                                            model.head().bias, adaptation.counts())
+    from rendernet.manifest import read_model_files
+
+    files = adapted_model_files(model, read_model_files(DEFAULT_MODEL), model.head().kernel_t, model.head().bias,
+                                adaptation.counts())
+    assert sorted(files) == ["model.json", "reference.npz", "weights.npz"]  # the reference set travels with it
     archive = tmp_path / "adapted.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("rendernet-adapted/model.json", manifest)
-        zipped.writestr("rendernet-adapted/weights.npz", weights)
+        for name, data in files.items():
+            zipped.writestr(f"rendernet-adapted/{name}", data)
     loaded = load_model(archive)
+    assert np.array_equal(loaded.reference[0], model.reference[0])
     for row, path in enumerate(paths):
         np.testing.assert_allclose(loaded.forward(preprocess(path, model.input_size)[None])[0],
                                    adaptation.probabilities()[row], atol=1e-5)

@@ -213,6 +213,7 @@ BAD_VALUES = {
     "metrics": ([], "metrics must be an object"),
     "credits": ("someone", "credits must be a list of strings"),
     "adapted": ("yes", "adapted must be an object"),
+    "reference": ({"file": "reference.npz", "sha256": "0" * 64, "count": 0}, "reference must be"),
 }
 
 

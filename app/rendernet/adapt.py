@@ -30,11 +30,15 @@ import numpy as np
 
 from .errors import ModelError
 from .layers import matmul, pack
-from .manifest import WEIGHTS_FILE, sha256_bytes
+from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, sha256_bytes
 from .model import read_weights
 from .report import model_description
 
-ANCHOR = 100.0  # the penalty's weight, chosen by bench/adapt.py's cross-validation on domains held out of the head
+ANCHOR = 100.0  # the penalty's weight without a reference set, chosen by bench/adapt.py's cross-validation
+# With a reference set (reference.py): the penalty's weight and one correction's weight against one reference
+# example, chosen by bench/adapt.py's leave-one-domain-out cross-validation on the committed sample.
+REFERENCE_ANCHOR, CORRECTION_WEIGHT = 3.0, 1.0
+MARGIN = 1e-3  # in logits: how far on its side a reference example the base head answered right must stay
 NEWTON_STEPS = 25
 TOLERANCE = 1e-7  # stop when a Newton step lowers the objective by less than this
 MAX_CORRECTIONS = 1000  # the most recent ones adapt the page's head (Newton's cost grows with their number)
@@ -54,35 +58,97 @@ def adaptable_head(model):
 
 # ---------------------------------------------------------------- the fit
 
-def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
-               anchor: float = ANCHOR) -> tuple:
+def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Per-example weights by which each class present weighs the same, and all of them as many as the examples."""
+    counts = np.bincount(labels, minlength=classes)
+    return len(labels) / (np.count_nonzero(counts) * counts[labels])
+
+
+def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, anchor=None,
+               reference=None, threshold=None, correction_weight=CORRECTION_WEIGHT) -> tuple:
     """The head (kernel_t (classes, features), bias (classes,)) re-fitted to examples (features (N, F), labels
-    (N,) class indices): minimises the class-balanced cross-entropy summed over the examples (so the more
-    corrections, the less the anchor holds) + anchor / 2 * the scaled squared change.
+    (N,) class indices): minimises the weighted cross-entropy summed over the examples (so the more corrections,
+    the less the anchor holds) + anchor / 2 * the scaled squared change.
+    Without `reference`: the corrections alone, classes balanced, anchor ANCHOR.
+    With `reference` ((features, labels), the model's reference set): each correction weighs `correction_weight`,
+    the reference examples together as many as they are (classes balanced), anchor REFERENCE_ANCHOR; with two
+    classes and the model's `threshold`, the loss is centred on the threshold, where the decision rule cuts. The
+    reference examples' loss enters less its slope at the base head (a Bregman divergence): it holds the head
+    to what it answered on them, and never pulls it toward a better fit of them, so no correction = the base
+    head, and a correction moves it only as far as the reference examples' answers allow.
     Returns (kernel_t, bias) as float32; the base arrays themselves when there are no examples."""
     labels = np.asarray(labels, dtype=int)
     if len(labels) == 0:
         return kernel_t, bias
     classes, size = kernel_t.shape
-    inputs = np.hstack([np.asarray(features, dtype=np.float64), np.ones((len(labels), 1))])  # x with a 1 for the bias
-    counts = np.bincount(labels, minlength=classes)
-    weights = len(labels) / (np.count_nonzero(counts) * counts[labels])  # each class present weighs the same, and
-    #                                                                     all of them together as many examples
-    scale = np.sqrt(weights @ inputs ** 2 / len(labels)) + 1e-6  # a feature's typical value, classes balanced
+    features = np.asarray(features, dtype=np.float64).reshape(len(labels), size)
+    corrections = len(labels)
+    if reference is None:
+        anchor = ANCHOR if anchor is None else anchor
+        weights, offset = balanced_weights(labels, classes), 0.0
+    else:
+        anchor = REFERENCE_ANCHOR if anchor is None else anchor
+        reference_features, reference_labels = reference
+        weights = np.concatenate([np.full(len(labels), correction_weight), balanced_weights(reference_labels, classes)])
+        features, labels = np.vstack([features, reference_features]), np.concatenate([labels, reference_labels])
+        offset = float(np.log(threshold / (1 - threshold))) if classes == 2 and threshold and 0 < threshold < 1 else 0.0
+    inputs = np.hstack([features, np.ones((len(labels), 1))])  # x with a 1 for the bias
+    scale = np.sqrt(weights @ inputs ** 2 / weights.sum()) + 1e-6  # a feature's typical value, as weighted
     stiffness = anchor * scale ** 2  # the penalty's Hessian for one class's row, diagonal
     base = np.hstack([kernel_t, bias[:, None]]).astype(np.float64)  # (classes, size + 1)
+    rehearsed = np.arange(len(labels)) >= corrections  # the reference examples' rows
     if classes == 2:
         # The loss depends only on the difference of the two rows; the penalty is least when they move by
         # opposite halves of its change: a logistic regression on the difference, with half the stiffness.
-        difference = fit_logistic(inputs, labels, weights, base[1] - base[0], stiffness / 2)
+        difference = fit_logistic(inputs, labels, weights, base[1] - base[0], stiffness / 2, offset, rehearsed)
         head = base + np.outer([-0.5, 0.5], difference - (base[1] - base[0]))
     else:
-        head = fit_softmax(inputs, labels, weights, base, stiffness)
+        head = fit_softmax(inputs, labels, weights, base, stiffness, rehearsed)
+    if reference is not None:
+        head = keep_what_it_knew(base, head, inputs[rehearsed], labels[rehearsed], offset)
     return head[:, :size].astype(np.float32), head[:, size].astype(np.float32)
 
 
-def newton(objective, start: np.ndarray) -> np.ndarray:
-    """Minimise a convex objective(x) -> (value, gradient, hessian) by Newton's method with backtracking."""
+def keep_what_it_knew(base, head, inputs, labels, offset: float, steps: int = 30):
+    """The fitted head, or the part of its change from `base` that answers every reference example the base head
+    answered right still right (bisection on the fraction of the change): no correction tilts the head against
+    what the model knew. An answer's margin is the decision rule's: two classes, the logit difference less
+    `offset` (the threshold's logit), signed by the label; more, the label's logit less the largest other one.
+    A right answer keeps a margin of MARGIN (or its own, when smaller), so float32 rounding cannot turn it."""
+    def margins(candidate):
+        logits = inputs @ candidate.T
+        if len(candidate) == 2:
+            return np.where(labels == 1, 1.0, -1.0) * (logits[:, 1] - logits[:, 0] - offset)
+        own = logits[np.arange(len(labels)), labels]
+        logits[np.arange(len(labels)), labels] = -np.inf
+        return own - logits.max(axis=1)
+
+    before = margins(base)
+    known = before > 0
+    floor = np.minimum(before[known], MARGIN)
+
+    def keeps(fraction):
+        return bool(np.all(margins(base + fraction * (head - base))[known] >= floor))
+
+    if keeps(1.0):
+        return head
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if keeps(middle) else (low, middle)
+    return base + low * (head - base)
+
+
+def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
+    """Minimise a convex objective(x) -> (value, gradient, hessian) by Newton's method with backtracking. With
+    `rehearsed` (a mask of the examples; objective(x, mask) gives their loss alone), the objective is tilted by
+    that loss's slope at `start`, so that start is the minimum while no other example pulls."""
+    if rehearsed is not None and rehearsed.any():
+        slope, untilted = objective(start, rehearsed)[1], objective
+
+        def objective(x):
+            value, gradient, hessian = untilted(x)
+            return value - slope @ (x - start), gradient - slope, hessian
     x = start.copy()
     value, gradient, hessian = objective(x)
     for _ in range(NEWTON_STEPS):
@@ -100,39 +166,49 @@ def newton(objective, start: np.ndarray) -> np.ndarray:
     return x
 
 
-def fit_logistic(inputs, labels, weights, base, stiffness) -> np.ndarray:
-    """Two classes: the logit difference's weights (size + 1,), from `base`. The Hessian's product, the costly
-    part, runs in float32 through the forward pass's matmul (einsum in Pyodide, which has no BLAS): it only
-    steers the steps; the gradient, in float64, decides where they end."""
+def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, rehearsed=None) -> np.ndarray:
+    """Two classes: the logit difference's weights (size + 1,), from `base`; an example's margin is measured from
+    `offset` (the threshold's logit); the `rehearsed` examples' loss is tilted (newton). The Hessian's product,
+    the costly part, runs in float32 through the forward pass's matmul (einsum in Pyodide, which has no BLAS): it
+    only steers the steps; the gradient, in float64, decides where they end."""
     sign = np.where(labels == 1, 1.0, -1.0)
     packed = pack(np.ascontiguousarray(inputs.T, dtype=np.float32))
 
-    def objective(row):
-        margin = sign * (inputs @ row)
+    def objective(row, only=None):  # only: a mask of the examples whose loss alone is wanted (no penalty)
+        margin = sign * (inputs @ row - offset)
         change = row - base
-        value = weights @ np.logaddexp(0, -margin) + 0.5 * change @ (stiffness * change)
+        weighted = weights if only is None else np.where(only, weights, 0.0)
+        penalty = stiffness if only is None else np.zeros_like(stiffness)
+        value = weighted @ np.logaddexp(0, -margin) + 0.5 * change @ (penalty * change)
         p_wrong = 0.5 * (1 - np.tanh(margin / 2))  # sigmoid(-margin), without overflow
-        gradient = inputs.T @ (-weights * sign * p_wrong) + stiffness * change
+        gradient = inputs.T @ (-weighted * sign * p_wrong) + penalty * change
+        if only is not None:
+            return value, gradient, None
         curvature = (inputs.T * (weights * p_wrong * (1 - p_wrong))).astype(np.float32)
         return value, gradient, matmul(curvature, packed).astype(np.float64) + np.diag(stiffness)
 
-    return newton(objective, base)
+    return newton(objective, base, rehearsed)
 
 
-def fit_softmax(inputs, labels, weights, base, stiffness) -> np.ndarray:
-    """Any number of classes: the whole head (classes, size + 1), from `base`."""
+def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> np.ndarray:
+    """Any number of classes: the whole head (classes, size + 1), from `base`; the `rehearsed` examples' loss is
+    tilted (newton)."""
     classes, width = base.shape
     target = np.eye(classes)[labels]
-    penalty = np.tile(stiffness, classes)
+    stiffness = np.tile(stiffness, classes)
 
-    def objective(flat):
+    def objective(flat, only=None):
         head = flat.reshape(base.shape)
         logits = inputs @ head.T
         log_p = logits - logits.max(axis=1, keepdims=True)
         log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
         p, change = np.exp(log_p), flat - base.ravel()
-        value = -np.sum(weights * log_p[np.arange(len(labels)), labels]) + 0.5 * change @ (penalty * change)
-        gradient = ((weights[:, None] * (p - target)).T @ inputs).ravel() + penalty * change
+        weighted = weights if only is None else np.where(only, weights, 0.0)
+        penalty = stiffness if only is None else np.zeros_like(stiffness)
+        value = -np.sum(weighted * log_p[np.arange(len(labels)), labels]) + 0.5 * change @ (penalty * change)
+        gradient = ((weighted[:, None] * (p - target)).T @ inputs).ravel() + penalty * change
+        if only is not None:
+            return value, gradient, None
         hessian = np.diag(penalty)
         for c in range(classes):
             for d in range(c, classes):
@@ -142,7 +218,7 @@ def fit_softmax(inputs, labels, weights, base, stiffness) -> np.ndarray:
                     hessian[d * width:(d + 1) * width, c * width:(c + 1) * width] += block.T
         return value, gradient, hessian
 
-    return newton(objective, base.ravel()).reshape(base.shape)
+    return newton(objective, base.ravel(), rehearsed).reshape(base.shape)
 
 
 # ---------------------------------------------------------------- corrections
@@ -193,6 +269,25 @@ def read_corrections(document, model) -> tuple:
         except ModelError as error:
             raise ModelError(f"correction {index + 1}: {error}") from None
     return features, labels
+
+
+def merge_corrections(*lists) -> tuple:
+    """Several people's corrections (lists of document entries) as one list: an image (its features) counts once;
+    when two entries label it differently, the newest (largest "time") is kept. Returns (entries, conflicts),
+    conflicts a list of (kept entry, dropped entry) with different labels. Order: first seen, so a merge is
+    deterministic."""
+    merged, conflicts = {}, []
+    for entries in lists:
+        for entry in entries:
+            kept = merged.get(entry["features"])
+            if kept is None:
+                merged[entry["features"]] = entry
+                continue
+            newer, older = (entry, kept) if float(entry.get("time", 0)) > float(kept.get("time", 0)) else (kept, entry)
+            if newer["label"] != older["label"]:
+                conflicts.append((newer, older))
+            merged[entry["features"]] = newer
+    return list(merged.values()), conflicts
 
 
 def correction_counts(labels, classes) -> dict:
@@ -283,7 +378,8 @@ class Adaptation:
                 self.decoded[text] = decode_features(text, size)
         features = np.array([self.decoded[entry["features"]] for entry in used]).reshape(len(used), size)
         labels = np.array([self.model.classes.index(entry["label"]) for entry in used], dtype=int)
-        self.model.set_head(*adapt_head(*self.base, features, labels))
+        self.model.set_head(*adapt_head(*self.base, features, labels, reference=self.model.reference,
+                                        threshold=self.model.threshold))
 
     def counts(self) -> dict:
         return correction_counts([self.model.classes.index(entry["label"]) for entry in self.used()], self.model.classes)
@@ -313,14 +409,14 @@ class Adaptation:
 
 # ---------------------------------------------------------------- the adapted model's files
 
-def adapted_model_files(model, manifest_bytes: bytes, weights_bytes: bytes, kernel_t, bias, corrections: dict,
-                        anchor: float = ANCHOR) -> tuple:
-    """The files of the adapted model, in the same format: (model.json bytes, weights.npz bytes). The head's
-    kernel and bias are stored as float32; the manifest names the base weights' sha256 and the corrections per
-    class, and drops the base model's metrics (they do not describe this model)."""
+def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -> dict:
+    """The files of the adapted model, in the same format, from the base model's `files` ({name: bytes}, as
+    read_model_files gives them): {name: bytes}. The head's kernel and bias are stored as float32; the manifest
+    names the base weights' sha256, the corrections per class and the anchor, and drops the base model's metrics
+    (they do not describe this model); the reference set, if any, is the base model's, unchanged."""
     dense = adaptable_head(model)
-    manifest = json.loads(manifest_bytes)
-    arrays = read_weights(weights_bytes, manifest)
+    manifest = json.loads(files[MANIFEST_FILE])
+    arrays = read_weights(files[WEIGHTS_FILE], manifest)
     for name, values in (("kernel", np.asarray(kernel_t).T), ("bias", bias)):
         arrays.pop(f"{dense.name}/{name}:scale", None)
         arrays[f"{dense.name}/{name}"] = np.ascontiguousarray(values, dtype=np.float32)
@@ -332,6 +428,10 @@ def adapted_model_files(model, manifest_bytes: bytes, weights_bytes: bytes, kern
     weights = buffer.getvalue()
     manifest.pop("metrics", None)
     manifest["adapted"] = {"base_weights_sha256": manifest["weights"]["sha256"], "corrections": corrections,
-                           "anchor": anchor}
+                           "anchor": ANCHOR if model.reference is None else REFERENCE_ANCHOR,
+                           "reference_examples": 0 if model.reference is None else len(model.reference[1])}
     manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights), "bytes": len(weights)}
-    return json.dumps(manifest, indent=1).encode(), weights
+    adapted = {MANIFEST_FILE: json.dumps(manifest, indent=1).encode(), WEIGHTS_FILE: weights}
+    if REFERENCE_FILE in files and "reference" in manifest:
+        adapted[REFERENCE_FILE] = files[REFERENCE_FILE]
+    return adapted

@@ -10,10 +10,10 @@ import json
 import os
 import sys
 
-from .adapt import ANCHOR
+from .adapt import ANCHOR, REFERENCE_ANCHOR
 from .decision import SURE
 from .errors import DataError, RendernetError
-from .model import load_model
+from .model import load_model, read_model_files
 
 
 def cmd_classify(args) -> int:
@@ -103,48 +103,73 @@ def positive_int(text: str) -> int:
 def cmd_adapt(args) -> int:
     from pathlib import Path
 
-    from .adapt import adapt_head, adaptable_head, adapted_model_files, correction_counts, read_corrections
-    from .manifest import MANIFEST_FILE, WEIGHTS_FILE
-    from .model import read_model_files
+    from .adapt import adapt_head, adaptable_head, adapted_model_files, correction_counts, merge_corrections
 
-    base, out, examples = Path(args.model), Path(args.out), Path(args.examples)
+    base, out = Path(args.model), Path(args.out)
     if out.exists() and out.resolve() == base.resolve():
         raise DataError("--out must not be the base model's folder: the adapted model is written beside it")
     model = load_model(base)
     dense = adaptable_head(model)
-    if examples.is_file():  # the page's "Download corrections"
-        try:
-            document = json.loads(examples.read_bytes())
-        except ValueError as error:
-            raise DataError(f"{examples} is not a corrections file (JSON): {error}") from None
-        features, labels = read_corrections(document, model)
-        skipped = []
-    else:
-        features, labels, skipped = example_features(model, examples)
-    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor)
+    lists, skipped = [], []
+    for examples in map(Path, args.examples):
+        lists.append(example_entries(model, examples, skipped))
+    entries, conflicts = merge_corrections(*lists)
+    for kept, dropped in conflicts:
+        print(f"note: {dropped.get('file')!s} is labelled {dropped['label']} and {kept['label']} (as "
+              f"{kept.get('file')!s}); the newest, {kept['label']}, is kept", file=sys.stderr)
+    features, labels = entries_arrays(model, entries)
+    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor, model.reference,
+                                model.threshold)
     corrections = correction_counts(labels, model.classes)
-    files = read_model_files(base)
-    manifest, weights = adapted_model_files(model, files[MANIFEST_FILE], files[WEIGHTS_FILE], kernel_t, bias,
-                                            corrections, args.anchor)
+    adapted = adapted_model_files(model, read_model_files(base), kernel_t, bias, corrections)
     out.mkdir(parents=True, exist_ok=True)
-    (out / WEIGHTS_FILE).write_bytes(weights)
-    (out / MANIFEST_FILE).write_bytes(manifest)
+    for name, data in adapted.items():
+        (out / name).write_bytes(data)
     load_model(out)  # what was written loads with the same checks as any model
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(json.dumps({"out": str(out), "corrections": corrections, "skipped": len(skipped), "anchor": args.anchor}))
+    print(json.dumps({"out": str(out), "corrections": corrections, "skipped": len(skipped), "merged_from": len(lists),
+                      "conflicts": len(conflicts), "reference_examples": 0 if model.reference is None else
+                      len(model.reference[1])}))
     return 0
 
 
+def example_entries(model, examples, skipped: list) -> list:
+    """Corrections entries from a corrections file (the page's download) or a folder EXAMPLES/<class>/<images>."""
+    from .adapt import encode_features, read_corrections
+
+    if examples.is_file():
+        try:
+            document = json.loads(examples.read_bytes())
+        except (ValueError, RecursionError) as error:
+            raise DataError(f"{examples} is not a corrections file (JSON): {error}") from None
+        try:
+            read_corrections(document, model)  # checks every entry
+        except RendernetError as error:
+            raise DataError(f"{examples}: {error}") from None
+        return document["corrections"]
+    features, labels, files, found_skipped = example_features(model, examples)
+    skipped += found_skipped
+    return [{"features": encode_features(vector), "label": model.classes[label], "file": name, "time": 0}
+            for vector, label, name in zip(features, labels, files, strict=True)]
+
+
+def entries_arrays(model, entries) -> tuple:
+    """Merged entries -> (features (N, F), class indices (N,)), through the one reader of corrections."""
+    from .adapt import corrections_document, read_corrections
+
+    return read_corrections(corrections_document(model.manifest["weights"]["sha256"], model.classes, entries), model)
+
+
 def example_features(model, examples) -> tuple:
-    """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), skipped [(path, reason)])."""
+    """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), file names, skipped [(path, reason)])."""
     import numpy as np
 
     from .errors import ImageError
     from .evaluate import class_files, class_folders, printable
     from .preprocess import preprocess
 
-    features, labels, skipped = [], [], []
+    features, labels, files, skipped = [], [], [], []
     for folder in class_folders(model, examples):
         for path in class_files(folder, skipped):
             try:
@@ -153,9 +178,43 @@ def example_features(model, examples) -> tuple:
                 skipped.append((printable(path), str(error)))
                 continue
             labels.append(model.classes.index(folder.name))
+            files.append(printable(path))
     if not labels:
         raise DataError(f"no readable images in the class folders of {examples}")
-    return np.array(features), np.array(labels), skipped
+    return np.array(features), np.array(labels), files, skipped
+
+
+def cmd_reference(args) -> int:
+    """Give a model the reference set of a labelled folder (its manifest.json names each file's source, as the
+    dataset builder writes it; else the class folder is the source)."""
+    from pathlib import Path
+
+    from .evaluate import class_files, class_folders, printable
+    from .preprocess import preprocess
+    from .reference import write_reference
+
+    model, data_dir = load_model(args.model), Path(args.data_dir)
+    if model.head() is None:
+        raise DataError(f"{args.model}: its head does not read pooled features, so it has no use for a reference set")
+    manifest_path = data_dir / "manifest.json"
+    sources = {}
+    if manifest_path.is_file():
+        sources = {entry["path"]: entry.get("source") for entry in json.loads(manifest_path.read_text())["files"]}
+    features, labels, origins, skipped = [], [], [], []
+    for folder in class_folders(model, data_dir):
+        for path in class_files(folder, skipped):
+            try:
+                features.append(model.explain(preprocess(path, model.input_size)).pooled)
+            except RendernetError as error:
+                skipped.append((printable(path), str(error)))
+                continue
+            labels.append(model.classes.index(folder.name))
+            origins.append(sources.get(path.relative_to(data_dir).as_posix()) or folder.name)
+    manifest = write_reference(args.model, model.manifest, features, labels, origins)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(json.dumps({"model": args.model, "reference": manifest["reference"], "skipped": len(skipped)}))
+    return 0
 
 
 def add_commands(commands) -> None:
@@ -179,12 +238,20 @@ def add_commands(commands) -> None:
     adapt = commands.add_parser("adapt", help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
                                 "anchored to the base model; writes a model folder")
     adapt.add_argument("--model", default="models/default", help="base model folder (default models/default)")
-    adapt.add_argument("--examples", required=True, help="folder with one sub-folder of images per class, named as the "
-                       "model's classes, or a corrections file downloaded from the page")
+    adapt.add_argument("--examples", required=True, nargs="+", help="folders with one sub-folder of images per class, "
+                       "named as the model's classes, and corrections files downloaded from the page (a colleague's "
+                       "too): merged, each image counted once, the newest label kept")
     adapt.add_argument("--out", required=True, help="folder for the adapted model")
-    adapt.add_argument("--anchor", type=positive_float, default=ANCHOR,
-                       help=f"how strongly the head is held to the base model (default {ANCHOR})")
+    adapt.add_argument("--anchor", type=positive_float, default=None,
+                       help=f"how strongly the head is held to the base model (default {REFERENCE_ANCHOR} with the "
+                       f"model's reference set, {ANCHOR} without)")
     adapt.set_defaults(run=cmd_adapt)
+
+    reference = commands.add_parser("reference", help="give a model folder the reference set its adaptation keeps to: "
+                                    "the features of labelled images DATA_DIR/<class>/*, balanced over sources")
+    reference.add_argument("--model", default="models/default", help="model folder to add reference.npz to")
+    reference.add_argument("data_dir")
+    reference.set_defaults(run=cmd_reference)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a labelled folder DATA_DIR/<class>/*; JSON report")
     evaluate.add_argument("--model", default="models/default", help="model folder (default models/default)")

@@ -22,7 +22,7 @@ from collections import deque
 
 from .errors import DataError, ModelError
 from .evaluate import classify_path, printable
-from .manifest import MANIFEST_FILE, WEIGHTS_FILE, read_model_files
+from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, read_model_files
 
 ALLOCATOR_KEEPS_BYTES = 2**30  # see keep_freed_memory
 IN_FLIGHT_PER_THREAD = 4  # files queued per worker thread: enough to keep every worker busy, few to redo if one dies
@@ -54,7 +54,7 @@ def model_on_worker(files: dict):
     key = hashlib.sha256(files[MANIFEST_FILE]).hexdigest()  # the manifest names the weights' sha256
     if key not in _models:
         keep_freed_memory()
-        _models[key] = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
+        _models[key] = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE], files.get(REFERENCE_FILE))
     return _models[key]
 
 
@@ -85,7 +85,7 @@ def classify_on_cluster(scheduler, model, names):
     from dask.distributed import KilledWorker
 
     files = read_model_files(model)
-    if set(files) != {MANIFEST_FILE, WEIGHTS_FILE}:
+    if not {MANIFEST_FILE, WEIGHTS_FILE} <= set(files):
         raise ModelError(f"{model} has no {MANIFEST_FILE} or {WEIGHTS_FILE}")
     client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
     try:

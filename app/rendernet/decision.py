@@ -10,6 +10,8 @@ no packages) decides exactly as the CLI, the metrics and the page's worker do.
 - Otherwise the most probable class, with its probability as confidence.
 - "Not sure" when the confidence is below `sure` (the page's slider, the CLI's
   --sure; SURE by default).
+- An image the user corrected ("It's real") answers with the user's label,
+  certain, whatever the model says (`answer`): the item someone fixed stays fixed.
 """
 
 from collections import namedtuple
@@ -35,3 +37,9 @@ def decide(probabilities, classes, threshold=None, sure: float = SURE) -> Decisi
         confidence = probabilities[index]
     confidence = min(max(confidence, 0.0), 1.0)
     return Decision(classes[index], confidence, confidence < sure)
+
+
+def answer(probabilities, classes, threshold=None, sure: float = SURE, your_label=None) -> Decision:
+    """The answer shown for an image: the user's label when they gave one (confidence 1, never "not sure"), else
+    the model's decision."""
+    return Decision(your_label, 1.0, False) if your_label else decide(probabilities, classes, threshold, sure)

@@ -29,12 +29,17 @@ failure a ModelError naming the field:
 | metrics | object | an object | informative: headline test metrics; its presence says metrics.json ships beside model.json |
 | credits | [str, ...] | a list of strings | credits for pretrained weights |
 | adapted | object | an object | re-fitted to a user's examples (adapt.py): "base_weights_sha256", "corrections", "anchor" |
+| reference | object | "file" is "reference.npz", "sha256" 64 hex digits, "count" an integer >= 1 | the reference examples the adaptation fits beside a user's corrections (reference.py); "bytes", "per_class" informative |
 
 The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
 
 metrics.json (written by `rendernet train`, optional) is informative; `check_metrics` checks what the page shows
 of it: "test" {"accuracy", "roc_auc": number or null, "count": int, "confusion": rows of ints}, and "held_out"
 and "leave_one_source_out", each {source: {"accuracy", "roc_auc": number or null, "count": int}}.
+
+reference.npz (optional; declared by "reference"): "features", the head's input (pooled features) of `count`
+training images as float16 (count, features), and "labels", their class indices as uint8 (count,). Checked on
+load like weights.npz (sha256 first), then its keys, shapes, dtypes, finite values and labels (reference.py).
 
 weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
 dtype. An int8 array also has "<layer>/<weight>:scale", float32 scales shaped
@@ -55,6 +60,8 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
+REFERENCE_FILE = "reference.npz"
+MODEL_FILES = (MANIFEST_FILE, WEIGHTS_FILE, REFERENCE_FILE)  # a model's files; the last is optional
 INPUT_NAME = "input"
 REQUIRED = ("format", "format_version", "input", "classes", "layers", "weights")
 
@@ -141,6 +148,10 @@ OPTIONAL_FIELDS = {  # key: (what it must be, check)
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
     "adapted": ("an object", lambda value: isinstance(value, dict)),
+    "reference": (f'{{"file": "{REFERENCE_FILE}", "sha256": 64 hex digits, "count": an integer >= 1}}',
+                  lambda value: isinstance(value, dict) and value.get("file") == REFERENCE_FILE
+                  and re.fullmatch(r"[0-9a-f]{64}", str(value.get("sha256"))) is not None
+                  and _is_count(value.get("count")) and value["count"] >= 1),
 }
 
 
@@ -173,9 +184,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_weights(manifest: dict, weights_bytes: bytes, where: str = WEIGHTS_FILE) -> None:
-    """The one integrity check of a weights file: its sha256 must be the manifest's."""
-    expected, found = manifest["weights"]["sha256"], sha256_bytes(weights_bytes)
+def check_weights(manifest: dict, weights_bytes: bytes, where: str = WEIGHTS_FILE, field: str = "weights") -> None:
+    """The one integrity check of a model's data file (weights.npz; reference.npz with field="reference"): its
+    sha256 must be the manifest's."""
+    expected, found = manifest[field]["sha256"], sha256_bytes(weights_bytes)
     if found != expected:
         raise ModelError(f"{where} does not match model.json: sha256 expected {expected}, found {found} "
                          f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model")
@@ -190,7 +202,7 @@ def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
     return check_manifest(manifest, where)
 
 
-def read_model_files(path, names=(MANIFEST_FILE, WEIGHTS_FILE)) -> dict:
+def read_model_files(path, names=MODEL_FILES) -> dict:
     """The named files of a model: a folder, or a .zip that holds them at its top or in one folder (the page's
     "Download the adapted model"). {name: bytes} for those present; ModelError when it cannot be read."""
     path = Path(path)

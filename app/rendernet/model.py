@@ -19,7 +19,8 @@ import numpy as np
 from .decision import decide
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
-from .manifest import INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, check_weights, read_manifest, read_model_files
+from .manifest import INPUT_NAME, MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, check_weights, read_manifest, read_model_files
+from .reference import read_reference
 from .weights import decode
 
 Explanation = namedtuple("Explanation", ("probabilities", "maps", "pooled"))  # Model.explain
@@ -58,6 +59,7 @@ class Model:
         if outputs is not None and outputs != len(self.classes):
             raise ModelError(f"model.json: classes names {len(self.classes)} classes, the network outputs {outputs}")
         self._head = self._find_head()
+        self.reference = None  # (features, labels) of reference.npz, set by model_from_bytes
 
     def _layer(self, name: str):
         return next(((layer, inputs) for layer, inputs in self.layers if layer.name == name), (None, []))
@@ -205,20 +207,29 @@ def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE
         raise ModelError(f"{where} cannot be read as .npz: {error}") from None
 
 
-def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes) -> Model:
-    """Build a Model from the two files' contents (the browser fetches them as bytes)."""
+def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes, reference_bytes: bytes | None = None) -> Model:
+    """Build a Model from its files' contents (the browser fetches them as bytes). reference.npz is required when
+    model.json declares it, and becomes model.reference: (features, labels) for the adaptation, else None."""
     manifest = read_manifest(manifest_bytes)
     weights = read_weights(weights_bytes, manifest)
     try:
-        return Model(manifest, weights)
+        model = Model(manifest, weights)
     except KeyError as error:
         raise ModelError(f"model.json and weights.npz disagree: missing {error}") from None
+    if "reference" in manifest:
+        if reference_bytes is None:
+            raise ModelError(f"model.json declares {REFERENCE_FILE}, which is missing")
+        if model.head() is None:
+            raise ModelError(f"model.json declares {REFERENCE_FILE}, but the model's head does not read pooled features")
+        model.reference = read_reference(reference_bytes, manifest, model.head().kernel_t.shape[1])
+    return model
 
 
 def load_model(path) -> Model:
-    """Load a model folder holding model.json and weights.npz, or a .zip of one."""
+    """Load a model folder holding model.json and weights.npz (and reference.npz when it declares one), or a .zip
+    of one."""
     files = read_model_files(path)
     missing = [name for name in (MANIFEST_FILE, WEIGHTS_FILE) if name not in files]
     if missing:
         raise ModelError(f"{path} has no {' or '.join(missing)}" if Path(path).exists() else f"{path} does not exist")
-    return model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
+    return model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE], files.get(REFERENCE_FILE))

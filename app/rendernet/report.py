@@ -9,7 +9,7 @@ apostrophe, so a file named "=HYPERLINK(...).png" stays text.
 import csv
 import io
 
-from .decision import decide
+from .decision import answer, decide
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -31,21 +31,27 @@ def model_description(corrections=None) -> str:
 
 def csv_header(classes) -> list:
     return ["file", "label", "confidence", "not_sure", *[f"p_{name}" for name in classes], "ms", "error", "model",
-            "your_label"]
+            "your_label", "answer", "threshold", "shipped_label"]
 
 
 def csv_row(result: dict, classes, threshold, sure: float) -> list:
-    """One result ({"file", "probabilities", "ms", "model", "your_label"} or {"file", "error"}) as CSV cells; "model"
-    is model_description's, "your_label" the user's correction in the page."""
+    """One result ({"file", "probabilities", "ms", "model", "your_label", "shipped"} or {"file", "error"}) as CSV
+    cells: "label", "confidence" and "not_sure" are the model's decision; "answer" the one shown (the user's label
+    when they corrected the image, decision.answer); "model" is model_description's; "shipped_label" the shipped
+    model's decision when an adapted one answered ("shipped": its probabilities); "threshold" the model's."""
     probabilities = result.get("probabilities")
     if probabilities:
         decision = decide(probabilities, classes, threshold, sure)
+        shown = answer(probabilities, classes, threshold, sure, result.get("your_label"))
+        shipped = result.get("shipped")
         cells = [decision.label, round(decision.confidence, 4), decision.not_sure,
                  *[probabilities.get(name, "") for name in classes]]
+        last = [shown.label, "" if threshold is None else threshold,
+                decide(shipped, classes, threshold, sure).label if shipped else ""]
     else:
-        cells = ["", "", "", *["" for _ in classes]]
+        cells, last = ["", "", "", *["" for _ in classes]], ["", "", ""]
     return [safe_cell(cell) for cell in [result["file"], *cells, result.get("ms", ""), result.get("error", ""),
-                                         result.get("model", ""), result.get("your_label", "")]]
+                                         result.get("model", ""), result.get("your_label", ""), *last]]
 
 
 def results_csv(results, classes, threshold, sure: float) -> str:
