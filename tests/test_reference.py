@@ -72,12 +72,12 @@ def altered_reference(tmp_path, change):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda f, l: {"features": f, "labels": l, "extra": l}, "exactly 'features' and 'labels'"),
-    (lambda f, l: {"features": f.astype(np.float32), "labels": l}, "features must be float16"),
-    (lambda f, l: {"features": f[:, :5], "labels": l}, "features must be float16 of shape"),
-    (lambda f, l: {"features": np.where(np.arange(f.size).reshape(f.shape) == 7, np.nan, f).astype(np.float16),
-                   "labels": l}, "not a finite number"),
-    (lambda f, l: {"features": f, "labels": l + 5}, "labels must be"),
+    (lambda f, y: {"features": f, "labels": y, "extra": y}, "exactly 'features' and 'labels'"),
+    (lambda f, y: {"features": f.astype(np.float32), "labels": y}, "features must be float16"),
+    (lambda f, y: {"features": f[:, :5], "labels": y}, "features must be float16 of shape"),
+    (lambda f, y: {"features": np.where(np.arange(f.size).reshape(f.shape) == 7, np.nan, f).astype(np.float16),
+                   "labels": y}, "not a finite number"),
+    (lambda f, y: {"features": f, "labels": y + 5}, "labels must be"),
 ])
 def test_a_damaged_reference_set_is_refused_by_every_loader(tmp_path, change, message):
     folder = altered_reference(tmp_path, change)
@@ -93,12 +93,12 @@ def test_an_altered_or_missing_reference_file_is_named(tmp_path):
     data = bytearray((folder / "reference.npz").read_bytes())
     data[100] ^= 1
     (folder / "reference.npz").write_bytes(bytes(data))
-    with pytest.raises(ModelError, match="reference.npz does not match model.json"):
+    with pytest.raises(ModelError, match=r"reference\.npz does not match model\.json"):
         load_model(folder)
     (folder / "reference.npz").unlink()
-    with pytest.raises(ModelError, match="declares reference.npz, which is missing"):
+    with pytest.raises(ModelError, match=r"declares reference\.npz, which is missing"):
         load_model(folder)
-    with pytest.raises(build.BuildError, match="reference.npz"):
+    with pytest.raises(build.BuildError, match=r"reference\.npz"):
         build.check_model(folder)
 
 

@@ -29,7 +29,7 @@ failure a ModelError naming the field:
 | metrics | object | an object | informative: headline test metrics; its presence says metrics.json ships beside model.json |
 | credits | [str, ...] | a list of strings | credits for pretrained weights |
 | adapted | object | an object | re-fitted to a user's examples (adapt.py): "base_weights_sha256", "corrections", "anchor" |
-| reference | object | "file" is "reference.npz", "sha256" 64 hex digits, "count" an integer >= 1 | the reference examples the adaptation fits beside a user's corrections (reference.py); "bytes", "per_class" informative |
+| reference | object | file "reference.npz", sha256, count >= 1 | reference examples for the adaptation (reference.py) |
 
 The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
 
@@ -37,8 +37,9 @@ metrics.json (written by `rendernet train`, optional) is informative; `check_met
 of it: "test" {"accuracy", "roc_auc": number or null, "count": int, "confusion": rows of ints}, and "held_out"
 and "leave_one_source_out", each {source: {"accuracy", "roc_auc": number or null, "count": int}}.
 
-reference.npz (optional; declared by "reference"): "features", the head's input (pooled features) of `count`
-training images as float16 (count, features), and "labels", their class indices as uint8 (count,). Checked on
+reference.npz (optional; declared by "reference", which also records its "bytes" and "per_class" counts):
+"features", the head's input (pooled features) of `count` training images as float16 (count, features), and
+"labels", their class indices as uint8 (count,). Checked on
 load like weights.npz (sha256 first), then its keys, shapes, dtypes, finite values and labels (reference.py).
 
 weights.npz: for every layer weight, "<layer>/<weight>" holds the array in its
