@@ -49,8 +49,11 @@ class Page:
         self.arrived, self.shown = {}, 0  # answers by row id, not yet shown; the next row id to show
         self.rows = []  # (result, table row), in the order added; result["row"] is the row's id in the worker
         self.next_row = 0
+        self.files = {}  # row id -> its File (for the viewer)
         self.done = self.total = 0
         self.adaptable = False
+        self.adapted = None  # the model's manifest "adapted": a site built with an adapted model
+        self.base_model = "The shipped model"  # what answers without corrections
         self.changes, self.adapting = [], False  # changes of the corrections, applied one at a time
 
     def sure(self) -> float:
@@ -147,6 +150,8 @@ def show_about(info: dict) -> None:
         ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
         ("Layers", info["layers"]),
         ("Preprocessing", manifest.get("preprocessing", "")),
+        ("Evidence from the file", "a camera or a 3D tool named in an image's metadata is shown beside the answer; "
+                                   "it never changes the model's answer (metadata can be stripped or forged)"),
         ("Workers", f"up to {page.pool_size} for a batch (this device has {window.navigator.hardwareConcurrency} cores; "
                     "one is left to the page)"),
     ] + [("Credits", credit) for credit in manifest.get("credits", [])]
@@ -157,6 +162,7 @@ def show_about(info: dict) -> None:
         append(body, table([[name] + list(row) for name, row in zip(page.classes, confusion)],
                            caption="Confusion matrix on the test split (rows: actual, columns: predicted)",
                            header=[""] + page.classes))
+    append(body, node("div", id="about-adaptation"))
 
 
 async def call(promise, seconds: int, what: str, slot: int = 0):
@@ -224,6 +230,8 @@ def label_cell(cell, result: dict) -> None:
     else:
         text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
         cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
+    for text in (result.get("evidence") or {}).values():  # beside the answer, never part of it
+        append(cell, node("span", text + ", from the file", class_="evidence"))
     if "shipped" in result:
         shipped = decide(result["shipped"], page.classes, page.threshold, page.sure())
         if (shipped.label, shipped.not_sure) != (decision.label, decision.not_sure):
@@ -248,10 +256,12 @@ def add_row(answer: dict) -> None:
     row.dataset.result = json.dumps(result)
     picture = node("td")
     if "thumbnail" in answer:
-        figure = append(node("div", class_="thumb"),
+        figure = append(node("button", type="button", class_="thumb", title="See it large, with where the model looks",
+                             aria_label=f"See {result['file']} large"),
                         node("img", src=answer["thumbnail"], alt=f"what the model saw of {result['file']}"))
         if "heatmap" in answer:
             append(figure, node("img", src=answer["heatmap"], alt="", class_="heatmap"))
+        figure.addEventListener("click", create_proxy(lambda event, row=result["row"]: show_large(row)))
         append(picture, figure)
     if "shipped" in answer:
         result["shipped"] = dict(zip(page.classes, answer["shipped"]))
@@ -269,6 +279,35 @@ def add_row(answer: dict) -> None:
     for button in ("download-csv", "clear"):
         element(button).disabled = False
     summarize()
+
+
+def show_large(row: int) -> None:
+    """The viewer: the image as the model saw it and, beside it, where the model looks (the file is read again)."""
+    file = page.files.get(row)
+    if file is None:
+        return
+
+    async def run():
+        data = js.Uint8Array.new(await file.arrayBuffer())
+        try:
+            answer = json.loads(await call(page.worker.view(file.name, data), FILE_SECONDS, "Showing the image"))
+        except Exception as error:
+            notice(f"The image could not be shown: {error}")
+            return
+        viewer, pictures = element("viewer"), element("viewer-pictures")
+        element("viewer-title").textContent = f"{file.name}: {answer.get('label', '')}"
+        pictures.replaceChildren()
+        if "error" in answer:
+            append(pictures, node("p", f"Could not read: {answer['error']}"))
+        else:
+            append(pictures, append(node("figure"), node("img", src=answer["image"], alt=f"{file.name} as the model saw it"),
+                                    node("figcaption", "What the model saw")))
+            if "heatmap" in answer:
+                append(pictures, append(node("figure"), node("img", src=answer["heatmap"], alt="where the model looks"),
+                                        node("figcaption", "Where it looks (orange: " + page.classes[-1] + ", blue: "
+                                             + page.classes[0] + ")")))
+        viewer.showModal()
+    page.task = asyncio.create_task(run())
 
 
 def correction_cell(result: dict):
@@ -351,12 +390,39 @@ def show_adaptation(answer: dict) -> None:
     if answer["used"] < total:
         text += f" The most recent {answer['used']:,} of your {total:,} corrections adapt it."
     element("adaptation-status").textContent = text if total else (
-        "The shipped model answers. Tell it when it is wrong (the buttons in each row): it adapts to your images, "
+        page.base_model + " answers. Tell it when it is wrong (the buttons in each row): it adapts to your images, "
         "on this device.")
     element("undo").disabled = not answer["can_undo"]
-    element("back-to-shipped").disabled = element("download-model").disabled = total == 0
+    for button in ("back-to-shipped", "download-model", "download-corrections"):
+        element(button).disabled = total == 0
+    show_adaptation_in_about(answer)
+    if "added" in answer:
+        added = answer["added"]
+        notice(f"Added {added['added']} correction{'' if added['added'] == 1 else 's'} from {added['file']}"
+               + (f"; {added['conflicts']} image{'' if added['conflicts'] == 1 else 's'} labelled differently: the newest "
+                  "label is kept" if added["conflicts"] else "") + ".")
+    if "added_problem" in answer:
+        notice(answer["added_problem"] + ". Nothing was changed.")
     if "not_kept" in answer:
         notice(answer["not_kept"][0].upper() + answer["not_kept"][1:] + "; they last until the page is closed.")
+
+
+def show_adaptation_in_about(answer: dict) -> None:
+    """About this model: what this model was adapted to (a site built with an adapted model) and what it is
+    adapted to on this device."""
+    rows = []
+    if page.adapted:
+        counts = page.adapted.get("corrections") or {}
+        rows.append(("Built from an adapted model", ", ".join(f"{counts.get(name, 0)} {name}" for name in page.classes)
+                     + f" corrections; base model weights sha256 {page.adapted.get('base_weights_sha256', 'n/a')}"))
+    counts = ", ".join(f"{answer['counts'].get(name, 0)} {name}" for name in page.classes)  # MicroPython: dicts unordered
+    rows.append(("Adapted on this device", f"{answer['total']} corrections ({counts})" if answer["total"] else "no"))
+    rows.append(("Reference examples", f"{answer['reference_examples']} of the model's training images keep the "
+                 "adaptation from undoing what it knew" if answer["reference_examples"] else "none (the corrections alone)"))
+    rows.append(("Corrections are kept for", f"model weights sha256 {answer['base_weights_sha256']}"))
+    box = element("about-adaptation")
+    if box is not None:
+        box.replaceChildren(table(rows, caption="Adaptation"))
 
 
 def show_kept_elsewhere(others: list, problem) -> None:
@@ -517,6 +583,7 @@ def enqueue(files) -> None:
         page.done, page.total = 0, 0
     for file in files:
         page.queue.append((file, page.next_row))
+        page.files[page.next_row] = file  # a handle, not the bytes: the viewer reads it again
         page.next_row += 1
     page.total += len(files)
     update_batch()
@@ -589,6 +656,7 @@ def connect() -> None:
     @when("click", "#clear")
     def clear(event):
         page.rows.clear()
+        page.files.clear()
         if page.adaptable:
             page.worker.forget_rows()
         element("results").tBodies.item(0).replaceChildren()
@@ -609,6 +677,25 @@ def connect() -> None:
     @when("click", "#back-to-shipped")
     def back(event):
         change(lambda: page.worker.reset(), "Going back to the shipped model")
+
+    @when("click", "#viewer-close")
+    def close_viewer(event):
+        element("viewer").close()
+
+    @when("change", "#import-corrections")
+    async def import_corrections(event):
+        files = event.target.files
+        chosen = files.item(0) if files.length else None
+        event.target.value = ""
+        if chosen is None or not page.adaptable:
+            return
+        name, text = chosen.name, await chosen.text()
+        change(lambda: page.worker.add_corrections(name, text), "Adding corrections from " + name)
+
+    @when("click", "#download-corrections")
+    async def download_corrections(event):
+        text = await call(page.worker.corrections_text(), MODEL_SECONDS, "Writing your corrections")
+        save_file(js.Blob.new(to_js([text]), to_js({"type": "application/json"})), "rendernet-corrections.json")
 
     @when("click", "#download-model")
     async def download_model(event):
@@ -653,6 +740,10 @@ async def start() -> None:
         return
     set_loading(3, "Showing the model…", MODEL_SECONDS)
     page.classes, page.threshold = info["manifest"]["classes"], info["manifest"].get("threshold")
+    page.adapted = info["manifest"].get("adapted")
+    if page.adapted:
+        corrected = sum((page.adapted.get("corrections") or {}).values())
+        page.base_model = f"Adapted model ({corrected} correction{'' if corrected == 1 else 's'})"
     element("python-version").textContent = info["python"]
     try:
         show_about(info)

@@ -78,7 +78,7 @@ def data_url(image: Image.Image, format: str, **options) -> str:
     return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def heatmap(maps: np.ndarray, classes: list, label: str) -> Image.Image:
+def heatmap(maps: np.ndarray, classes: list, label: str, size: int = THUMBNAIL) -> Image.Image:
     """An RGBA overlay of the class activation map: orange where the map speaks for the shown class
     (classes[1] for two classes, else the predicted one), blue where it speaks against it."""
     target = 1 if len(classes) == 2 else classes.index(label)
@@ -88,7 +88,7 @@ def heatmap(maps: np.ndarray, classes: list, label: str) -> Image.Image:
     rgba = np.zeros((*strength.shape, 4), np.uint8)
     rgba[..., :3] = np.where(strength[..., None] > 0, [230, 120, 20], [30, 100, 220])
     rgba[..., 3] = (np.abs(strength) * 190).astype(np.uint8)
-    return Image.fromarray(rgba, "RGBA").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
+    return Image.fromarray(rgba, "RGBA").resize((size, size), Image.Resampling.BILINEAR)
 
 
 def classify(name: str, data, row: int = -1) -> str:
@@ -114,6 +114,21 @@ def classify_bytes(name: str, data: bytes, row: int = -1) -> dict:
         answer["features"] = encode_features(explanation.pooled)
         answer["shipped"] = adaptation.shipped(explanation.pooled)
     return answer
+
+
+def view(name: str, data) -> str:
+    """One file, large: {"image": the model's input as a PNG data URL, "heatmap": the same with its class
+    activation map over it, "label"} as JSON (the page's viewer); {"error"} when it cannot be read."""
+    model = state["model"]
+    result, pixels, explanation = classify_file(model, str(name), data.to_bytes(), explain=True)
+    if pixels is None:
+        return json.dumps({"error": result.get("error", "no image")})
+    image = Image.fromarray(pixels).convert("RGBA")
+    answer = {"image": data_url(image.convert("RGB"), "PNG"), "label": result["label"]}
+    if explanation is not None and explanation.maps is not None:
+        overlay = heatmap(explanation.maps, model.classes, result["label"], model.input_size)
+        answer["heatmap"] = data_url(Image.alpha_composite(image, overlay).convert("RGB"), "PNG")
+    return json.dumps(answer)
 
 
 def warm_up() -> None:
@@ -174,6 +189,32 @@ async def undo() -> str:
 async def reset() -> str:
     state["adaptation"].reset()
     return adaptation_answer(**await saved())
+
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a corrections file larger than this is refused before it is parsed
+
+
+async def add_corrections(name: str, text: str) -> str:
+    """Merge a corrections file (a colleague's download) into this browser's corrections: re-fit, re-score, keep.
+    A file that cannot be used changes nothing and says why ("added_problem")."""
+    name, text = str(name), str(text)
+    try:
+        if len(text) > MAX_FILE_BYTES:
+            raise ModelError(f"it is {len(text) / 1e6:.0f} MB; a corrections file is at most {MAX_FILE_BYTES / 1e6:.0f} MB")
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError) as error:
+            raise ModelError(f"it is not a corrections file (JSON): {str(error)[:200]}") from None
+        added = state["adaptation"].add(document)
+    except ModelError as error:
+        return adaptation_answer(added_problem=f"{name} could not be added: {error}")
+    return adaptation_answer(added={**added, "file": name}, **await saved())
+
+
+def corrections_text() -> str:
+    """This browser's corrections as a document (JSON): what a colleague adds with "Add corrections from a file"
+    or `rendernet adapt --examples`."""
+    return json.dumps(state["adaptation"].document(), indent=1)
 
 
 def forget_rows() -> None:
@@ -361,6 +402,7 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = ["load", "warm_up", "classify", "to_csv", "correct", "undo", "reset", "forget_rows", "remember", "restore",
+__export__ = ["load", "warm_up", "classify", "view", "to_csv", "correct", "undo", "reset", "add_corrections", "corrections_text",
+              "forget_rows", "remember", "restore",
               "head", "set_head", "kept", "adapted_model", "time_adaptation", "time_forward", "profile", "modules", "ping",
               "memory", "crash"]

@@ -565,10 +565,17 @@ def adapted_model(page, tmp_path):
     return archive
 
 
+def shown_labels(page):
+    return page.page.locator("#results tbody tr td:nth-child(3) .label").all_inner_texts()
+
+
 def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site, browser, tmp_path):
-    """Correct 3 + 3 rows: every row is re-scored by the adapted head, changed answers are marked, the CSV names the
-    model; the downloaded model gives the page's probabilities natively; a reload (offline too) brings it back;
-    Undo and Back to the shipped model work; nothing is requested after ready."""
+    """The user corrects the shipped model where it is wrong (3 + 3 images near the threshold, confirmations where
+    it is right): each corrected row answers with the user's label and says what the model now says; the other
+    rows are re-scored by the adapted head, changed answers are marked; the CSV carries the final answer, the
+    model's, the shipped model's and the threshold; About shows the adaptation; the downloaded model gives the
+    page's probabilities natively; a reload (offline too) brings it back; Undo and Back to the shipped model work;
+    nothing is requested after ready."""
     model = load_model(DEFAULT_MODEL)
 
     def nearest_the_threshold(paths):  # the answers a few corrections can change
@@ -576,51 +583,150 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
                                                   - model.threshold))[:8]
 
     files = nearest_the_threshold(sample_files("real")[::3]) + nearest_the_threshold(sample_files("render")[::3])  # WebP
+    truth = ["real"] * 8 + ["render"] * 8
     page = Page(browser, site)
     shipped = page.upload(files, len(files))
     assert page.page.inner_text("#adaptation-status").startswith("The shipped model answers")
-    # the user says three real images are renders and three renders real: the head has to move a lot
-    for count, (row, label) in enumerate([(0, "render"), (1, "render"), (2, "render"), (8, "real"), (9, "real"),
-                                          (10, "real")], start=1):
-        correct(page, row, label, count)
-    assert page.page.inner_text("#adaptation-status") == "Adapted to your images: 6 corrections (3 real, 3 render)."
-    rows = page.rows()
-    answers = [[decide(row["probabilities"], model.classes, model.threshold)[::2] for row in table]  # label, not sure
-               for table in (shipped, rows)]
-    changed = [before != after for before, after in zip(*answers, strict=True)]
-    assert sum(changed) >= 3
+    shipped_answers = [decide(row["probabilities"], model.classes, model.threshold)[::2] for row in shipped]  # label, not sure
+    wrong = [index for index in range(16) if shipped_answers[index][0] != truth[index]]
+    chosen = ([index for index in wrong if index < 8] + list(range(8)))[:3] + \
+        ([index for index in wrong if index >= 8] + list(range(8, 16)))[:3]
+    chosen = list(dict.fromkeys(chosen))
+    for count, row in enumerate(chosen, start=1):
+        correct(page, row, truth[row], count)
+    real, render = sum(index < 8 for index in chosen), sum(index >= 8 for index in chosen)
+    status = f"Adapted to your images: {len(chosen)} corrections ({real} real, {render} render)."
+    assert page.page.inner_text("#adaptation-status") == status
+    rows, labels = page.rows(), shown_labels(page)
+    for index in chosen:  # the item someone fixed stays fixed
+        assert labels[index] == f"{truth[index]} — your label", labels[index]
+        says = page.page.locator(f"#results tbody tr:nth-child({index + 1}) .model-says").inner_text()
+        assert says.startswith(("the model now says", "kept as your label; the model still disagrees")), says
+    final = [(truth[index], False) if index in chosen else decide(row["probabilities"], model.classes, model.threshold)[::2]
+             for index, row in enumerate(rows)]
     marked = page.page.evaluate("[...document.querySelectorAll('#results tbody tr')]"
                                 ".map(row => row.textContent.includes('shipped model:'))")
-    assert marked == changed
+    assert marked == [before != after for before, after in zip(shipped_answers, final, strict=True)]
+    assert sum(marked) >= 1
     archive = adapted_model(page, tmp_path)
     adapted = load_model(archive)
-    assert adapted.manifest["adapted"]["corrections"] == {"real": 3, "render": 3}
+    assert adapted.manifest["adapted"]["corrections"] == {"real": real, "render": render}
     assert adapted.manifest["adapted"]["base_weights_sha256"] == model.manifest["weights"]["sha256"]
+    assert adapted.reference is not None  # the reference set travels with the adapted model
     for path, row in zip(files, rows, strict=True):
         native = adapted.forward(preprocess(path, adapted.input_size)[None])[0]
         np.testing.assert_allclose([row["probabilities"][name] for name in adapted.classes], native, atol=1e-5)
     records = download_csv(page)
-    assert {record["model"] for record in records} == {"adapted to your images: 6 corrections (3 real, 3 render)"}
-    assert [record["your_label"] for record in records][:4] == ["render", "render", "render", ""]
-    pressed = page.page.locator("#results button[aria-pressed='true']")
-    assert pressed.count() == 6
+    assert {record["model"] for record in records} == {status[:-1].replace("Adapted", "adapted")}
+    for index, record in enumerate(records):
+        assert record["your_label"] == (truth[index] if index in chosen else "")
+        assert record["answer"] == final[index][0] and record["label"] == rows[index]["label"]
+        assert record["shipped_label"] == shipped_answers[index][0] and float(record["threshold"]) == model.threshold
+    about = page.page.locator("#about-adaptation").text_content()
+    assert f"{len(chosen)} corrections ({real} real, {render} render)" in about and "Reference examples" in about
+    assert model.manifest["weights"]["sha256"] in about
+    assert page.page.locator("#results button[aria-pressed='true']").count() == len(chosen)
     assert [url for url in page.requests[page.requests_at_ready:] if url.startswith("http")] == []
     assert page.errors == []
 
     browser.set_offline(True)  # the next visit: the corrections are back, offline included
     again = Page(browser, site)
-    assert again.page.inner_text("#adaptation-status") == "Adapted to your images: 6 corrections (3 real, 3 render)."
+    assert again.page.inner_text("#adaptation-status") == status
     row = again.upload(files[3:4], 1)[0]
     np.testing.assert_allclose(row["probabilities"]["render"], rows[3]["probabilities"]["render"], atol=1e-6)
     again.page.click("#undo")
-    again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('5 corrections')")
+    again.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{len(chosen) - 1} correction')")
     again.page.click("#back-to-shipped")
     again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
     np.testing.assert_allclose(again.rows()[0]["probabilities"]["render"], shipped[3]["probabilities"]["render"], atol=1e-6)
     again.page.click("#undo")  # Back can be undone
-    again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('5 corrections')")
+    again.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{len(chosen) - 1} correction')")
     assert again.errors == []
     browser.set_offline(False)
+
+
+def test_one_correction_keeps_the_other_kind_and_a_colleague_s_file_is_added(site, browser, tmp_path):
+    """One "It's real" leaves every rendered image's answer as it was; a colleague's downloaded corrections added
+    from a file are merged (an image counted once) and mark the rows they cover; files that cannot be used
+    (another model, NaN or short features, not JSON, too many entries) change nothing and say why."""
+    model = load_model(DEFAULT_MODEL)
+    reals, renders = sample_files("real")[1::9][:6], sample_files("render")[1::9][:6]
+    page = Page(browser, site)
+    page.upload(reals + renders, 12)
+    before = shown_labels(page)
+    correct(page, 0, "real", 1)
+    assert shown_labels(page)[6:] == before[6:]
+    with page.page.expect_download() as download:
+        page.page.click("#download-corrections")
+    mine = json.loads(Path(download.value.path()).read_text())
+    assert len(mine["corrections"]) == 1
+
+    colleague = Page(browser, site)  # the same browser profile: start from the shipped model there
+    colleague.page.click("#back-to-shipped")
+    colleague.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
+    colleague.upload(reals[:2] + renders[:2], 4)
+    correct(colleague, 0, "real", 1)  # the same image as mine: counted once
+    correct(colleague, 2, "render", 2)
+    correct(colleague, 3, "render", 3)
+    with colleague.page.expect_download() as download:
+        colleague.page.click("#download-corrections")
+    theirs = tmp_path / "colleague.json"
+    shutil.copyfile(download.value.path(), theirs)
+    colleague.page.close()
+
+    page.page.set_input_files("#import-corrections", str(theirs))
+    page.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('3 corrections')")
+    assert page.page.inner_text("#adaptation-status") == "Adapted to your images: 3 corrections (1 real, 2 render)."
+    assert "Added 2 corrections from colleague.json" in page.page.inner_text("#notice")
+    assert shown_labels(page)[6] == "render — your label" and shown_labels(page)[7] == "render — your label"
+
+    sha256 = model.manifest["weights"]["sha256"]
+    entry = json.loads(theirs.read_text())["corrections"][0]
+    bad = {
+        "another-model.json": (json.dumps(dict(json.loads(theirs.read_text()), base_weights_sha256="0" * 64)),
+                               "made with another model"),
+        "nan.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[dict(entry, features=base64.b64encode(
+            np.full(112, np.nan, "<f4").tobytes()).decode())])), "not a finite number"),
+        "short.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[dict(entry, features=base64.b64encode(
+            np.ones(5, "<f4").tobytes()).decode())])), "features hold 5 values"),
+        "not-json.json": ("{" * 100_000, "not a corrections file"),
+        "many.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[entry] * 100_000)),
+                      "at most"),  # 66 MB: refused by its size before it is parsed
+    }
+    assert sha256 == json.loads(theirs.read_text())["base_weights_sha256"]
+    for name, (text, reason) in bad.items():
+        (tmp_path / name).write_text(text)
+        started = time.monotonic()
+        page.page.set_input_files("#import-corrections", str(tmp_path / name))
+        page.page.wait_for_function(f"document.querySelector('#notice').textContent.includes('{name} could not be added')",
+                                    timeout=60_000)
+        assert reason in page.page.inner_text("#notice") and time.monotonic() - started < 30, name
+        assert page.page.inner_text("#adaptation-status") == "Adapted to your images: 3 corrections (1 real, 2 render)."
+    assert page.errors == []
+
+
+def test_file_evidence_is_shown_and_a_thumbnail_opens_large(site, browser, tmp_path):
+    """A camera named in a JPEG's EXIF and a 3D tool in a PNG's text chunk are shown in their rows, beside answers
+    that are the untagged file's; a thumbnail opens the image as the model saw it (224 px) and its heatmap."""
+    from test_evidence import write_tagged
+
+    paths = write_tagged(tmp_path)
+    page = Page(browser, site)
+    rows = page.upload([paths["camera.jpg"], paths["blender.png"], paths["plain.png"]], 3)
+    cells = page.page.locator("#results tbody tr td:nth-child(3)").all_inner_texts()
+    assert "Camera: Canon EOS 80D, 1/60 s, f/4, ISO 400, from the file" in cells[0]
+    assert "Made with Blender 4.2.0 (a 3D tool), from the file" in cells[1] and "from the file" not in cells[2]
+    assert rows[1]["probabilities"] == rows[2]["probabilities"]  # evidence never changes the answer
+    records = download_csv(page)
+    assert records[1]["evidence"] == "Made with Blender 4.2.0 (a 3D tool)" and records[2]["evidence"] == ""
+    page.page.locator("#results tbody tr:nth-child(2) .thumb").click()
+    page.page.wait_for_selector("#viewer[open] #viewer-pictures img", timeout=30_000)
+    widths = page.page.evaluate("[...document.querySelectorAll('#viewer-pictures img')].map(image => image.naturalWidth)")
+    assert widths == [224, 224]
+    assert page.page.inner_text("#viewer-title").startswith("blender.png: ")
+    page.page.click("#viewer-close")
+    assert page.page.locator("#viewer[open]").count() == 0
+    assert page.errors == []
 
 
 def keep(page, key, value):

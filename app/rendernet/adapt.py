@@ -37,11 +37,14 @@ from .report import model_description
 ANCHOR = 100.0  # the penalty's weight without a reference set, chosen by bench/adapt.py's cross-validation
 # With a reference set (reference.py): the penalty's weight and one correction's weight against one reference
 # example, chosen by bench/adapt.py's leave-one-domain-out cross-validation on the committed sample.
-REFERENCE_ANCHOR, CORRECTION_WEIGHT = 3.0, 1.0
-MARGIN = 1e-3  # in logits: how far on its side a reference example the base head answered right must stay
+REFERENCE_ANCHOR, CORRECTION_WEIGHT = 30.0, 10.0
+KNOWN_MARGIN = 1.0  # in logits: a reference example the base head answers right by more is what it knew (kept);
+#                    None: no guard. Chosen with the settings above.
+MARGIN = 1e-3  # in logits: how far on its side a known reference example must stay (float32 rounding)
 NEWTON_STEPS = 25
 TOLERANCE = 1e-7  # stop when a Newton step lowers the objective by less than this
 MAX_CORRECTIONS = 1000  # the most recent ones adapt the page's head (Newton's cost grows with their number)
+MAX_ADDED = 20_000  # the most corrections one file may add in the page (each is checked and kept)
 CORRECTIONS_FORMAT, CORRECTIONS_VERSION = "rendernet-corrections", 1
 
 
@@ -65,7 +68,7 @@ def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
 
 
 def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, anchor=None,
-               reference=None, threshold=None, correction_weight=CORRECTION_WEIGHT) -> tuple:
+               reference=None, threshold=None, correction_weight=CORRECTION_WEIGHT, known_margin=KNOWN_MARGIN) -> tuple:
     """The head (kernel_t (classes, features), bias (classes,)) re-fitted to examples (features (N, F), labels
     (N,) class indices): minimises the weighted cross-entropy summed over the examples (so the more corrections,
     the less the anchor holds) + anchor / 2 * the scaled squared change.
@@ -104,15 +107,15 @@ def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, lab
         head = base + np.outer([-0.5, 0.5], difference - (base[1] - base[0]))
     else:
         head = fit_softmax(inputs, labels, weights, base, stiffness, rehearsed)
-    if reference is not None:
-        head = keep_what_it_knew(base, head, inputs[rehearsed], labels[rehearsed], offset)
+    if reference is not None and known_margin is not None:
+        head = keep_what_it_knew(base, head, inputs[rehearsed], labels[rehearsed], offset, known_margin)
     return head[:, :size].astype(np.float32), head[:, size].astype(np.float32)
 
 
-def keep_what_it_knew(base, head, inputs, labels, offset: float, steps: int = 30):
+def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: float, steps: int = 30):
     """The fitted head, or the part of its change from `base` that answers every reference example the base head
-    answered right still right (bisection on the fraction of the change): no correction tilts the head against
-    what the model knew. An answer's margin is the decision rule's: two classes, the logit difference less
+    answered right by more than `known_margin` still right (bisection on the fraction of the change): no
+    correction tilts the head against what the model knew. An answer's margin is the decision rule's: two classes, the logit difference less
     `offset` (the threshold's logit), signed by the label; more, the label's logit less the largest other one.
     A right answer keeps a margin of MARGIN (or its own, when smaller), so float32 rounding cannot turn it."""
     def margins(candidate):
@@ -124,7 +127,7 @@ def keep_what_it_knew(base, head, inputs, labels, offset: float, steps: int = 30
         return own - logits.max(axis=1)
 
     before = margins(base)
-    known = before > 0
+    known = before > known_margin
     floor = np.minimum(before[known], MARGIN)
 
     def keeps(fraction):
@@ -364,6 +367,28 @@ class Adaptation:
         self.decoded = {entry["features"]: values for entry, values in zip(self.corrections, features, strict=True)}
         self.refit()
 
+    def add(self, document) -> dict:
+        """Merge the corrections of another document made with this model (a colleague's download): an image
+        counted once, the newest label kept where two differ; rows of this visit showing one of its images are
+        marked corrected. ModelError (nothing changed) when the document cannot be used. Undo takes it back.
+        Returns {"added": new corrections, "conflicts": images whose label changed or stayed against another}."""
+        entries = document.get("corrections") if isinstance(document, dict) else None
+        if isinstance(entries, list) and len(entries) > MAX_ADDED:
+            raise ModelError(f"the file holds {len(entries):,} corrections; at most {MAX_ADDED:,} can be added at once")
+        read_corrections(document, self.model)  # every entry checked before anything changes
+        merged, conflicts = merge_corrections(self.corrections, document["corrections"])
+        self._save_history()
+        added = len(merged) - len(self.corrections)
+        self.corrections = merged
+        by_features = {entry["features"]: entry for entry in merged}
+        self.corrected = {row: by_features.get(entry["features"], entry) for row, entry in self.corrected.items()}
+        for row, features in self.rows.items():
+            entry = by_features.get(encode_features(features))
+            if entry is not None:
+                self.corrected[row] = entry
+        self.refit()
+        return {"added": added, "conflicts": len(conflicts)}
+
     def _save_history(self) -> None:
         self.history.append((list(self.corrections), dict(self.corrected)))
 
@@ -394,7 +419,9 @@ class Adaptation:
     def summary(self) -> dict:
         return {"description": self.description(), "counts": self.counts(), "total": len(self.corrections),
                 "used": len(self.used()), "can_undo": bool(self.history or self.corrections),
-                "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()}}
+                "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()},
+                "reference_examples": 0 if self.model.reference is None else len(self.model.reference[1]),
+                "base_weights_sha256": self.model.manifest["weights"]["sha256"]}
 
     def probabilities(self) -> dict:
         """{row id: probabilities in class order} of every remembered row, with the current head."""

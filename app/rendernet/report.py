@@ -10,6 +10,7 @@ import csv
 import io
 
 from .decision import answer, decide
+from .evidence import evidence_text
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -31,14 +32,15 @@ def model_description(corrections=None) -> str:
 
 def csv_header(classes) -> list:
     return ["file", "label", "confidence", "not_sure", *[f"p_{name}" for name in classes], "ms", "error", "model",
-            "your_label", "answer", "threshold", "shipped_label"]
+            "your_label", "answer", "threshold", "shipped_label", "evidence"]
 
 
 def csv_row(result: dict, classes, threshold, sure: float) -> list:
     """One result ({"file", "probabilities", "ms", "model", "your_label", "shipped"} or {"file", "error"}) as CSV
     cells: "label", "confidence" and "not_sure" are the model's decision; "answer" the one shown (the user's label
     when they corrected the image, decision.answer); "model" is model_description's; "shipped_label" the shipped
-    model's decision when an adapted one answered ("shipped": its probabilities); "threshold" the model's."""
+    model's decision when an adapted one answered ("shipped": its probabilities); "threshold" the model's;
+    "evidence" what the file's metadata says made it (evidence.py)."""
     probabilities = result.get("probabilities")
     if probabilities:
         decision = decide(probabilities, classes, threshold, sure)
@@ -47,9 +49,9 @@ def csv_row(result: dict, classes, threshold, sure: float) -> list:
         cells = [decision.label, round(decision.confidence, 4), decision.not_sure,
                  *[probabilities.get(name, "") for name in classes]]
         last = [shown.label, "" if threshold is None else threshold,
-                decide(shipped, classes, threshold, sure).label if shipped else ""]
+                decide(shipped, classes, threshold, sure).label if shipped else "", evidence_text(result.get("evidence", {}))]
     else:
-        cells, last = ["", "", "", *["" for _ in classes]], ["", "", ""]
+        cells, last = ["", "", "", *["" for _ in classes]], ["", "", "", ""]
     return [safe_cell(cell) for cell in [result["file"], *cells, result.get("ms", ""), result.get("error", ""),
                                          result.get("model", ""), result.get("your_label", ""), *last]]
 
