@@ -634,13 +634,14 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
     assert again.page.inner_text("#adaptation-status") == status
     row = again.upload(files[3:4], 1)[0]
     np.testing.assert_allclose(row["probabilities"]["render"], rows[3]["probabilities"]["render"], atol=1e-6)
+    fewer = f"document.querySelector('#adaptation-status').textContent.includes('{len(chosen) - 1} correction')"
     again.page.click("#undo")
-    again.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{len(chosen) - 1} correction')")
+    again.page.wait_for_function(fewer)
     again.page.click("#back-to-shipped")
     again.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
     np.testing.assert_allclose(again.rows()[0]["probabilities"]["render"], shipped[3]["probabilities"]["render"], atol=1e-6)
     again.page.click("#undo")  # Back can be undone
-    again.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{len(chosen) - 1} correction')")
+    again.page.wait_for_function(fewer)
     assert again.errors == []
     browser.set_offline(False)
 

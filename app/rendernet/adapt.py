@@ -10,6 +10,14 @@ feature is cheap to move because its values are small. Newton's method from the 
 converged in a few steps; no examples give the base head exactly. NumPy only: the page's worker and
 `rendernet adapt` run this same code.
 
+A model that ships a reference set (reference.py: pooled features and labels of its training images) is adapted
+with it (rehearsal): the corrections are fitted together with the reference examples, whose loss enters relative
+to the base head (so they hold the head to what it answered, never pull it elsewhere), and the result is scaled
+back, if it must be, until every reference example the base head answered right with a clear margin is still
+answered right. A single correction then cannot swing the rest, and the corrected image itself usually ends on
+the user's side (the page shows the user's label either way). The settings (REFERENCE_ANCHOR, CORRECTION_WEIGHT,
+KNOWN_MARGIN) come from bench/adapt.py's leave-one-domain-out choice on the committed sample.
+
 Corrections travel as a document (the page stores it in the browser and lets the user download it; `rendernet
 adapt --examples` reads it as well as image folders):
     {"format": "rendernet-corrections", "format_version": 1,
@@ -115,9 +123,10 @@ def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, lab
 def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: float, steps: int = 30):
     """The fitted head, or the part of its change from `base` that answers every reference example the base head
     answered right by more than `known_margin` still right (bisection on the fraction of the change): no
-    correction tilts the head against what the model knew. An answer's margin is the decision rule's: two classes, the logit difference less
-    `offset` (the threshold's logit), signed by the label; more, the label's logit less the largest other one.
-    A right answer keeps a margin of MARGIN (or its own, when smaller), so float32 rounding cannot turn it."""
+    correction tilts the head against what the model knew. An answer's margin is the decision rule's: two
+    classes, the logit difference less `offset` (the threshold's logit), signed by the label; more, the label's
+    logit less the largest other one. A known answer keeps a margin of MARGIN (its own when smaller), so float32
+    rounding cannot turn it."""
     def margins(candidate):
         logits = inputs @ candidate.T
         if len(candidate) == 2:
