@@ -216,6 +216,7 @@ def test_names_that_are_not_utf8_give_valid_utf8_csv(tmp_path):
 
 
 def test_train_starts_without_tensorflow_log_lines(tmp_path):
+    pytest.importorskip("tensorflow")
     (tmp_path / "data" / "only-one-class").mkdir(parents=True)
     result = subprocess.run([sys.executable, "-m", "rendernet_train.cli", "train", str(tmp_path / "data"), "--out",
                              str(tmp_path / "model")], cwd=ROOT, capture_output=True, text=True, timeout=300,

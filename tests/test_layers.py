@@ -4,10 +4,11 @@ Keras `model(x)` is the oracle; the TFLite conversion of the same model is the
 second one. Float32 tolerance 1e-5 (outputs here are O(1) values).
 """
 
-import keras
 import numpy as np
 import pytest
 from helpers import export_and_load, tflite_run
+
+keras = pytest.importorskip("keras")  # the oracle; without TensorFlow these tests are skipped
 
 L = keras.layers
 TOLERANCE = 1e-5

@@ -3,12 +3,13 @@
 import json
 import shutil
 
-import keras
 import numpy as np
 import pytest
 from rendernet import ModelError, load_model
 from rendernet.model import model_from_bytes
-from rendernet_train.export import export_numpy
+
+keras = pytest.importorskip("keras")  # the oracle; without TensorFlow these tests are skipped
+from rendernet_train.export import export_numpy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,7 @@ BAD_VALUES = {
     "credits": ("someone", "credits must be a list of strings"),
     "adapted": ("yes", "adapted must be an object"),
     "reference": ({"file": "reference.npz", "sha256": "0" * 64, "count": 0}, "reference must be"),
+    "rendernet_version": (2, "rendernet_version must be a string"),
 }
 
 

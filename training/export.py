@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
+from rendernet import __version__
 from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
@@ -145,6 +146,7 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None, weig
         "output": layers[-1]["name"],
         "params": int(model.count_params()),
         "macs": int(total_macs),
+        "rendernet_version": __version__,
         **(extra or {}),
     }
     return manifest, arrays

@@ -435,6 +435,13 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
 
         extra["credits"] = [CREDIT]
     manifest = export_numpy(model, out, dataset.classes, threshold, extra, weights_dtype)
+    if pooled is not None and not hidden and not config.fine_tune:  # the head reads the pooled features it trained on
+        from rendernet.reference import write_reference
+
+        features_of_train, labels_of_train = pooled.of(splits["train"])
+        manifest = write_reference(out, manifest, features_of_train, labels_of_train,
+                                   [example.source for example in splits["train"]], seed)
+        print(f"reference set: {manifest['reference']['count']} training images ({manifest['reference']['bytes']:,} bytes)")
     metrics["macs"] = manifest["macs"]
     metrics["weights_bytes"] = manifest["weights"]["bytes"]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

@@ -9,6 +9,7 @@ runs MicroPython and imports only decision and errors.
 
 from .decision import Decision, decide
 from .errors import ImageError, ModelError, RendernetError
+from .version import __version__
 
 try:
     from .model import Model, load_model
@@ -17,5 +18,5 @@ except ImportError as error:  # no NumPy or Pillow; MicroPython's ImportError ha
     if getattr(error, "name", "PIL") not in ("numpy", "PIL"):
         raise
 
-__all__ = ["INPUT_SIZE", "Decision", "ImageError", "Model", "ModelError", "RendernetError", "decide", "load_image",
+__all__ = ["INPUT_SIZE", "Decision", "__version__", "ImageError", "Model", "ModelError", "RendernetError", "decide", "load_image",
            "load_model", "preprocess"]

@@ -41,6 +41,7 @@ from .layers import matmul, pack
 from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, sha256_bytes
 from .model import read_weights
 from .report import model_description
+from .version import __version__
 
 ANCHOR = 100.0  # the penalty's weight without a reference set, chosen by bench/adapt.py's cross-validation
 # With a reference set (reference.py): the penalty's weight and one correction's weight against one reference
@@ -467,6 +468,7 @@ def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -
                            "anchor": ANCHOR if model.reference is None else REFERENCE_ANCHOR,
                            "reference_examples": 0 if model.reference is None else len(model.reference[1])}
     manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights), "bytes": len(weights)}
+    manifest["rendernet_version"] = __version__
     adapted = {MANIFEST_FILE: json.dumps(manifest, indent=1).encode(), WEIGHTS_FILE: weights}
     if REFERENCE_FILE in files and "reference" in manifest:
         adapted[REFERENCE_FILE] = files[REFERENCE_FILE]

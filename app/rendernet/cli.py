@@ -10,10 +10,22 @@ import json
 import os
 import sys
 
+from pathlib import Path
+
 from .adapt import ANCHOR, REFERENCE_ANCHOR
 from .decision import SURE
 from .errors import DataError, RendernetError
 from .model import load_model, read_model_files
+from .version import __version__
+
+
+def default_model() -> str:
+    """The shipped model: inside the installed package (package data), or the checkout's models/default."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "default_model", here.parents[1] / "models" / "default"):
+        if (folder / "model.json").is_file():
+            return str(folder)
+    return "models/default"  # not found: load_model names it
 
 
 def cmd_classify(args) -> int:
@@ -220,8 +232,8 @@ def cmd_reference(args) -> int:
 def add_commands(commands) -> None:
     """Add `classify`, `adapt` and `evaluate` to an argparse subparsers object."""
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
-    classify.add_argument("--model", default="models/default",
-                          help="model folder, or a .zip of one such as the page's adapted model (default models/default)")
+    classify.add_argument("--model", default=default_model(),
+                          help="model folder, or a .zip of one such as the page's adapted model (default: the shipped one)")
     classify.add_argument("--sure", type=fraction, default=SURE,
                           help=f"confidence below which a result is marked not_sure (default {SURE})")
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
@@ -237,7 +249,7 @@ def add_commands(commands) -> None:
 
     adapt = commands.add_parser("adapt", help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
                                 "anchored to the base model; writes a model folder")
-    adapt.add_argument("--model", default="models/default", help="base model folder (default models/default)")
+    adapt.add_argument("--model", default=default_model(), help="base model folder (default: the shipped one)")
     adapt.add_argument("--examples", required=True, nargs="+", help="folders with one sub-folder of images per class, "
                        "named as the model's classes, and corrections files downloaded from the page (a colleague's "
                        "too): merged, each image counted once, the newest label kept")
@@ -249,15 +261,14 @@ def add_commands(commands) -> None:
 
     reference = commands.add_parser("reference", help="give a model folder the reference set its adaptation keeps to: "
                                     "the features of labelled images DATA_DIR/<class>/*, balanced over sources")
-    reference.add_argument("--model", default="models/default", help="model folder to add reference.npz to")
+    reference.add_argument("--model", required=True, help="model folder to add reference.npz to")
     reference.add_argument("data_dir")
     reference.set_defaults(run=cmd_reference)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a labelled folder DATA_DIR/<class>/*; JSON report")
-    evaluate.add_argument("--model", default="models/default", help="model folder (default models/default)")
+    evaluate.add_argument("--model", default=default_model(), help="model folder (default: the shipped one)")
     evaluate.add_argument("data_dir")
     evaluate.set_defaults(run=cmd_evaluate)
-
 
 
 def parser() -> argparse.ArgumentParser:
@@ -269,6 +280,7 @@ def parser() -> argparse.ArgumentParser:
 def run(arguments: argparse.ArgumentParser, argv=None) -> int:
     """Parse `argv` and run its command, turning any RendernetError into a message and exit status 1, and a closed
     output pipe into a quiet exit."""
+    arguments.add_argument("--version", action="version", version=f"rendernet {__version__}")
     args = arguments.parse_args(argv)
     try:
         return args.run(args)

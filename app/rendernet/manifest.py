@@ -29,6 +29,7 @@ failure a ModelError naming the field:
 | metrics | object | an object | informative: headline test metrics; its presence says metrics.json ships beside model.json |
 | credits | [str, ...] | a list of strings | credits for pretrained weights |
 | adapted | object | an object | re-fitted to a user's examples (adapt.py): "base_weights_sha256", "corrections", "anchor" |
+| rendernet_version | str | a string | the rendernet version that wrote this model.json (train, adapt, reference) |
 | reference | object | file "reference.npz", sha256, count >= 1 | reference examples for the adaptation (reference.py) |
 
 The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
@@ -149,6 +150,7 @@ OPTIONAL_FIELDS = {  # key: (what it must be, check)
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
     "adapted": ("an object", lambda value: isinstance(value, dict)),
+    "rendernet_version": ("a string", lambda value: isinstance(value, str)),
     "reference": (f'{{"file": "{REFERENCE_FILE}", "sha256": 64 hex digits, "count": an integer >= 1}}',
                   lambda value: isinstance(value, dict) and value.get("file") == REFERENCE_FILE
                   and re.fullmatch(r"[0-9a-f]{64}", str(value.get("sha256"))) is not None

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import ModelError
 from .manifest import REFERENCE_FILE, check_weights, sha256_bytes
+from .version import __version__
 
 MAX_PER_SOURCE, MAX_EXAMPLES = 40, 600
 
@@ -84,7 +85,7 @@ def write_reference(folder, manifest: dict, features, labels, sources, seed: int
 
     chosen = choose_reference(labels, sources, len(manifest["classes"]), seed)
     data, entry = reference_files(np.asarray(features)[chosen], np.asarray(labels)[chosen], manifest["classes"])
-    manifest = check_manifest({**manifest, "reference": entry})
+    manifest = check_manifest({**manifest, "reference": entry, "rendernet_version": __version__})
     (Path(folder) / REFERENCE_FILE).write_bytes(data)
     (Path(folder) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
