@@ -404,3 +404,12 @@ def test_errors_are_never_cached(tmp_path):
         assert response.status == 404 and response.getheader("Cache-Control") == "no-store"
     finally:
         server.shutdown()
+
+
+def test_without_brotli_the_size_report_says_so_and_how_to_add_it(tmp_path):
+    (tmp_path / "app.js").write_bytes(b"x" * 5000)
+    (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"x" * 5000))
+    report = build.size_report(tmp_path)
+    assert "gzip copies only, no brotli" in report and "-m pip install brotli" in report
+    (tmp_path / "app.js.br").write_bytes(b"tiny")
+    assert "no brotli" not in build.size_report(tmp_path)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from rendernet import __version__
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
-from rendernet import __version__
 from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode

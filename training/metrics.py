@@ -5,22 +5,6 @@ The scores themselves (evaluate, roc_auc) are the core's: rendernet.metrics."""
 import numpy as np
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, weights=None) -> float:
-    """The class-1 probability cut that maximises balanced accuracy (each class's recall weighted by
-    `weights`, e.g. so that every source counts the same)."""
-    scores = probabilities[:, 1]
-    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
-    best, best_threshold = -1.0, 0.5
-    for threshold in np.unique(np.concatenate([scores, [0.5]])):
-        predicted = scores >= threshold
-        recalls = [np.average(predicted[labels == c] == bool(c), weights=weights[labels == c])
-                   for c in (0, 1) if np.any(labels == c)]
-        balanced = float(np.mean(recalls))
-        if balanced > best or (balanced == best and abs(threshold - 0.5) < abs(best_threshold - 0.5)):
-            best, best_threshold = balanced, float(threshold)
-    return best_threshold  # not rounded: a rounded cut can pass the score it was chosen at
-
-
 def family_balanced_accuracy(accuracy: np.ndarray, labels: np.ndarray, priority: np.ndarray) -> np.ndarray:
     """The real-estate families first: per class, the mean of two halves, the `priority` sources' mean accuracy
     and the other sources' (a class with only one kind is that kind's mean); then the mean over the classes.
@@ -35,14 +19,18 @@ def family_balanced_accuracy(accuracy: np.ndarray, labels: np.ndarray, priority:
     return np.mean(recalls, axis=0)
 
 
-def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> float:
-    """The decision threshold from held-out scores, the real-estate families first.
+def choose_threshold(scored: dict, priority_families=(), guard: float = 0.0) -> float:
+    """The one threshold rule: the class-1 probability cut from scores grouped by source.
 
-    `scored`: {source: (label, class-1 probabilities of its images, family)}. Candidates are ranked by, in order:
-    whether every source outside `priority_families` keeps `guard` accuracy; family_balanced_accuracy (the rooms
-    and exteriors count as much as every other source together, each source weighing the same within its half);
-    the balanced accuracy with every source weighing the same; nearness to 0.5. Without priority sources this is
-    choose_threshold's rule with each source weighing the same."""
+    `scored`: {source: (label, class-1 probabilities of its images, family)}, one label per source. Every score
+    and 0.5 is a candidate; they are ranked by, in order:
+    1. whether every source outside `priority_families` keeps `guard` accuracy (guard 0: all do);
+    2. family_balanced_accuracy with `priority_families` first (the rooms and exteriors count as much as every
+       other source together, each source weighing the same within its half);
+    3. the balanced accuracy with every source weighing the same (family_balanced_accuracy with no priority);
+    4. nearness to 0.5.
+    With no priority families and guard 0, 2 and 3 are the same measure: the cut with the best balanced accuracy,
+    each source weighing the same (one source per class: the plain balanced accuracy), ties to the cut nearest 0.5."""
     names = sorted(scored)
     labels = np.array([scored[name][0] for name in names])
     priority = np.array([scored[name][2] in priority_families for name in names])
@@ -53,7 +41,18 @@ def choose_guarded_threshold(scored: dict, priority_families, guard: float) -> f
     guarded = np.all(accuracy[:, ~priority] >= guard, axis=1)
     rank = np.lexsort((-np.abs(candidates - 0.5), family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool)),
                        family_balanced_accuracy(accuracy, labels, priority), guarded))
-    return float(candidates[rank[-1]])
+    return float(candidates[rank[-1]])  # not rounded: a rounded cut can pass the score it was chosen at
+
+
+def scored_by_source(examples, probabilities: np.ndarray, families=None) -> dict:
+    """choose_threshold's input from examples (with .label and .source) and their probabilities (N, 2): grouped by
+    source and label (a source holding both classes counts as two)."""
+    scored = {}
+    for example, score in zip(examples, probabilities[:, 1], strict=True):
+        key = f"{example.source}/{example.label}"
+        family = (families or {}).get(example.source, "other")
+        scored.setdefault(key, (example.label, [], family))[1].append(score)
+    return {key: (label, np.array(scores), family) for key, (label, scores, family) in scored.items()}
 
 
 def selection_score(results: dict, classes, priority_families, guard: float) -> dict:

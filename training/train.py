@@ -27,7 +27,7 @@ from rendernet.metrics import evaluate, predict_labels, roc_auc
 from . import data as data_module
 from .config import ARCHITECTURES, TrainConfig
 from .errors import TrainingError
-from .metrics import choose_guarded_threshold, choose_threshold, family_summary, plot_confusion, plot_history, selection_score
+from .metrics import choose_threshold, family_summary, plot_confusion, plot_history, scored_by_source, selection_score
 
 
 def make_strategy(name: str):
@@ -167,7 +167,7 @@ def leave_one_source_out(dataset, splits, settings, features=None, priority_fami
     against the test images of the other class. Returns ({source: report}, threshold).
 
     The decision threshold is chosen by how it does on sources the model never saw (each image scored by the
-    model trained without its source): metrics.choose_guarded_threshold, the `priority_families` weighing as much
+    model trained without its source): metrics.choose_threshold, the `priority_families` weighing as much
     as every other source together, and every other source kept at `guard_accuracy` where a cut allows it; within
     those halves each source weighs the same, so a large source cannot outvote the small ones. Each
     source's accuracy is reported at the threshold chosen the same way from the other sources' scores, so
@@ -191,11 +191,11 @@ def leave_one_source_out(dataset, splits, settings, features=None, priority_fami
         scored[source] = (label, *probabilities)
 
     def threshold_from(chosen):
-        """The threshold from these sources' held-out scores (metrics.choose_guarded_threshold's rule)."""
+        """The threshold from these sources' held-out scores (metrics.choose_threshold, the one rule)."""
         if len(dataset.classes) != 2:
             return None
-        return choose_guarded_threshold({name: (scored[name][0], scored[name][1][:, 1], families[name]) for name in chosen},
-                                        priority_families, guard_accuracy)
+        return choose_threshold({name: (scored[name][0], scored[name][1][:, 1], families[name]) for name in chosen},
+                                priority_families, guard_accuracy)
 
     families = {example.source: example.family for example in dataset.examples}
     results = {}
@@ -398,9 +398,9 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
                                      f"at {config.guard_accuracy} or more where a cut allows it, then the best balanced "
                                      "accuracy with those families weighing as much as every other source together")
     elif len(dataset.classes) == 2:
-        validation_labels = np.array([example.label for example in splits["validation"]])
-        threshold = choose_threshold(validation_labels, predict(model, splits["validation"], len(dataset.classes), batch_size))
-        metrics["threshold_rule"] = "best balanced accuracy on the validation split"
+        validation = predict(model, splits["validation"], len(dataset.classes), batch_size)
+        threshold = choose_threshold(scored_by_source(splits["validation"], validation))
+        metrics["threshold_rule"] = "best balanced accuracy on the validation split, every source weighing the same"
     else:
         threshold = None
     metrics["threshold"] = threshold

@@ -18,5 +18,16 @@ except ImportError as error:  # no NumPy or Pillow; MicroPython's ImportError ha
     if getattr(error, "name", "PIL") not in ("numpy", "PIL"):
         raise
 
-__all__ = ["INPUT_SIZE", "Decision", "__version__", "ImageError", "Model", "ModelError", "RendernetError", "decide", "load_image",
-           "load_model", "preprocess"]
+__all__ = [
+    "INPUT_SIZE",
+    "Decision",
+    "ImageError",
+    "Model",
+    "ModelError",
+    "RendernetError",
+    "__version__",
+    "decide",
+    "load_image",
+    "load_model",
+    "preprocess",
+]

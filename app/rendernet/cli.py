@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-
 from pathlib import Path
 
 from .adapt import ANCHOR, REFERENCE_ANCHOR
