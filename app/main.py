@@ -72,6 +72,7 @@ page = Page()
 
 # ---------------------------------------------------------------- DOM helpers
 
+
 def element(element_id):
     return document.getElementById(element_id)
 
@@ -113,6 +114,7 @@ def notice(text: str) -> None:
 
 # ---------------------------------------------------------------- the model and "About"
 
+
 def table(rows, caption=None, header=None):
     """A table of text cells; the first cell of each row is its header."""
     built = node("table")
@@ -135,33 +137,59 @@ def show_about(info: dict) -> None:
     test = metrics.get("test", {})
     unseen = dict(metrics.get("held_out", {}))
     unseen.update(metrics.get("leave_one_source_out", {}))
-    rows = [
-        ("Classes", ", ".join(page.classes)),
-        ("Test accuracy", text(test.get("accuracy", "n/a"))),
-        ("Test ROC AUC", text(test.get("roc_auc", "n/a"))),
-        ("Test images", test.get("count", "n/a")),
-    ] + [(f"Unseen source “{source}”", f"accuracy {text(scores.get('accuracy'))}, ROC AUC {text(scores.get('roc_auc', 'n/a'))} "
-          f"on {scores.get('count')} images, with the source left out of training")
-         for source, scores in unseen.items() if isinstance(scores, dict)] + [
-        ("Decision threshold",
-         f"{text(page.threshold)} (probability of “{page.classes[-1]}”)" if page.threshold is not None else "most probable class"),
-        ("Parameters", f"{manifest.get('params', 0):,}"),
-        ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),
-        ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
-        ("Layers", info["layers"]),
-        ("Preprocessing", manifest.get("preprocessing", "")),
-        ("Evidence from the file", "a camera or a 3D tool named in an image's metadata is shown beside the answer; "
-                                   "it never changes the model's answer (metadata can be stripped or forged)"),
-        ("Workers", f"up to {page.pool_size} for a batch (this device has {window.navigator.hardwareConcurrency} cores; "
-                    "one is left to the page)"),
-    ] + [("Credits", credit) for credit in manifest.get("credits", [])]
+    rows = (
+        [
+            ("Classes", ", ".join(page.classes)),
+            ("Test accuracy", text(test.get("accuracy", "n/a"))),
+            ("Test ROC AUC", text(test.get("roc_auc", "n/a"))),
+            ("Test images", test.get("count", "n/a")),
+        ]
+        + [
+            (
+                f"Unseen source “{source}”",
+                f"accuracy {text(scores.get('accuracy'))}, ROC AUC {text(scores.get('roc_auc', 'n/a'))} "
+                f"on {scores.get('count')} images, with the source left out of training",
+            )
+            for source, scores in unseen.items()
+            if isinstance(scores, dict)
+        ]
+        + [
+            (
+                "Decision threshold",
+                f"{text(page.threshold)} (probability of “{page.classes[-1]}”)"
+                if page.threshold is not None
+                else "most probable class",
+            ),
+            ("Parameters", f"{manifest.get('params', 0):,}"),
+            ("Multiply-adds per image", f"{manifest.get('macs', 0):,}"),
+            ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
+            ("Layers", info["layers"]),
+            ("Preprocessing", manifest.get("preprocessing", "")),
+            (
+                "Evidence from the file",
+                "a camera or a 3D tool named in an image's metadata is shown beside the answer; "
+                "it never changes the model's answer (metadata can be stripped or forged)",
+            ),
+            (
+                "Workers",
+                f"up to {page.pool_size} for a batch (this device has {window.navigator.hardwareConcurrency} cores; "
+                "one is left to the page)",
+            ),
+        ]
+        + [("Credits", credit) for credit in manifest.get("credits", [])]
+    )
     body = element("about-body")
     body.replaceChildren(table(rows))
     confusion = test.get("confusion")
     if isinstance(confusion, list):
-        append(body, table([[name] + list(row) for name, row in zip(page.classes, confusion)],
-                           caption="Confusion matrix on the test split (rows: actual, columns: predicted)",
-                           header=[""] + page.classes))
+        append(
+            body,
+            table(
+                [[name] + list(row) for name, row in zip(page.classes, confusion)],
+                caption="Confusion matrix on the test split (rows: actual, columns: predicted)",
+                header=[""] + page.classes,
+            ),
+        )
     append(body, node("div", id="about-adaptation"))
 
 
@@ -215,6 +243,7 @@ async def worker_alive(slot: int) -> bool:
 
 # ---------------------------------------------------------------- results
 
+
 def label_cell(cell, result: dict) -> None:
     """The result text of one row, from the one decision rule at the slider's current value."""
     if "error" in result:
@@ -225,8 +254,16 @@ def label_cell(cell, result: dict) -> None:
         model = page.model_decision(result)
         percent = round(100 * result["probabilities"][model.label])
         cell.replaceChildren(node("span", f"{decision.label} — your label", class_="label yours"))
-        append(cell, node("span", f"the model now says {percent}% {model.label}" if model.label == decision.label else
-                          f"kept as your label; the model still disagrees ({percent}% {model.label})", class_="model-says"))
+        append(
+            cell,
+            node(
+                "span",
+                f"the model now says {percent}% {model.label}"
+                if model.label == decision.label
+                else f"kept as your label; the model still disagrees ({percent}% {model.label})",
+                class_="model-says",
+            ),
+        )
     else:
         text = f"Not sure (maybe {decision.label})" if decision.not_sure else decision.label
         cell.replaceChildren(node("span", text, class_="label unsure" if decision.not_sure else "label"))
@@ -245,8 +282,10 @@ def confidence_cell(cell, result: dict) -> None:
         return
     decision = page.model_decision(result)  # the model's own confidence, also for a row the user labelled
     percent = round(100 * decision.confidence)
-    bar = append(node("div", class_="bar", role="img", aria_label=f"{percent}% confidence: {decision.label}"),
-                 node("span", style=f"width:{percent}%"))
+    bar = append(
+        node("div", class_="bar", role="img", aria_label=f"{percent}% confidence: {decision.label}"),
+        node("span", style=f"width:{percent}%"),
+    )
     cell.replaceChildren(bar, document.createTextNode(f"{percent}% {decision.label}"))
 
 
@@ -256,9 +295,16 @@ def add_row(answer: dict) -> None:
     row.dataset.result = json.dumps(result)
     picture = node("td")
     if "thumbnail" in answer:
-        figure = append(node("button", type="button", class_="thumb", title="See it large, with where the model looks",
-                             aria_label=f"See {result['file']} large"),
-                        node("img", src=answer["thumbnail"], alt=f"what the model saw of {result['file']}"))
+        figure = append(
+            node(
+                "button",
+                type="button",
+                class_="thumb",
+                title="See it large, with where the model looks",
+                aria_label=f"See {result['file']} large",
+            ),
+            node("img", src=answer["thumbnail"], alt=f"what the model saw of {result['file']}"),
+        )
         if "heatmap" in answer:
             append(figure, node("img", src=answer["heatmap"], alt="", class_="heatmap"))
         figure.addEventListener("click", create_proxy(lambda event, row=result["row"]: show_large(row)))
@@ -269,8 +315,15 @@ def add_row(answer: dict) -> None:
     label, confidence = node("td"), node("td")
     label_cell(label, result)
     confidence_cell(confidence, result)
-    append(row, picture, node("td", result["file"], class_="file"), label, confidence,
-           node("td", f"{result['ms']:.0f} ms" if "ms" in result else ""), correction_cell(result))
+    append(
+        row,
+        picture,
+        node("td", result["file"], class_="file"),
+        label,
+        confidence,
+        node("td", f"{result['ms']:.0f} ms" if "ms" in result else ""),
+        correction_cell(result),
+    )
     page.rows.append((result, row))
     if element("sort-by").value == "confidence":
         sort_rows()
@@ -300,13 +353,25 @@ def show_large(row: int) -> None:
         if "error" in answer:
             append(pictures, node("p", f"Could not read: {answer['error']}"))
         else:
-            append(pictures, append(node("figure"), node("img", src=answer["image"], alt=f"{file.name} as the model saw it"),
-                                    node("figcaption", "What the model saw")))
+            append(
+                pictures,
+                append(
+                    node("figure"),
+                    node("img", src=answer["image"], alt=f"{file.name} as the model saw it"),
+                    node("figcaption", "What the model saw"),
+                ),
+            )
             if "heatmap" in answer:
-                append(pictures, append(node("figure"), node("img", src=answer["heatmap"], alt="where the model looks"),
-                                        node("figcaption", "Where it looks (orange: " + page.classes[-1] + ", blue: "
-                                             + page.classes[0] + ")")))
+                append(
+                    pictures,
+                    append(
+                        node("figure"),
+                        node("img", src=answer["heatmap"], alt="where the model looks"),
+                        node("figcaption", "Where it looks (orange: " + page.classes[-1] + ", blue: " + page.classes[0] + ")"),
+                    ),
+                )
         viewer.showModal()
+
     page.task = asyncio.create_task(run())
 
 
@@ -316,11 +381,18 @@ def correction_cell(result: dict):
     if "shipped" not in result:  # a failed row, or a model that cannot be adapted
         return cell
     for name in page.classes:
-        button = node("button", name, type="button", aria_pressed="false", title=f"It's {name}: adapt the model to this image",
-                      aria_label=f"It's {name}")
+        button = node(
+            "button",
+            name,
+            type="button",
+            aria_pressed="false",
+            title=f"It's {name}: adapt the model to this image",
+            aria_label=f"It's {name}",
+        )
         button.dataset.label = name
-        button.addEventListener("click", create_proxy(lambda event, name=name, row=result["row"], file=result["file"]:
-                                                      corrected(row, name, file)))
+        button.addEventListener(
+            "click", create_proxy(lambda event, name=name, row=result["row"], file=result["file"]: corrected(row, name, file))
+        )
         append(cell, button)
     return cell
 
@@ -337,8 +409,9 @@ def corrected(row: int, name: str, file: str) -> None:
 def pressed(row: int, name: str) -> bool:
     """Whether row's button for class `name` is pressed (pressing it again withdraws the correction)."""
     entry = next((entry for entry in page.rows if entry[0]["row"] == row), None)
-    return entry is not None and any(button.dataset.label == name and button.getAttribute("aria-pressed") == "true"
-                                     for button in buttons(entry[1]))
+    return entry is not None and any(
+        button.dataset.label == name and button.getAttribute("aria-pressed") == "true" for button in buttons(entry[1])
+    )
 
 
 def change(request, what: str) -> None:
@@ -389,18 +462,30 @@ def show_adaptation(answer: dict) -> None:
     text = answer["description"][0].upper() + answer["description"][1:] + "."
     if answer["used"] < total:
         text += f" The most recent {answer['used']:,} of your {total:,} corrections adapt it."
-    element("adaptation-status").textContent = text if total else (
-        page.base_model + " answers. Tell it when it is wrong (the buttons in each row): it adapts to your images, "
-        "on this device.")
+    element("adaptation-status").textContent = (
+        text
+        if total
+        else (
+            page.base_model + " answers. Tell it when it is wrong (the buttons in each row): it adapts to your images, "
+            "on this device."
+        )
+    )
     element("undo").disabled = not answer["can_undo"]
     for button in ("back-to-shipped", "download-model", "download-corrections"):
         element(button).disabled = total == 0
     show_adaptation_in_about(answer)
     if "added" in answer:
         added = answer["added"]
-        notice(f"Added {added['added']} correction{'' if added['added'] == 1 else 's'} from {added['file']}"
-               + (f"; {added['conflicts']} image{'' if added['conflicts'] == 1 else 's'} labelled differently: the newest "
-                  "label is kept" if added["conflicts"] else "") + ".")
+        notice(
+            f"Added {added['added']} correction{'' if added['added'] == 1 else 's'} from {added['file']}"
+            + (
+                f"; {added['conflicts']} image{'' if added['conflicts'] == 1 else 's'} labelled differently: the newest "
+                "label is kept"
+                if added["conflicts"]
+                else ""
+            )
+            + "."
+        )
     if "added_problem" in answer:
         notice(answer["added_problem"] + ". Nothing was changed.")
     if "not_kept" in answer:
@@ -413,12 +498,23 @@ def show_adaptation_in_about(answer: dict) -> None:
     rows = []
     if page.adapted:
         counts = page.adapted.get("corrections") or {}
-        rows.append(("Built from an adapted model", ", ".join(f"{counts.get(name, 0)} {name}" for name in page.classes)
-                     + f" corrections; base model weights sha256 {page.adapted.get('base_weights_sha256', 'n/a')}"))
+        rows.append(
+            (
+                "Built from an adapted model",
+                ", ".join(f"{counts.get(name, 0)} {name}" for name in page.classes)
+                + f" corrections; base model weights sha256 {page.adapted.get('base_weights_sha256', 'n/a')}",
+            )
+        )
     counts = ", ".join(f"{answer['counts'].get(name, 0)} {name}" for name in page.classes)  # MicroPython: dicts unordered
     rows.append(("Adapted on this device", f"{answer['total']} corrections ({counts})" if answer["total"] else "no"))
-    rows.append(("Reference examples", f"{answer['reference_examples']} of the model's training images keep the "
-                 "adaptation from undoing what it knew" if answer["reference_examples"] else "none (the corrections alone)"))
+    rows.append(
+        (
+            "Reference examples",
+            f"{answer['reference_examples']} of the model's training images keep the adaptation from undoing what it knew"
+            if answer["reference_examples"]
+            else "none (the corrections alone)",
+        )
+    )
     rows.append(("Corrections are kept for", f"model weights sha256 {answer['base_weights_sha256']}"))
     box = element("about-adaptation")
     if box is not None:
@@ -430,11 +526,20 @@ def show_kept_elsewhere(others: list, problem) -> None:
     box = element("kept-elsewhere")
     box.replaceChildren()
     if problem:
-        append(box, node("p", f"Your kept corrections could not be used ({problem}): the shipped model answers. "
-                              "They are set aside, not deleted."))
+        append(
+            box,
+            node(
+                "p",
+                f"Your kept corrections could not be used ({problem}): the shipped model answers. They are set aside, not deleted.",
+            ),
+        )
     if any(not other["damaged"] for other in others):
-        append(box, node("p", "Corrections made with another model (the site has been updated since) are kept but not "
-                              "applied to this one."))
+        append(
+            box,
+            node(
+                "p", "Corrections made with another model (the site has been updated since) are kept but not applied to this one."
+            ),
+        )
     for other in others:
         whose = "the set-aside" if other["damaged"] else "the other model's"
         button = node("button", "Download " + whose + " corrections", type="button")
@@ -447,6 +552,7 @@ def download_kept(key: str) -> None:
     async def run():
         text = await call(page.worker.kept(key), MODEL_SECONDS, "Reading the kept corrections")
         save_file(js.Blob.new(to_js([text]), to_js({"type": "application/json"})), "rendernet-corrections.json")
+
     page.task = asyncio.create_task(run())
 
 
@@ -474,6 +580,7 @@ def summarize() -> None:
 
 def sort_rows() -> None:
     """Least confident first (failures last), or back in the order added."""
+
     def key(entry):
         result = entry[0]
         return (1, 0) if "error" in result else (0, page.decision(result).confidence)
@@ -486,8 +593,7 @@ def update_batch() -> None:
     element("batch").hidden = page.total == 0
     element("batch-progress").max = max(page.total, 1)
     element("batch-progress").value = page.done
-    element("batch-status").textContent = (
-        f"{page.done} of {page.total} classified" + (" — cancelled" if page.cancelled else ""))
+    element("batch-status").textContent = f"{page.done} of {page.total} classified" + (" — cancelled" if page.cancelled else "")
 
 
 async def run_queue() -> None:
@@ -507,8 +613,16 @@ async def run_queue() -> None:
         if page.queue:  # every worker is gone: the rest of the batch cannot run
             notice("The page's worker could not be restarted; reload the page to classify more images.")
             for file, row in page.queue:
-                deliver(row, {"result": {"file": file.name, "row": row,
-                                         "error": "not classified: the page's worker could not be restarted"}})
+                deliver(
+                    row,
+                    {
+                        "result": {
+                            "file": file.name,
+                            "row": row,
+                            "error": "not classified: the page's worker could not be restarted",
+                        }
+                    },
+                )
     finally:
         page.queue.clear()
         page.running = False
@@ -591,6 +705,7 @@ def enqueue(files) -> None:
 
 
 # ---------------------------------------------------------------- events
+
 
 def connect() -> None:
     @when("change", "#file-input")
@@ -712,6 +827,7 @@ async def current_csv():
 
 # ---------------------------------------------------------------- start
 
+
 def remember_version(app: str) -> None:
     """Say so when this visit runs a different build from the last one (the bundle's folder names its content)."""
     storage = window.localStorage
@@ -725,8 +841,11 @@ async def start() -> None:
     timings = {"python_started": js.performance.now()}  # ms since navigation, read by bench/browser.py
     app = js.URL.new(document.body.dataset.app, js.location.href).href
     page.model_url = app + "model/"
-    page.pool_size = min(int(PARAMETERS.get("workers")), len(page.workers)) if DEBUG and PARAMETERS.has("workers") \
+    page.pool_size = (
+        min(int(PARAMETERS.get("workers")), len(page.workers))
+        if DEBUG and PARAMETERS.has("workers")
         else window.rendernetPoolSize()
+    )
     set_loading(1, "Starting the worker (Pyodide, NumPy, Pillow)…", WORKER_SECONDS + MODEL_SECONDS)
     try:
         info = await load_model(await window.rendernetWorker, timings)

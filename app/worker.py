@@ -67,9 +67,16 @@ async def load(model_url: str) -> str:
     except ModelError as error:
         answer["not_adaptable"] = str(error)
     shown = {key: value for key, value in model.manifest.items() if key != "layers"}
-    return json.dumps({**answer, "manifest": shown, "layers": len(model.manifest["layers"]),
-                       "weights_bytes": len(weights), "heatmaps": model.head() is not None,
-                       "python": sys.version.split()[0]})
+    return json.dumps(
+        {
+            **answer,
+            "manifest": shown,
+            "layers": len(model.manifest["layers"]),
+            "weights_bytes": len(weights),
+            "heatmaps": model.head() is not None,
+            "python": sys.version.split()[0],
+        }
+    )
 
 
 def data_url(image: Image.Image, format: str, **options) -> str:
@@ -154,6 +161,7 @@ def to_csv(results: str, sure: float) -> str:
 
 # ---------------------------------------------------------------- adaptation
 
+
 def adaptation_answer(**extra) -> str:
     """What the page shows after a change: the adaptation's summary, every row's probabilities, and the head (for
     the pool's other workers), with `extra` (a notice that the corrections could not be kept, ...)."""
@@ -171,8 +179,9 @@ def set_head(text: str) -> None:
     """Classify with another worker's head (the pool's workers follow slot 0's adaptation)."""
     dense, encoded = state["model"].head(), json.loads(str(text))
     classes, size = dense.kernel_t.shape
-    state["model"].set_head(decode_features(encoded["kernel_t"], classes * size).reshape(classes, size),
-                            decode_features(encoded["bias"], classes))
+    state["model"].set_head(
+        decode_features(encoded["kernel_t"], classes * size).reshape(classes, size), decode_features(encoded["bias"], classes)
+    )
 
 
 async def correct(row: int, label, file: str) -> str:
@@ -238,6 +247,7 @@ def adapted_model() -> str:
 
 
 # ---------------------------------------------------------------- keeping the corrections (IndexedDB)
+
 
 class StoreError(Exception):
     pass
@@ -357,8 +367,10 @@ def time_adaptation(rows: int = 500, corrections: int = 6, repeats: int = 5) -> 
     features = ((np.arange((int(rows) + int(corrections)) * size) * 0.6180339887) % 1.0).reshape(-1, size)  # spread
     for row in range(int(rows)):
         scratch.remember(row, features[row])
-    scratch.corrections = [{"features": encode_features(features[rows + i]), "label": state["model"].classes[i % 2],
-                            "file": "x", "time": 0} for i in range(int(corrections))]
+    scratch.corrections = [
+        {"features": encode_features(features[rows + i]), "label": state["model"].classes[i % 2], "file": "x", "time": 0}
+        for i in range(int(corrections))
+    ]
     times = []
     for _ in range(int(repeats)):
         started = time.perf_counter()
@@ -378,8 +390,7 @@ def memory() -> int:
 
 def profile(repeats: int = 5) -> str:
     """Milliseconds per layer type on the last classified image, and the worker's memory (bench/browser.py)."""
-    return json.dumps({**state["model"].profile(state["last_pixels"][None], repeats),
-                       "wasm_memory_bytes": memory()})
+    return json.dumps({**state["model"].profile(state["last_pixels"][None], repeats), "wasm_memory_bytes": memory()})
 
 
 def ping() -> str:
@@ -402,7 +413,29 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = ["load", "warm_up", "classify", "view", "to_csv", "correct", "undo", "reset", "add_corrections", "corrections_text",
-              "forget_rows", "remember", "restore",
-              "head", "set_head", "kept", "adapted_model", "time_adaptation", "time_forward", "profile", "modules", "ping",
-              "memory", "crash"]
+__export__ = [
+    "load",
+    "warm_up",
+    "classify",
+    "view",
+    "to_csv",
+    "correct",
+    "undo",
+    "reset",
+    "add_corrections",
+    "corrections_text",
+    "forget_rows",
+    "remember",
+    "restore",
+    "head",
+    "set_head",
+    "kept",
+    "adapted_model",
+    "time_adaptation",
+    "time_forward",
+    "profile",
+    "modules",
+    "ping",
+    "memory",
+    "crash",
+]

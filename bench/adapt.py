@@ -46,10 +46,15 @@ from rendernet.reference import choose_reference
 from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.dataset.build import SOURCES_FILE, blender_renders
 
-CANDIDATES = [(anchor, weight, known) for anchor in (1.0, 3.0, 10.0, 30.0) for weight in (1.0, 3.0, 10.0)
-              for known in (None, 0.0, 1.0)]  # known: the guard's margin (None: no guard)
-CV_PAIRS = (("tiktok-interiors", "blender-rooms"), ("gcompris", "blender-products"),
-            ("plasma-wallpapers-photos", "plasma-wallpapers-renders"), ("mate-backgrounds", "povray"))
+CANDIDATES = [
+    (anchor, weight, known) for anchor in (1.0, 3.0, 10.0, 30.0) for weight in (1.0, 3.0, 10.0) for known in (None, 0.0, 1.0)
+]  # known: the guard's margin (None: no guard)
+CV_PAIRS = (
+    ("tiktok-interiors", "blender-rooms"),
+    ("gcompris", "blender-products"),
+    ("plasma-wallpapers-photos", "plasma-wallpapers-renders"),
+    ("mate-backgrounds", "povray"),
+)
 FIT_ANCHOR = 100.0  # the penalty of the heads fitted from zero, cross-validation's stand-ins for the shipped head:
 #                    they then answer 0.925 of their own training sources right, as the shipped head does the sample
 #                    (0.92); a light penalty (0.01) gives separable stand-ins that no correction can disturb
@@ -85,7 +90,7 @@ def pick(rng, features, groups, label, k, model, head, mistakes_first):
     if mistakes_first:
         wrong = sorted(set(groups[answers(model, head, features) != label]))
         chosen = list(rng.permutation(wrong))[:k] if wrong else []
-        chosen += [picture for picture in rng.permutation(pictures) if picture not in chosen][:k - len(chosen)]
+        chosen += [picture for picture in rng.permutation(pictures) if picture not in chosen][: k - len(chosen)]
     else:
         chosen = list(rng.choice(pictures, size=min(k, len(pictures) - 1), replace=False))
     inside = np.isin(groups, chosen)
@@ -123,15 +128,18 @@ def simulate(model, head, domain, others, ks, draws, settings, rng, mistakes_fir
                 after[source].append(accuracy(model, adapted, *data))
             if k == ks[0]:
                 for index in range(len(labels)):
-                    alone = adapt_head(*head, examples[index:index + 1], labels[index:index + 1], **settings)
+                    alone = adapt_head(*head, examples[index : index + 1], labels[index : index + 1], **settings)
                     for source, data in others.items():
                         single[source].append(accuracy(model, alone, *data) - before[source])
                     if watched is not None:
                         turned.append(int(np.sum(known & (answers(model, alone, watched[0]) != watched[1]))))
-        report[k] = {"recall": {name: {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
-                                for name, values in recalls.items()},
-                     "on_side": float(np.mean(on_side)),
-                     "others": {source: float(np.mean(values)) for source, values in after.items()}}
+        report[k] = {
+            "recall": {
+                name: {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))} for name, values in recalls.items()
+            },
+            "on_side": float(np.mean(on_side)),
+            "others": {source: float(np.mean(values)) for source, values in after.items()},
+        }
     report["single"] = {source: float(np.mean(values)) for source, values in single.items()}
     report["reference_turned"] = {"max": max(turned, default=0), "mean": float(np.mean(turned)) if turned else 0.0}
     report["before"] = before
@@ -155,35 +163,51 @@ def choose_settings(model, draws, rng) -> dict:
         inside = np.flatnonzero(halves)[choose_reference(labels[halves], sources[halves], len(model.classes))]
         reference = (features[inside], labels[inside])
         scored = outside & ~halves
-        others = {source: (features[scored & (sources == source)], labels[scored & (sources == source)])
-                  for source in sorted(set(sources[scored])) if np.sum(scored & (sources == source)) >= 5}
-        domain = {name: (features[sources == source], groups[sources == source]) for name, source in
-                  (("real", real), ("render", render))}
+        others = {
+            source: (features[scored & (sources == source)], labels[scored & (sources == source)])
+            for source in sorted(set(sources[scored]))
+            if np.sum(scored & (sources == source)) >= 5
+        }
+        domain = {
+            name: (features[sources == source], groups[sources == source]) for name, source in (("real", real), ("render", render))
+        }
         for anchor, weight, known in CANDIDATES:
-            settings = {"anchor": anchor, "correction_weight": weight, "known_margin": known, "reference": reference,
-                        "threshold": model.threshold}
+            settings = {
+                "anchor": anchor,
+                "correction_weight": weight,
+                "known_margin": known,
+                "reference": reference,
+                "threshold": model.threshold,
+            }
             for mistakes_first in (False, True):
                 result = simulate(model, head, domain, others, (1, 3, 5), draws, settings, rng, mistakes_first)
                 row = table[(anchor, weight, known)]
-                row["recall"] += [(result[k]["recall"]["real"]["mean"] + result[k]["recall"]["render"]["mean"]) / 2
-                                  for k in (1, 3, 5)]
+                row["recall"] += [
+                    (result[k]["recall"]["real"]["mean"] + result[k]["recall"]["render"]["mean"]) / 2 for k in (1, 3, 5)
+                ]
                 row["single"].append(min(result["single"].values()))
                 if not mistakes_first:
                     row["on_side"].append(result[5]["on_side"])
-    summary = {f"{anchor:g}/{weight:g}/{known}": {"held_out_recall": float(np.mean(row["recall"])),
-                                                  "worst_single_change": float(np.min(row["single"])),
-                                                  "on_side_k5": float(np.mean(row["on_side"]))}
-               for (anchor, weight, known), row in table.items()}
+    summary = {
+        f"{anchor:g}/{weight:g}/{known}": {
+            "held_out_recall": float(np.mean(row["recall"])),
+            "worst_single_change": float(np.min(row["single"])),
+            "on_side_k5": float(np.mean(row["on_side"])),
+        }
+        for (anchor, weight, known), row in table.items()
+    }
     safest = max(value["worst_single_change"] for value in summary.values())
-    allowed = [key for key, value in summary.items() if value["worst_single_change"] >= safest - 0.02
-               and value["on_side_k5"] >= 0.9] or list(summary)
+    allowed = [
+        key for key, value in summary.items() if value["worst_single_change"] >= safest - 0.02 and value["on_side_k5"] >= 0.9
+    ] or list(summary)
     return {"table": summary, "chosen": max(allowed, key=lambda key: summary[key]["held_out_recall"])}
 
 
 def held_out_rooms(count: int, cache: Path) -> list:
     config = json.loads(SOURCES_FILE.read_text())
-    source = dict(next(item for item in config["sources"] if item["name"] == "blender-rooms"),
-                  count={"room": count}, first_seed=HELD_OUT_SEED)
+    source = dict(
+        next(item for item in config["sources"] if item["name"] == "blender-rooms"), count={"room": count}, first_seed=HELD_OUT_SEED
+    )
     folder = Path(tempfile.mkdtemp(prefix="rendernet-rooms-"))
     for scene, data in blender_renders(source, cache):
         (folder / f"{scene.replace('@', '-')}.png").write_bytes(data)
@@ -197,12 +221,16 @@ def print_protocol(title, report, ks, before):
         result = report[k]
         changes = {source: result["others"][source] - before[source] for source in before}
         worst = min(changes, key=changes.get)
-        print(f"{k:3d}  {result['recall']['real']['mean']:9.3f} {result['recall']['real']['p10']:5.2f}  "
-              f"{result['recall']['render']['mean']:11.3f} {result['recall']['render']['p10']:5.2f}  "
-              f"{result['on_side']:7.2f}  {worst} {before[worst]:.3f} -> {result['others'][worst]:.3f}")
+        print(
+            f"{k:3d}  {result['recall']['real']['mean']:9.3f} {result['recall']['real']['p10']:5.2f}  "
+            f"{result['recall']['render']['mean']:11.3f} {result['recall']['render']['p10']:5.2f}  "
+            f"{result['on_side']:7.2f}  {worst} {before[worst]:.3f} -> {result['others'][worst]:.3f}"
+        )
     worst = min(report["single"], key=report["single"].get)
-    print(f"one correction alone: worst other source {worst} {report['single'][worst]:+.3f}; reference examples "
-          f"turned from right to wrong: mean {report['reference_turned']['mean']:.2f}, at most {report['reference_turned']['max']}")
+    print(
+        f"one correction alone: worst other source {worst} {report['single'][worst]:+.3f}; reference examples "
+        f"turned from right to wrong: mean {report['reference_turned']['mean']:.2f}, at most {report['reference_turned']['max']}"
+    )
 
 
 def main() -> None:
@@ -220,12 +248,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     choice = choose_settings(model, args.cv_draws, rng)
-    print("anchor/weight/guard  held-out pairs' recall  worst single-correction change  on the user's side (k=5)"
-          "   (committed sample only)")
+    print(
+        "anchor/weight/guard  held-out pairs' recall  worst single-correction change  on the user's side (k=5)"
+        "   (committed sample only)"
+    )
     for key, value in choice["table"].items():
         print(f"{key:>19}  {value['held_out_recall']:22.3f}  {value['worst_single_change']:+30.3f}  {value['on_side_k5']:.2f}")
-    print(f"chosen: {choice['chosen']} (shipped REFERENCE_ANCHOR/CORRECTION_WEIGHT/KNOWN_MARGIN "
-          f"{REFERENCE_ANCHOR:g}/{CORRECTION_WEIGHT:g}/{KNOWN_MARGIN})")
+    print(
+        f"chosen: {choice['chosen']} (shipped REFERENCE_ANCHOR/CORRECTION_WEIGHT/KNOWN_MARGIN "
+        f"{REFERENCE_ANCHOR:g}/{CORRECTION_WEIGHT:g}/{KNOWN_MARGIN})"
+    )
     if args.choose_only:
         return
 
@@ -233,30 +265,44 @@ def main() -> None:
     gather_interiors_and_icons(reserved, Path(args.cache))
     real = sorted((reserved / "real").iterdir())
     rooms = held_out_rooms(args.rooms, Path(args.cache))
-    domain = {"real": (features_of(model, real), np.array([path.name for path in real])),
-              "render": (features_of(model, rooms), np.array([path.name for path in rooms]))}
+    domain = {
+        "real": (features_of(model, real), np.array([path.name for path in real])),
+        "render": (features_of(model, rooms), np.array([path.name for path in rooms])),
+    }
     manifest = json.loads((ROOT / "data" / "sample" / "manifest.json").read_text())
     others = {}
     for entry in manifest["files"]:
         if entry["source"] not in ("tiktok-interiors", "blender-rooms"):
             others.setdefault(entry["source"], []).append(entry)
-    others = {source: (features_of(model, [ROOT / "data" / "sample" / entry["path"] for entry in entries]),
-                       np.array([model.classes.index(entry["class"]) for entry in entries]))
-              for source, entries in others.items() if len(entries) >= 5}
+    others = {
+        source: (
+            features_of(model, [ROOT / "data" / "sample" / entry["path"] for entry in entries]),
+            np.array([model.classes.index(entry["class"]) for entry in entries]),
+        )
+        for source, entries in others.items()
+        if len(entries) >= 5
+    }
     icons = sorted((reserved / "render").iterdir())
     others["catalog icons (reserved)"] = (features_of(model, icons), np.ones(len(icons), int))
-    others = {source: (features, labels[:len(features)]) for source, (features, labels) in others.items()}
+    others = {source: (features, labels[: len(features)]) for source, (features, labels) in others.items()}
     head = (model.head().kernel_t, model.head().bias)
-    shipped = {name: accuracy(model, head, domain[name][0], np.full(len(domain[name][0]), label))
-               for label, name in enumerate(("real", "render"))}
-    print(f"\ndomain: {len(real)} reserved interior photographs, {len(rooms)} held-out Blender rooms; "
-          f"unadapted recall real {shipped['real']:.3f}, render {shipped['render']:.3f}")
+    shipped = {
+        name: accuracy(model, head, domain[name][0], np.full(len(domain[name][0]), label))
+        for label, name in enumerate(("real", "render"))
+    }
+    print(
+        f"\ndomain: {len(real)} reserved interior photographs, {len(rooms)} held-out Blender rooms; "
+        f"unadapted recall real {shipped['real']:.3f}, render {shipped['render']:.3f}"
+    )
     report = {"choice": choice, "unadapted": shipped}
-    for name, settings in (("with the reference set", {"reference": model.reference, "threshold": model.threshold}),
-                           ("without (the previous fit)", {})):
+    for name, settings in (
+        ("with the reference set", {"reference": model.reference, "threshold": model.threshold}),
+        ("without (the previous fit)", {}),
+    ):
         random = simulate(model, head, domain, others, RANDOM_K, args.draws, settings, rng, watched=model.reference)
-        mistakes = simulate(model, head, domain, others, MISTAKES_K, args.draws, settings, rng, mistakes_first=True,
-                            watched=model.reference)
+        mistakes = simulate(
+            model, head, domain, others, MISTAKES_K, args.draws, settings, rng, mistakes_first=True, watched=model.reference
+        )
         print_protocol(f"{name}: (a) k random corrections per class", random, RANDOM_K, random["before"])
         print_protocol(f"{name}: (b) the k misread first, per class", mistakes, MISTAKES_K, mistakes["before"])
         report[name] = {"random": random, "mistakes_first": mistakes}

@@ -112,8 +112,10 @@ LITERT_RUN = """([pixels, shape, repeats]) => new Promise((resolve) => {
 def add_litert(dist: Path, model_dir: Path) -> None:
     """LiteRT.js and the model's .tflite under dist/litert/, its one bare import pointed at wasm-utils' file."""
     unpacked = Path(tempfile.mkdtemp(prefix="litert-"))
-    core, utils = (build.npm_package(spec, build.DEFAULT_CACHE, unpacked / spec.split("/")[1], integrity)
-                   for spec, integrity in LITERT_NPM.items())
+    core, utils = (
+        build.npm_package(spec, build.DEFAULT_CACHE, unpacked / spec.split("/")[1], integrity)
+        for spec, integrity in LITERT_NPM.items()
+    )
     shutil.copytree(core, dist / "litert" / "core")
     shutil.copytree(utils, dist / "litert" / "wasm-utils")
     index = dist / "litert" / "core" / "dist" / "index.js"
@@ -139,14 +141,14 @@ def add_same_work_floor(dist: Path) -> None:
     folder = dist / "same-work"
     folder.mkdir()
     (folder / "index.html").write_text(SAME_WORK_PAGE)
-    (folder / "worker.js").write_text(SAME_WORK_WORKER.replace("__PYODIDE__", pyodide).replace("__APP__", app)
-                                      .replace("__CORE__", json.dumps(core)))
+    (folder / "worker.js").write_text(
+        SAME_WORK_WORKER.replace("__PYODIDE__", pyodide).replace("__APP__", app).replace("__CORE__", json.dumps(core))
+    )
 
 
 def fresh_browser(playwright, profile: Path):
     """Debian's chromium with a new profile at `profile`: a first visit."""
-    return playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
-                                                         headless=True)
+    return playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
 
 
 def pool_batches(playwright, url: str, work: Path, count: int = 100, batches: int = 3) -> dict:
@@ -168,14 +170,15 @@ def pool_batches(playwright, url: str, work: Path, count: int = 100, batches: in
                 page.click("#clear")
             started = page.evaluate("performance.now()")
             page.set_input_files("#file-input", [str(path) for path in photos])
-            page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(photos)}",
-                                   timeout=600_000)
+            page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(photos)}", timeout=600_000)
             rates.append(len(photos) / ((page.evaluate("performance.now()") - started) / 1000))
             long_tasks += [duration for begun, duration in page.evaluate("window.longTasks") if begun >= started]
         peaks = json.loads(page.evaluate("window.rendernet_debug.peak_memory()"))
-        report[workers] = {"images_per_second": [round(rate, 2) for rate in rates],
-                           "peak_wasm_memory_mb_per_worker": {slot: round(peak / 2**20) for slot, peak in peaks.items()},
-                           "main_thread_tasks_over_50_ms": len(long_tasks)}
+        report[workers] = {
+            "images_per_second": [round(rate, 2) for rate in rates],
+            "peak_wasm_memory_mb_per_worker": {slot: round(peak / 2**20) for slot, peak in peaks.items()},
+            "main_thread_tasks_over_50_ms": len(long_tasks),
+        }
         page.close()
     context.close()
     later = [statistics.median(report[workers]["images_per_second"][1:]) for workers in (1, 2)]
@@ -270,7 +273,7 @@ def main() -> None:
         first_load_raw = sum((dist / name).stat().st_size for name in files)
         first_load_smallest = sum(build.served_size(dist / name) for name in files)  # a host sending the .br copies
         repeats = [open_until_ready(page, url)]
-        repeat_bytes = sum(size for _, size in served[len(first_load):])
+        repeat_bytes = sum(size for _, size in served[len(first_load) :])
         repeats += [open_until_ready(page, url) for _ in range(4)]
         repeat = statistics.median(repeats)
         repeat_end = len(requested)
@@ -280,8 +283,7 @@ def main() -> None:
         page.click("#clear")
         batch_started = page.evaluate("performance.now()")
         page.set_input_files("#file-input", [str(path) for path in images[5:]])
-        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {args.images}",
-                               timeout=300_000)
+        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {args.images}", timeout=300_000)
         batch_ms = page.evaluate("performance.now()") - batch_started
         batch_long_tasks = [duration for start, duration in page.evaluate("window.longTasks") if start >= batch_started]
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
@@ -289,8 +291,7 @@ def main() -> None:
         forward, litert_times, ratios = [], [], []
         for _ in range(FORWARD_ROUNDS):
             numpy_times = json.loads(page.evaluate(f"window.rendernet_debug.time_forward({PASSES_PER_ROUND})"))
-            litert = page.evaluate(LITERT_RUN, [litert_pixels.ravel().tolist(), [1, *litert_pixels.shape],
-                                                PASSES_PER_ROUND])
+            litert = page.evaluate(LITERT_RUN, [litert_pixels.ravel().tolist(), [1, *litert_pixels.shape], PASSES_PER_ROUND])
             if "error" in litert:
                 sys.exit(f"LiteRT.js failed: {litert['error']}")
             forward += numpy_times
@@ -303,20 +304,23 @@ def main() -> None:
             Image.open(path).save(jpegs[-1], "JPEG", quality=90)
         page.click("#clear")
         page.set_input_files("#file-input", [str(path) for path in jpegs])
-        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(jpegs)}",
-                               timeout=300_000)
+        page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(jpegs)}", timeout=300_000)
         jpeg_rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
         timings = page.evaluate("window.rendernet_debug.timings")
         profile = json.loads(page.evaluate("window.rendernet_debug.profile(5)"))
-        adaptation = {f"{rows}_rows_{corrections}_corrections": percentile(json.loads(page.evaluate(
-            f"window.rendernet_debug.time_adaptation({rows}, {corrections})")), 0.5)
-            for rows, corrections in ((500, 6), (500, 100), (500, 1000))}
+        adaptation = {
+            f"{rows}_rows_{corrections}_corrections": percentile(
+                json.loads(page.evaluate(f"window.rendernet_debug.time_adaptation({rows}, {corrections})")), 0.5
+            )
+            for rows, corrections in ((500, 6), (500, 100), (500, 1000))
+        }
         if args.screenshot:
             page.set_viewport_size({"width": 1000, "height": 1000})
             page.screenshot(path=args.screenshot)
         context.close()
         throttled_server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Link().handler(build.Handler), directory=str(dist)))
+            ("127.0.0.1", 0), functools.partial(Link().handler(build.Handler), directory=str(dist))
+        )
         threading.Thread(target=throttled_server.serve_forever, daemon=True).start()
         context = fresh_browser(playwright, work / "throttled-profile")
         throttled = open_until_ready(context.new_page(), f"http://127.0.0.1:{throttled_server.server_address[1]}/")
@@ -344,45 +348,56 @@ def main() -> None:
     browser_full = [row["ms"] for row in first_rows + rows]  # the first image of the visit included
     positive = model.classes[-1]
     jpeg_native = [classify_file(model, path.name, path.read_bytes())[0] for path in jpegs]
-    jpeg_differences = sorted(abs(row["probabilities"][positive] - native["probabilities"][positive])
-                              for native, row in zip(jpeg_native, jpeg_rows, strict=True))
+    jpeg_differences = sorted(
+        abs(row["probabilities"][positive] - native["probabilities"][positive])
+        for native, row in zip(jpeg_native, jpeg_rows, strict=True)
+    )
     results = {
         "pool_100_photos": pool,
-        "ready_seconds": {"fresh_profile": round(fresh, 3), "repeat_visit_median_of_5": round(repeat, 3),
-                          "repeat_visits": [round(value, 3) for value in repeats],
-                          "fresh_profile_at_20_mbit_40_ms": round(throttled, 3)},
+        "ready_seconds": {
+            "fresh_profile": round(fresh, 3),
+            "repeat_visit_median_of_5": round(repeat, 3),
+            "repeat_visits": [round(value, 3) for value in repeats],
+            "fresh_profile_at_20_mbit_40_ms": round(throttled, 3),
+        },
         "floor_ready_seconds": {"fresh_profile": round(floor_fresh, 3), "repeat_visit_median_of_5": round(floor_repeat, 3)},
-        "same_work_floor_ready_seconds": {"fresh_profile": round(same_fresh, 3),
-                                          "repeat_visit_median_of_5": round(same_repeat, 3)},
-        "app_over_same_work_floor_seconds": {"fresh_profile": round(fresh - same_fresh, 3),
-                                             "repeat_visit": round(repeat - same_repeat, 3)},
-        "first_load": {"bytes_transferred": first_load_bytes, "raw_bytes_of_those_files": first_load_raw,
-                       "smallest_copies_of_those_files": first_load_smallest,
-                       "responses": len(first_load), "model_weights_bytes": model.manifest["weights"]["bytes"]},
+        "same_work_floor_ready_seconds": {"fresh_profile": round(same_fresh, 3), "repeat_visit_median_of_5": round(same_repeat, 3)},
+        "app_over_same_work_floor_seconds": {
+            "fresh_profile": round(fresh - same_fresh, 3),
+            "repeat_visit": round(repeat - same_repeat, 3),
+        },
+        "first_load": {
+            "bytes_transferred": first_load_bytes,
+            "raw_bytes_of_those_files": first_load_raw,
+            "smallest_copies_of_those_files": first_load_smallest,
+            "responses": len(first_load),
+            "model_weights_bytes": model.manifest["weights"]["bytes"],
+        },
         "repeat_visit_bytes_transferred": repeat_bytes,
         "per_image_ms": {
             "browser_forward": {"p50": percentile(forward, 0.5), "p95": percentile(forward, 0.95)},
-            "browser_decode_preprocess_forward": {"p50": percentile(browser_full, 0.5),
-                                                  "p95": percentile(browser_full, 0.95)},
-            "litert_js_forward": {"p50": round(percentile(litert_times, 0.5), 3),
-                                  "p95": round(percentile(litert_times, 0.95), 3)},
-            "native_forward": {"p50": round(percentile(native_forward, 0.5), 3),
-                               "p95": round(percentile(native_forward, 0.95), 3)},
-            "native_decode_preprocess_forward": {"p50": percentile(native_full, 0.5),
-                                                 "p95": percentile(native_full, 0.95)},
+            "browser_decode_preprocess_forward": {"p50": percentile(browser_full, 0.5), "p95": percentile(browser_full, 0.95)},
+            "litert_js_forward": {"p50": round(percentile(litert_times, 0.5), 3), "p95": round(percentile(litert_times, 0.95), 3)},
+            "native_forward": {"p50": round(percentile(native_forward, 0.5), 3), "p95": round(percentile(native_forward, 0.95), 3)},
+            "native_decode_preprocess_forward": {"p50": percentile(native_full, 0.5), "p95": percentile(native_full, 0.95)},
         },
         "images_timed": len(browser_full),
-        "batch": {"images": args.images, "wall_ms_per_image": round(batch_ms / args.images, 1),
-                  "main_thread_long_tasks": len(batch_long_tasks),
-                  "longest_main_thread_task_ms": round(max(batch_long_tasks, default=0), 1)},
+        "batch": {
+            "images": args.images,
+            "wall_ms_per_image": round(batch_ms / args.images, 1),
+            "main_thread_long_tasks": len(batch_long_tasks),
+            "longest_main_thread_task_ms": round(max(batch_long_tasks, default=0), 1),
+        },
         "first_image_ms": first_rows[0]["ms"],
         "adaptation_refit_and_rescore_ms_p50": adaptation,
         "sw_js_requests_per_repeat_visit": sum(path.startswith("/sw.js") for path in requested[first_requests:repeat_end])
         / len(repeats),
         "jpeg_q90_page_vs_native_probability_difference": {
-            "median": round(statistics.median(jpeg_differences), 6), "max": round(jpeg_differences[-1], 6),
+            "median": round(statistics.median(jpeg_differences), 6),
+            "max": round(jpeg_differences[-1], 6),
             "labels_differ": sum(row["label"] != native["label"] for native, row in zip(jpeg_native, jpeg_rows, strict=True)),
-            "images": len(jpegs)},
+            "images": len(jpegs),
+        },
         "browser_forward_ms_by_layer_type": {key: value for key, value in profile.items() if key != "wasm_memory_bytes"},
         "browser_peak_wasm_memory_bytes": profile.get("wasm_memory_bytes"),
         "macs_per_image": model.manifest["macs"],
@@ -396,30 +411,45 @@ def main() -> None:
     results["numpy_to_litert_js_ratio_by_round"] = [round(ratio, 1) for ratio in ratios]
     results["browser_to_native_ratio"] = {
         "forward": round(statistics.median(forward) / statistics.median(native_forward), 1),
-        "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1)}
-    print(f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s (median of 5), fresh at 20 Mbit/s and "
-          f"40 ms round trips {throttled:.2f} s; the floor (bare Pyodide, 1+1): fresh {floor_fresh:.2f} s, "
-          f"repeat {floor_repeat:.2f} s; the same work as the app's worker in a plain worker: fresh {same_fresh:.2f} s, "
-          f"repeat {same_repeat:.2f} s (the app +{fresh - same_fresh:.2f} / +{repeat - same_repeat:.2f} s)")
-    print(f"pool, 100 photos, images per second: 1 worker {pool[1]['images_per_second']}, 2 workers "
-          f"{pool[2]['images_per_second']} (2 over 1 after the first batch: {pool['two_workers_over_one_after_the_first_batch']}x)")
-    print(f"first load: {first_load_bytes:,} bytes on the wire in {len(first_load)} responses ({first_load_raw:,} "
-          f"uncompressed; {first_load_smallest:,} as brotli where build.py wrote .br copies); repeat visit: "
-          f"{repeat_bytes:,} bytes")
+        "decode_preprocess_forward": round(statistics.median(browser_full) / statistics.median(native_full), 1),
+    }
+    print(
+        f"ready: fresh profile {fresh:.2f} s, repeat visit {repeat:.2f} s (median of 5), fresh at 20 Mbit/s and "
+        f"40 ms round trips {throttled:.2f} s; the floor (bare Pyodide, 1+1): fresh {floor_fresh:.2f} s, "
+        f"repeat {floor_repeat:.2f} s; the same work as the app's worker in a plain worker: fresh {same_fresh:.2f} s, "
+        f"repeat {same_repeat:.2f} s (the app +{fresh - same_fresh:.2f} / +{repeat - same_repeat:.2f} s)"
+    )
+    print(
+        f"pool, 100 photos, images per second: 1 worker {pool[1]['images_per_second']}, 2 workers "
+        f"{pool[2]['images_per_second']} (2 over 1 after the first batch: {pool['two_workers_over_one_after_the_first_batch']}x)"
+    )
+    print(
+        f"first load: {first_load_bytes:,} bytes on the wire in {len(first_load)} responses ({first_load_raw:,} "
+        f"uncompressed; {first_load_smallest:,} as brotli where build.py wrote .br copies); repeat visit: "
+        f"{repeat_bytes:,} bytes"
+    )
     print(f"{'per image (ms)':<36}{'p50':>8}{'p95':>8}")
     for name, values in per_image.items():
         print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
-    print(f"NumPy pass in Pyodide / LiteRT.js: x{results['numpy_to_litert_js_ratio']} (median of {FORWARD_ROUNDS} "
-          f"alternating rounds: {results['numpy_to_litert_js_ratio_by_round']}; outputs differ by at most "
-          f"{results['litert_js_vs_numpy_max_probability_difference']:.1e})")
-    print(f"browser/native: forward x{results['browser_to_native_ratio']['forward']}, "
-          f"decode+preprocess+forward x{results['browser_to_native_ratio']['decode_preprocess_forward']}")
-    print("browser forward, ms per layer type: " + ", ".join(
-        f"{kind} {ms}" for kind, ms in results["browser_forward_ms_by_layer_type"].items()))
+    print(
+        f"NumPy pass in Pyodide / LiteRT.js: x{results['numpy_to_litert_js_ratio']} (median of {FORWARD_ROUNDS} "
+        f"alternating rounds: {results['numpy_to_litert_js_ratio_by_round']}; outputs differ by at most "
+        f"{results['litert_js_vs_numpy_max_probability_difference']:.1e})"
+    )
+    print(
+        f"browser/native: forward x{results['browser_to_native_ratio']['forward']}, "
+        f"decode+preprocess+forward x{results['browser_to_native_ratio']['decode_preprocess_forward']}"
+    )
+    print(
+        "browser forward, ms per layer type: "
+        + ", ".join(f"{kind} {ms}" for kind, ms in results["browser_forward_ms_by_layer_type"].items())
+    )
     print(f"worker peak WebAssembly memory: {results['browser_peak_wasm_memory_bytes']} bytes")
     batch = results["batch"]
-    print(f"batch of {batch['images']}: {batch['wall_ms_per_image']} ms per image wall time; main-thread tasks over "
-          f"50 ms: {batch['main_thread_long_tasks']}, longest {batch['longest_main_thread_task_ms']} ms")
+    print(
+        f"batch of {batch['images']}: {batch['wall_ms_per_image']} ms per image wall time; main-thread tasks over "
+        f"50 ms: {batch['main_thread_long_tasks']}, longest {batch['longest_main_thread_task_ms']} ms"
+    )
     print("JPEG q90, page vs native P({}): {}".format(positive, results["jpeg_q90_page_vs_native_probability_difference"]))
     print(json.dumps(results))
 

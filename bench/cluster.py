@@ -41,11 +41,16 @@ def main() -> None:
     model = load_model(MODEL)
     results = {"in this process": rate(lambda batch: classify_paths(model, MODEL, batch), names)}
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             list(classify_on_cluster(client, MODEL, names[:8]))  # every worker loads the model
             results[f"{workers} worker process{'es' if workers > 1 else ''}"] = rate(
-                lambda batch, client=client: classify_on_cluster(client, MODEL, batch), names)
+                lambda batch, client=client: classify_on_cluster(client, MODEL, batch), names
+            )
     print(f"{args.images} sample images (WebP, 320 px short side), {os.cpu_count()} cores")
     for name, (median, low, high) in results.items():
         print(f"{name:24s} {median:6.1f} images/s (3 rounds: {low:.1f}-{high:.1f})")

@@ -62,8 +62,9 @@ def main() -> None:
     folder = Path(args.model)
     model = load_model(folder)
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))[:16]
-    batches = {size: np.stack([preprocess(path, model.input_size) for path in images[:size]]).astype(np.float32)
-               for size in (1, 16)}
+    batches = {
+        size: np.stack([preprocess(path, model.input_size) for path in images[:size]]).astype(np.float32) for size in (1, 16)
+    }
 
     import keras
 
@@ -71,18 +72,25 @@ def main() -> None:
     runners = {"numpy (rendernet)": model.forward, "keras model(x)": lambda batch: keras_model(batch, training=False)}
     if (folder / "model.tflite").exists():
         runners["litert (ai-edge-litert)"] = litert_runner(folder / "model.tflite")
-    results = {"model": str(folder), "macs_per_image": model.manifest["macs"], "params": model.manifest["params"],
-               "runs": args.runs, "ms_per_image": {}}
+    results = {
+        "model": str(folder),
+        "macs_per_image": model.manifest["macs"],
+        "params": model.manifest["params"],
+        "runs": args.runs,
+        "ms_per_image": {},
+    }
     for name, run in runners.items():
-        results["ms_per_image"][name] = {f"batch{size}": round(median_ms_per_image(run, batch, args.runs), 3)
-                                         for size, batch in batches.items()}
+        results["ms_per_image"][name] = {
+            f"batch{size}": round(median_ms_per_image(run, batch, args.runs), 3) for size, batch in batches.items()
+        }
     print(f"model {folder}: {results['params']:,} parameters, {results['macs_per_image']:,} multiply-adds per image")
     print(f"{'runtime':<26}{'batch 1 ms/img':>16}{'batch 16 ms/img':>17}")
     for name, values in results["ms_per_image"].items():
         print(f"{name:<26}{values['batch1']:>16.3f}{values['batch16']:>17.3f}")
     results["numpy_ms_by_layer_type"] = model.profile(batches[1], repeats=5)
-    print("numpy, batch 1, ms per layer type: "
-          + ", ".join(f"{kind} {ms}" for kind, ms in results["numpy_ms_by_layer_type"].items()))
+    print(
+        "numpy, batch 1, ms per layer type: " + ", ".join(f"{kind} {ms}" for kind, ms in results["numpy_ms_by_layer_type"].items())
+    )
     print(json.dumps(results))
 
 

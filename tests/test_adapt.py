@@ -61,8 +61,9 @@ def test_deterministic_balanced_and_anchored():
     examples, labels = toy_domain(rng, 30, SHIFT)
     first, again = adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels), adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    moved = [np.abs(adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels, anchor)[1] - BASE_BIAS).sum()
-             for anchor in (0.1, 1.0, 10.0)]
+    moved = [
+        np.abs(adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels, anchor)[1] - BASE_BIAS).sum() for anchor in (0.1, 1.0, 10.0)
+    ]
     assert moved[0] > moved[1] > moved[2] > 0, moved  # the stronger the anchor, the smaller the change
     # classes weigh the same: 10 + 2 examples count as 6 + 6 of the same two
     one, other = examples[labels == 1][:1], examples[labels == 0][:1]
@@ -76,7 +77,7 @@ def test_the_result_is_the_objective_s_minimum():
     examples, labels = toy_domain(rng, 12, SHIFT)
     kernel_t, bias = adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels, anchor=0.5)
     inputs = np.hstack([examples, np.ones((12, 1))]).astype(np.float64)
-    scale = np.sqrt(np.mean(inputs ** 2, axis=0)) + 1e-6  # balanced: 6 examples of each class
+    scale = np.sqrt(np.mean(inputs**2, axis=0)) + 1e-6  # balanced: 6 examples of each class
     base = np.hstack([BASE_KERNEL, BASE_BIAS[:, None]])
 
     def objective(head):
@@ -91,8 +92,9 @@ def test_the_result_is_the_objective_s_minimum():
 
 
 def rendernet(*arguments):
-    return subprocess.run([sys.executable, "-m", "rendernet.cli", *map(str, arguments)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rendernet.cli", *map(str, arguments)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_rendernet_adapt_writes_a_model_every_tool_accepts(tmp_path):
@@ -141,7 +143,7 @@ def test_two_classes_take_a_shortcut_to_the_same_head():
     inputs = np.hstack([examples, np.ones((40, 1))]).astype(np.float64)
     counts = np.bincount(labels)
     weights = 40 / (2 * counts[labels])
-    stiffness = 0.7 * (np.sqrt(weights @ inputs ** 2 / 40) + 1e-6) ** 2
+    stiffness = 0.7 * (np.sqrt(weights @ inputs**2 / 40) + 1e-6) ** 2
     general = fit_softmax(inputs, labels, weights, np.hstack([BASE_KERNEL, BASE_BIAS[:, None]]).astype(np.float64), stiffness)
     np.testing.assert_allclose(kernel_t, general[:, :-1], atol=1e-5)
     np.testing.assert_allclose(bias, general[:, -1], atol=1e-5)
@@ -150,7 +152,7 @@ def test_two_classes_take_a_shortcut_to_the_same_head():
 def session(rows=12):
     model = load_model(DEFAULT_MODEL)
     adaptation = Adaptation(model)
-    paths = sample_files("real")[:rows // 2] + sample_files("render")[:rows // 2]
+    paths = sample_files("real")[: rows // 2] + sample_files("render")[: rows // 2]
     for row, path in enumerate(paths):
         adaptation.remember(row, model.explain(preprocess(path, model.input_size)).pooled)
     return model, adaptation, paths
@@ -197,8 +199,9 @@ def test_a_stored_session_comes_back_identically_and_bad_ones_change_nothing():
         "another model": dict(document, base_weights_sha256="0" * 64),
         "format_version": dict(document, format_version=2),
         "not a rendernet-corrections": {"corrections": []},
-        "finite": dict(document, corrections=[dict(document["corrections"][0], features=encode_features(
-            np.full(112, np.nan, np.float32)))]),
+        "finite": dict(
+            document, corrections=[dict(document["corrections"][0], features=encode_features(np.full(112, np.nan, np.float32)))]
+        ),
         "hold 3 values": dict(document, corrections=[dict(document["corrections"][0], features=encode_features(np.ones(3)))]),
         "base64": dict(document, corrections=[dict(document["corrections"][0], features="%%%")]),
         "label must be one of": dict(document, corrections=[dict(document["corrections"][0], label="cat")]),
@@ -215,8 +218,17 @@ def test_a_stored_session_comes_back_identically_and_bad_ones_change_nothing():
 def test_only_the_most_recent_corrections_adapt_a_long_history():
     model, adaptation, _ = session()
     rng = np.random.default_rng(4)
-    document = adaptation.document([{"features": encode_features(rng.normal(0.5, 0.3, 112)), "label": ("real", "render")[i % 2],
-                                     "file": f"{i}.jpg", "time": i} for i in range(MAX_CORRECTIONS + 500)])
+    document = adaptation.document(
+        [
+            {
+                "features": encode_features(rng.normal(0.5, 0.3, 112)),
+                "label": ("real", "render")[i % 2],
+                "file": f"{i}.jpg",
+                "time": i,
+            }
+            for i in range(MAX_CORRECTIONS + 500)
+        ]
+    )
     adaptation.restore(document)
     summary = adaptation.summary()
     assert summary["total"] == MAX_CORRECTIONS + 500 and summary["used"] == MAX_CORRECTIONS
@@ -231,8 +243,9 @@ def test_the_adapted_model_as_a_zip_loads_everywhere_a_folder_does(tmp_path):
     from rendernet.adapt import adapted_model_files
     from rendernet.manifest import read_model_files
 
-    files = adapted_model_files(model, read_model_files(DEFAULT_MODEL), model.head().kernel_t, model.head().bias,
-                                adaptation.counts())
+    files = adapted_model_files(
+        model, read_model_files(DEFAULT_MODEL), model.head().kernel_t, model.head().bias, adaptation.counts()
+    )
     assert sorted(files) == ["model.json", "reference.npz", "weights.npz"]  # the reference set travels with it
     archive = tmp_path / "adapted.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -241,8 +254,9 @@ def test_the_adapted_model_as_a_zip_loads_everywhere_a_folder_does(tmp_path):
     loaded = load_model(archive)
     assert np.array_equal(loaded.reference[0], model.reference[0])
     for row, path in enumerate(paths):
-        np.testing.assert_allclose(loaded.forward(preprocess(path, model.input_size)[None])[0],
-                                   adaptation.probabilities()[row], atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.forward(preprocess(path, model.input_size)[None])[0], adaptation.probabilities()[row], atol=1e-5
+        )
     result = rendernet("classify", "--csv", "--model", archive, paths[0])
     assert result.returncode == 0, result.stderr
     assert "adapted to your images: 3 corrections (1 real, 2 render)" in result.stdout
@@ -266,10 +280,13 @@ def test_rendernet_adapt_reads_the_page_s_corrections_file(tmp_path):
     assert result.returncode != 0 and "is not a corrections file" in result.stderr
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--anchor", "0"], "'0' is not a positive number"),
-    (["--out", str(DEFAULT_MODEL)], "--out must not be the base model's folder"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--anchor", "0"], "'0' is not a positive number"),
+        (["--out", str(DEFAULT_MODEL)], "--out must not be the base model's folder"),
+    ],
+)
 def test_adapt_refuses_bad_options(tmp_path, arguments, message):
     (tmp_path / "real").mkdir()
     shutil.copyfile(sample_files("real")[0], tmp_path / "real" / "a.webp")

@@ -91,8 +91,12 @@ def test_runtime_is_trimmed_to_the_listed_files_and_the_lock_knows_the_new_wheel
         with zipfile.ZipFile(pyodide_dir / entry["file_name"]) as original:
             assert len(original.namelist()) > len(stored_files(wheel))
     assert "numpy/_core/_multiarray_umath.cpython-312-wasm32-emscripten.so" in stored_files(next(runtime.glob("numpy-*.whl")))
-    assert build.main(["--out", str(tmp_path / "full"), "--model", str(DEFAULT_MODEL), "--pyodide-dir",
-                       str(pyodide_dir), "--full-runtime"]) == 0
+    assert (
+        build.main(
+            ["--out", str(tmp_path / "full"), "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir), "--full-runtime"]
+        )
+        == 0
+    )
     full = next((tmp_path / "full").glob("pyodide-*"))
     assert (full / "python_stdlib.zip").read_bytes() == (pyodide_dir / "python_stdlib.zip").read_bytes()
 
@@ -110,9 +114,14 @@ def test_folders_are_named_by_their_content(tmp_path, pyodide_dir, capsys):
     assert [name for name in first if name not in second] == [name for name in first if name.startswith("app-")]
     assert [name for name in first if name.startswith("py")] == [name for name in second if name.startswith("py")]
     worker = (tmp_path / "dist" / "sw.js").read_text()
-    files = [path for path in (tmp_path / "dist").rglob("*")
-             if path.is_file() and not path.name.startswith("sw.js") and path.suffix not in build.PRECOMPRESSED
-             and path.name not in (build.BUILD_MARK, "index.html")]
+    files = [
+        path
+        for path in (tmp_path / "dist").rglob("*")
+        if path.is_file()
+        and not path.name.startswith("sw.js")
+        and path.suffix not in build.PRECOMPRESSED
+        and path.name not in (build.BUILD_MARK, "index.html")
+    ]
     assert all(build.sha256_file(path) in worker for path in files)
     assert build.sha256_file(tmp_path / "dist" / "sw.js") in (tmp_path / "dist" / "index.html").read_text()
 
@@ -123,15 +132,18 @@ def edit(path, change):
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
-    (lambda m: m["input"].update(shape=[-1, -1, 3]), "input.shape must be [height, width, channels]"),
-    (lambda m: m.update(threshold="high"), "threshold must be null or a number"),
-    (lambda m: m.update(classes="realrender"), "classes must be a non-empty list"),
-    (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
-    (lambda m: m.pop("classes"), "required key 'classes' is missing"),
-    (lambda m: m.update(macs=None), "macs must be an integer >= 0, found None"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
+        (lambda m: m["input"].update(shape=[-1, -1, 3]), "input.shape must be [height, width, channels]"),
+        (lambda m: m.update(threshold="high"), "threshold must be null or a number"),
+        (lambda m: m.update(classes="realrender"), "classes must be a non-empty list"),
+        (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
+        (lambda m: m.pop("classes"), "required key 'classes' is missing"),
+        (lambda m: m.update(macs=None), "macs must be an integer >= 0, found None"),
+    ],
+)
 def test_broken_model_is_refused_and_dist_is_untouched(tmp_path, pyodide_dir, capsys, change, message):
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -149,8 +161,9 @@ def test_broken_model_is_refused_and_dist_is_untouched(tmp_path, pyodide_dir, ca
 def test_tampered_npm_cache_is_refused_with_the_command_that_clears_it(tmp_path):
     build.npm_package(build.PYSCRIPT_NPM, build.DEFAULT_CACHE, tmp_path / "fetched")  # fetched once, if not yet
     cache = tmp_path / "cache"
-    shutil.copytree(build.DEFAULT_CACHE / "_pyscript_core_0.6.66", cache / "_pyscript_core_0.6.66",
-                    ignore=shutil.ignore_patterns("package"))
+    shutil.copytree(
+        build.DEFAULT_CACHE / "_pyscript_core_0.6.66", cache / "_pyscript_core_0.6.66", ignore=shutil.ignore_patterns("package")
+    )
     tarball = next((cache / "_pyscript_core_0.6.66").glob("*.tgz"))
     tarball.write_bytes(tarball.read_bytes()[:-100] + bytes(100))
     with pytest.raises(build.BuildError) as error:
@@ -160,13 +173,16 @@ def test_tampered_npm_cache_is_refused_with_the_command_that_clears_it(tmp_path)
     assert not (tmp_path / "unpacked").exists()
 
 
-@pytest.mark.parametrize("metrics, message", [
-    ({"test": []}, "metrics.json: test must be an object, found []"),
-    ({"test": {"accuracy": "high"}}, "metrics.json: test.accuracy must be a number or null"),
-    ({"held_out": {"povray": {"count": -3}}}, "metrics.json: held_out.povray.count must be an integer >= 0"),
-    ({"test": {"confusion": [[1, "2"]]}}, "metrics.json: test.confusion must be rows of integers"),
-    ("{not json", "metrics.json is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "metrics, message",
+    [
+        ({"test": []}, "metrics.json: test must be an object, found []"),
+        ({"test": {"accuracy": "high"}}, "metrics.json: test.accuracy must be a number or null"),
+        ({"held_out": {"povray": {"count": -3}}}, "metrics.json: held_out.povray.count must be an integer >= 0"),
+        ({"test": {"confusion": [[1, "2"]]}}, "metrics.json: test.confusion must be rows of integers"),
+        ("{not json", "metrics.json is not valid JSON"),
+    ],
+)
 def test_metrics_the_page_cannot_show_are_refused(tmp_path, pyodide_dir, capsys, metrics, message):
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL, model)
@@ -195,15 +211,15 @@ def test_tampered_runtime_stops_the_build(tmp_path, pyodide_dir, capsys):
 
 
 def test_missing_model_is_a_clear_error(tmp_path, pyodide_dir, capsys):
-    code = build.main(["--out", str(tmp_path / "dist"), "--model", str(tmp_path / "nothing"),
-                       "--pyodide-dir", str(pyodide_dir)])
+    code = build.main(["--out", str(tmp_path / "dist"), "--model", str(tmp_path / "nothing"), "--pyodide-dir", str(pyodide_dir)])
     assert code == 1 and "lacks model.json, weights.npz" in capsys.readouterr().err
 
 
 def test_missing_npm_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(build.BuildError, match=re.escape("`npm` is not installed; it is needed to fetch the npm "
-                                                         "package @pyscript/core@0.6.66")):
+    with pytest.raises(
+        build.BuildError, match=re.escape("`npm` is not installed; it is needed to fetch the npm package @pyscript/core@0.6.66")
+    ):
         build.npm_package(build.PYSCRIPT_NPM, tmp_path / "cache", tmp_path / "unpacked")
 
 
@@ -219,6 +235,7 @@ def test_precompressed_copies_are_served_with_cache_headers(tmp_path, pyodide_di
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(build.Handler, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+
         def get(path, **headers):
             connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
             connection.request("GET", path, headers=headers)
@@ -266,8 +283,9 @@ def tmpfs(size, *options):
 
 
 def modes(dist):
-    return {stat.S_IMODE(path.stat().st_mode) for path in [dist, *dist.rglob("*")] if path.is_dir()}, \
-           {stat.S_IMODE(path.stat().st_mode) for path in dist.rglob("*") if path.is_file()}
+    return {stat.S_IMODE(path.stat().st_mode) for path in [dist, *dist.rglob("*")] if path.is_dir()}, {
+        stat.S_IMODE(path.stat().st_mode) for path in dist.rglob("*") if path.is_file()
+    }
 
 
 def test_dist_follows_the_umask(tmp_path, pyodide_dir, capsys):
@@ -296,14 +314,21 @@ def test_dist_is_served_by_a_server_running_as_another_user(pyodide_dir, capsys)
     parent.chmod(0o755)  # as a web root's parent would be
     try:
         with umask(0o022):
-            assert build.main(["--out", str(parent / "dist"), "--model", str(DEFAULT_MODEL),
-                               "--pyodide-dir", str(pyodide_dir)]) == 0
+            assert (
+                build.main(["--out", str(parent / "dist"), "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir)]) == 0
+            )
         dist = parent / "dist"
         server = subprocess.Popen([sys.executable, "-c", SERVE_AS_NOBODY, str(dist)], stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline())
-            paths = ["/", "/sw.js", *("/" + path.relative_to(dist).as_posix() for path in
-                                      [next(dist.glob("app-*/model/weights.npz")), next(dist.glob("pyodide-*/pyodide.asm.wasm"))])]
+            paths = [
+                "/",
+                "/sw.js",
+                *(
+                    "/" + path.relative_to(dist).as_posix()
+                    for path in [next(dist.glob("app-*/model/weights.npz")), next(dist.glob("pyodide-*/pyodide.asm.wasm"))]
+                ),
+            ]
             for path in paths:
                 connection = http.client.HTTPConnection("127.0.0.1", port)
                 connection.request("GET", path)
@@ -336,15 +361,24 @@ def test_out_that_is_a_file_is_one_clear_line(tmp_path, pyodide_dir, capsys):
     (tmp_path / "dist").write_text("not a folder")
     code, output = run_build(tmp_path, pyodide_dir, capsys)
     assert code == 1
-    assert output.err == (f"build failed: --out {tmp_path / 'dist'} is a file, not a folder; "
-                          "name a folder (it is created if missing)\n")
+    assert output.err == (
+        f"build failed: --out {tmp_path / 'dist'} is a file, not a folder; name a folder (it is created if missing)\n"
+    )
     assert (tmp_path / "dist").read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [tmp_path / "dist"]
 
 
 def test_a_killed_build_leaves_nothing_after_the_next_build(tmp_path, pyodide_dir, capsys):
     """SIGKILL a real build while it stages; the next build removes what it left (and keeps a running build's)."""
-    build_command = [sys.executable, str(build.ROOT / "build.py"), "--out", str(tmp_path / "dist"),
-                     "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir)]
+    build_command = [
+        sys.executable,
+        str(build.ROOT / "build.py"),
+        "--out",
+        str(tmp_path / "dist"),
+        "--model",
+        str(DEFAULT_MODEL),
+        "--pyodide-dir",
+        str(pyodide_dir),
+    ]
     for _ in range(2):
         process = subprocess.Popen(build_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not any(tmp_path.glob(".rendernet-staging-*/pyodide/*")) and process.poll() is None:
@@ -385,8 +419,9 @@ def test_full_disk_and_read_only_parent_are_one_clear_line(pyodide_dir, capsys):
         assert code == 1 and err.startswith("build failed: No space left on device") and err.count("\n") == 1
         assert "free some space and build again" in err and list(small.iterdir()) == []  # nothing left behind
     with tmpfs("1m", "ro") as read_only:
-        code = build.main(["--out", str(read_only / "site" / "dist"), "--model", str(DEFAULT_MODEL),
-                           "--pyodide-dir", str(pyodide_dir)])
+        code = build.main(
+            ["--out", str(read_only / "site" / "dist"), "--model", str(DEFAULT_MODEL), "--pyodide-dir", str(pyodide_dir)]
+        )
         err = capsys.readouterr().err
         assert code == 1 and err == f"build failed: Read-only file system ({read_only / 'site'}); choose --out on a writable disk\n"
 

@@ -18,8 +18,9 @@ from rendernet import load_model, preprocess
 
 
 def rendernet(*arguments):
-    return subprocess.run([sys.executable, "-m", "rendernet_train.cli", *map(str, arguments)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rendernet_train.cli", *map(str, arguments)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def classify(*arguments):
@@ -58,11 +59,18 @@ def test_extreme_strips_get_error_lines_in_bounded_memory(tmp_path):
         Image.new("RGB", (width, height)).save(strips[-1])
     good = sample_files("render")[0]
     # VmHWM: this process's peak resident memory (ru_maxrss would include the forked test runner's)
-    script = ("import re, runpy, sys; sys.argv = ['rendernet', *sys.argv[1:]]\n"
-              "try: runpy.run_module('rendernet_train.cli', run_name='__main__')\n"
-              "finally: print('peak', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", script, "classify", "--model", DEFAULT_MODEL, *strips, good],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    script = (
+        "import re, runpy, sys; sys.argv = ['rendernet', *sys.argv[1:]]\n"
+        "try: runpy.run_module('rendernet_train.cli', run_name='__main__')\n"
+        "finally: print('peak', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "classify", "--model", DEFAULT_MODEL, *strips, good],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1 and [line["file"] for line in lines] == [str(path) for path in [*strips, good]]
     assert all("image too small" in line["error"] for line in lines[:4])
@@ -127,15 +135,22 @@ def test_folders_are_walked_and_jobs_give_the_same_lines(tmp_path):
     result = rendernet("classify", "--model", DEFAULT_MODEL, "--jobs", "2", "--progress", folder)
     parallel = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 0
-    assert [(line["file"], line["label"], line["probabilities"]) for line in parallel] == \
-        [(line["file"], line["label"], line["probabilities"]) for line in sequential]
+    assert [(line["file"], line["label"], line["probabilities"]) for line in parallel] == [
+        (line["file"], line["label"], line["probabilities"]) for line in sequential
+    ]
     assert f"classified {len(files)}/{len(files)}, 0 failed" in result.stderr
 
 
 def core_classify(*arguments, **options):
     """`python -m rendernet.cli classify` (the core alone, no TensorFlow)."""
-    return subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL),
-                           *map(str, arguments)], cwd=ROOT, capture_output=True, text=True, timeout=300, **options)
+    return subprocess.run(
+        [sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL), *map(str, arguments)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **options,
+    )
 
 
 def test_huge_non_image_under_a_memory_limit_is_one_error_row(tmp_path):
@@ -160,13 +175,18 @@ def worker_processes(parent: int) -> list:
 def test_a_killed_worker_loses_and_repeats_no_file(tmp_path):
     """--jobs 2, one worker SIGKILLed mid-run: every file gets exactly one line, in order, and the run ends."""
     files = [path for path in sample_files() for _ in range(2)][:200]
-    process = subprocess.Popen([sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL),
-                                "--jobs", "2", *map(str, files)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL), "--jobs", "2", *map(str, files)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     lines = [json.loads(process.stdout.readline()) for _ in range(20)]
     os.kill(worker_processes(process.pid)[0], signal.SIGKILL)
     lines += [json.loads(line) for line in process.stdout.read().splitlines()]  # not communicate(): it skips
-    process.wait(timeout=300)                                                   # what readline() buffered
+    process.wait(timeout=300)  # what readline() buffered
     errors = process.stderr.read()
     assert [line["file"] for line in lines] == list(map(str, files))
     assert all("label" in line for line in lines), [line for line in lines if "error" in line]
@@ -185,8 +205,10 @@ def test_fifo_empty_folder_and_skipped_files_are_reported(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["file"] for line in lines] == [str(folder / "pipe.jpg"), str(folder / "room.webp")]
     assert lines[0]["error"] == "not a regular file (a FIFO)" and "label" in lines[1] and result.returncode == 1
-    assert ("note: left out of the folder walk: 1 (dangling link), 1 (not a regular file), 1 (not an image suffix: (none)), "
-            "1 (not an image suffix: .heic), 1 (not an image suffix: .pdf), 1 (not an image suffix: .svg)") in result.stderr
+    assert (
+        "note: left out of the folder walk: 1 (dangling link), 1 (not a regular file), 1 (not an image suffix: (none)), "
+        "1 (not an image suffix: .heic), 1 (not an image suffix: .pdf), 1 (not an image suffix: .svg)"
+    ) in result.stderr
     (tmp_path / "empty").mkdir()
     result = core_classify(tmp_path / "empty")
     assert result.returncode == 1 and result.stdout == ""
@@ -201,16 +223,26 @@ def test_sure_outside_0_to_1_is_refused(value):
 
 def test_closed_pipe_ends_quietly(tmp_path):
     files = " ".join(map(str, sample_files()[:30]))
-    result = subprocess.run(f"{sys.executable} -m rendernet.cli classify --model {DEFAULT_MODEL} {files} | head -1",
-                            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        f"{sys.executable} -m rendernet.cli classify --model {DEFAULT_MODEL} {files} | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert len(result.stdout.splitlines()) == 1 and result.stderr == ""
 
 
 def test_names_that_are_not_utf8_give_valid_utf8_csv(tmp_path):
     name = os.fsdecode(b"caf\xe9 =1+1.webp")
     (tmp_path / name).write_bytes(sample_files("real")[0].read_bytes())
-    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--csv", "--model", str(DEFAULT_MODEL),
-                             str(tmp_path)], cwd=ROOT, capture_output=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "rendernet.cli", "classify", "--csv", "--model", str(DEFAULT_MODEL), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8"))))  # strict: raises on invalid UTF-8
     assert [row["file"] for row in rows] == [f"{tmp_path}/caf\\xe9 =1+1.webp"] and rows[0]["label"]
 
@@ -218,8 +250,13 @@ def test_names_that_are_not_utf8_give_valid_utf8_csv(tmp_path):
 def test_train_starts_without_tensorflow_log_lines(tmp_path):
     pytest.importorskip("tensorflow")
     (tmp_path / "data" / "only-one-class").mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "rendernet_train.cli", "train", str(tmp_path / "data"), "--out",
-                             str(tmp_path / "model")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"})
+    result = subprocess.run(
+        [sys.executable, "-m", "rendernet_train.cli", "train", str(tmp_path / "data"), "--out", str(tmp_path / "model")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     assert result.returncode == 1
     assert result.stderr == f"error: {tmp_path / 'data'} needs at least 2 class sub-folders, found ['only-one-class']\n"

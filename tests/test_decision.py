@@ -11,9 +11,16 @@ from rendernet.report import results_csv
 CLASSES = ["real", "render"]
 
 
-@pytest.mark.parametrize("p_render, label, confidence", [
-    (0.472, "render", 0.5), (1.0, "render", 1.0), (0.0, "real", 1.0), (0.236, "real", 0.75), (0.736, "render", 0.75),
-])
+@pytest.mark.parametrize(
+    "p_render, label, confidence",
+    [
+        (0.472, "render", 0.5),
+        (1.0, "render", 1.0),
+        (0.0, "real", 1.0),
+        (0.236, "real", 0.75),
+        (0.736, "render", 0.75),
+    ],
+)
 def test_threshold_rule_and_confidence(p_render, label, confidence):
     decision = decide([1 - p_render, p_render], CLASSES, threshold=0.472)
     assert decision.label == label and decision.confidence == pytest.approx(confidence)
@@ -44,7 +51,7 @@ def test_model_label_and_metrics_use_the_same_rule():
 
 
 def test_csv_neutralises_formulas_and_agrees_with_the_rule():
-    hostile = ["=HYPERLINK(\"http://x\")", "+cmd", "-1+1", "@SUM(1)", "\tx", "\rx", "plain, \"quoted\"\nname"]
+    hostile = ['=HYPERLINK("http://x")', "+cmd", "-1+1", "@SUM(1)", "\tx", "\rx", 'plain, "quoted"\nname']
     results = [{"file": name, "probabilities": {"real": 0.3, "render": 0.7}, "ms": 5.0} for name in hostile]
     results.append({"file": "=bad.png", "error": "=not an image"})
     rows = list(csv.DictReader(io.StringIO(results_csv(results, CLASSES, 0.472, sure=0.8))))

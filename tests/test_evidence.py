@@ -30,7 +30,7 @@ def write_tagged(folder):
     vray[SOFTWARE] = "V-Ray 6 for 3ds Max"
     picture.save(paths["vray.jpg"], quality=95, exif=vray)
     hostile = Image.Exif()
-    hostile[MAKE], hostile[MODEL] = "=HYPERLINK(\"x\")\x00\x1b[31m", "<img src=x onerror=alert(1)>" * 5
+    hostile[MAKE], hostile[MODEL] = '=HYPERLINK("x")\x00\x1b[31m', "<img src=x onerror=alert(1)>" * 5
     picture.save(paths["hostile.jpg"], quality=95, exif=hostile)
     picture.save(paths["plain.png"])
     return paths
@@ -60,13 +60,15 @@ def test_evidence_never_changes_the_answer(tmp_path):
 def test_the_cli_and_its_csv_carry_the_evidence(tmp_path):
     paths = write_tagged(tmp_path)
     run = [sys.executable, "-m", "rendernet.cli", "classify", "--model", str(DEFAULT_MODEL)]
-    result = subprocess.run([*run, str(paths["camera.jpg"]), str(paths["plain.png"])], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*run, str(paths["camera.jpg"]), str(paths["plain.png"])], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["evidence"]["camera"].startswith("Camera: Canon EOS 80D") and "evidence" not in lines[1]
-    result = subprocess.run([*run, "--csv", str(paths["hostile.jpg"]), str(paths["vray.jpg"])], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*run, "--csv", str(paths["hostile.jpg"]), str(paths["vray.jpg"])], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     header, hostile, vray = [line.split(",") for line in result.stdout.splitlines()][:3]
     assert header[-1] == "evidence" and vray[-1] == "Made with V-Ray 6 for 3ds Max (a 3D tool)"
     assert np.all([not cell.startswith("=") for cell in hostile])  # spreadsheet-safe like every cell

@@ -47,8 +47,12 @@ CASES = [
 def randomise(model, rng):
     """Random weights everywhere, and BatchNormalization statistics far from the identity."""
     for layer in model.layers:
-        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) + (1.0 if "variance" in v.name else 0.0)
-                           for w, v in zip(layer.get_weights(), layer.weights, strict=True)])
+        layer.set_weights(
+            [
+                rng.normal(0, 0.5, w.shape).astype(np.float32) + (1.0 if "variance" in v.name else 0.0)
+                for w, v in zip(layer.get_weights(), layer.weights, strict=True)
+            ]
+        )
         for variable in layer.weights:
             if "variance" in variable.name:
                 variable.assign(np.abs(variable.numpy()) + 0.1)
@@ -107,9 +111,11 @@ def test_batchnorm_after_activation_is_not_folded(tmp_path):
     check_parity(model, numpy_model, rng.normal(0, 1, (2, 6, 6, 3)).astype(np.float32), tmp_path)
 
 
-@pytest.mark.parametrize("activation", [lambda: L.Activation("relu6"), lambda: L.Activation("relu"),
-                                        lambda: L.ReLU(max_value=6.0), lambda: L.Activation("tanh")],
-                         ids=["relu6", "relu", "ReLU6-layer", "tanh"])
+@pytest.mark.parametrize(
+    "activation",
+    [lambda: L.Activation("relu6"), lambda: L.Activation("relu"), lambda: L.ReLU(max_value=6.0), lambda: L.Activation("tanh")],
+    ids=["relu6", "relu", "ReLU6-layer", "tanh"],
+)
 def test_activation_of_a_tensor_another_layer_also_reads(tmp_path, activation):
     """An activation must not overwrite its input: here the residual branch reads it too (NumPy once differed from
     Keras by 8.0 on this graph when ReLU6 ran in place)."""

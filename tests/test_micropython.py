@@ -56,8 +56,12 @@ def test_main_py_parses_in_micropython(micropython):
 
 def test_micropython_decides_as_cpython(micropython):
     rng = np.random.default_rng(0)
-    cases = [([float(p) for p in rng.dirichlet([1, 1])], ["real", "render"], threshold, sure)
-             for threshold in (0.475217, 0.25, 0.9) for sure in (0.6, 0.95) for _ in range(50)]
+    cases = [
+        ([float(p) for p in rng.dirichlet([1, 1])], ["real", "render"], threshold, sure)
+        for threshold in (0.475217, 0.25, 0.9)
+        for sure in (0.6, 0.95)
+        for _ in range(50)
+    ]
     cases += [([float(p) for p in rng.dirichlet([1, 1, 1])], ["a", "b", "c"], None, 0.6) for _ in range(50)]
     printed = micropython(f"""
 import json

@@ -42,25 +42,28 @@ def test_round_trip(model_dir):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
-    (lambda m: m.update(format="something-else"), "format must be 'rendernet-numpy'"),
-    (lambda m: m["layers"][0].update(type="LSTM"), "'LSTM', which the NumPy forward pass does not implement"),
-    (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
-    (lambda m: m["layers"][0]["config"].update(activation="gelu"), "activation 'gelu' is not supported"),
-    (lambda m: m["layers"][0]["weights"].update(kernel=[3, 3, 3, 4]), "has shape [4, 4, 3, 4]"),
-    (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "model.json and weights.npz disagree: missing 'conv/gamma'"),
-    (lambda m: m.pop("classes"), "required key 'classes' is missing"),
-    (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
-    (lambda m: m["input"].update(shape=[-200, -200, 3]), "input.shape must be [height, width, channels]"),
-    (lambda m: m.update(threshold="0.5"), "threshold must be null or a number from 0 to 1"),
-    (lambda m: m.update(threshold=1.5), "threshold must be null or a number from 0 to 1"),
-    (lambda m: m.update(classes="realrender"), "classes must be a non-empty list of distinct"),
-    (lambda m: m.update(classes=["a", "a"]), "classes must be a non-empty list of distinct"),
-    (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
-    (lambda m: m["layers"][1].update(inputs=["nowhere"]), "layers[1].inputs must name 'input' or earlier layers"),
-    (lambda m: m.update(output="nowhere"), "output names no layer"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
+        (lambda m: m.update(format="something-else"), "format must be 'rendernet-numpy'"),
+        (lambda m: m["layers"][0].update(type="LSTM"), "'LSTM', which the NumPy forward pass does not implement"),
+        (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
+        (lambda m: m["layers"][0]["config"].update(activation="gelu"), "activation 'gelu' is not supported"),
+        (lambda m: m["layers"][0]["weights"].update(kernel=[3, 3, 3, 4]), "has shape [4, 4, 3, 4]"),
+        (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "model.json and weights.npz disagree: missing 'conv/gamma'"),
+        (lambda m: m.pop("classes"), "required key 'classes' is missing"),
+        (lambda m: m.update(layers=[]), "layers must be a non-empty list"),
+        (lambda m: m["input"].update(shape=[-200, -200, 3]), "input.shape must be [height, width, channels]"),
+        (lambda m: m.update(threshold="0.5"), "threshold must be null or a number from 0 to 1"),
+        (lambda m: m.update(threshold=1.5), "threshold must be null or a number from 0 to 1"),
+        (lambda m: m.update(classes="realrender"), "classes must be a non-empty list of distinct"),
+        (lambda m: m.update(classes=["a", "a"]), "classes must be a non-empty list of distinct"),
+        (lambda m: m.update(classes=["a", "b", "c"], threshold=None), "classes names 3 classes, the network outputs 2"),
+        (lambda m: m["layers"][1].update(inputs=["nowhere"]), "layers[1].inputs must name 'input' or earlier layers"),
+        (lambda m: m.update(output="nowhere"), "output names no layer"),
+    ],
+)
 def test_bad_manifest(model_dir, tmp_path, change, message):
     folder = copy(model_dir, tmp_path)
     edit_manifest(folder, change)
@@ -153,8 +156,13 @@ def test_int8_weights_version_2_and_version_1_both_load(tmp_path):
     expected = np.asarray(model(batch.astype(np.float32)))
     assert np.abs(load_model(tmp_path / "int8").forward(batch) - expected).max() <= 1e-5
     # a version 1 manifest (weights as bare shapes, all float32) still loads
-    edit_manifest(tmp_path / "float", lambda m: [m.update(format_version=1)] + [
-        layer.update(weights={name: spec["shape"] for name, spec in layer["weights"].items()}) for layer in m["layers"]])
+    edit_manifest(
+        tmp_path / "float",
+        lambda m: (
+            [m.update(format_version=1)]
+            + [layer.update(weights={name: spec["shape"] for name, spec in layer["weights"].items()}) for layer in m["layers"]]
+        ),
+    )
     assert load_model(tmp_path / "float").forward(batch).shape == (3, 2)
     # stored arrays that do not match their declared encoding are refused, by name
     rewrite_weights(tmp_path / "int8", lambda arrays: arrays.update({"conv/kernel:scale": np.ones((1, 1, 1, 5), np.float32)}))
@@ -224,8 +232,7 @@ def manifest_table():
     from rendernet import manifest
 
     rows = [line.split("|")[1:-1] for line in manifest.__doc__.splitlines() if line.startswith("| ") and "---" not in line]
-    return [(field.replace("(R)", "").strip(), "(R)" in field, bool(checked.strip()))
-            for field, _, checked, _ in rows[1:]]
+    return [(field.replace("(R)", "").strip(), "(R)" in field, bool(checked.strip())) for field, _, checked, _ in rows[1:]]
 
 
 def test_the_loader_checks_what_the_format_table_says(model_dir):
@@ -240,13 +247,15 @@ def test_the_loader_checks_what_the_format_table_says(model_dir):
             broken.pop(field)
             with pytest.raises(ModelError) as error:
                 check_manifest(broken)
-            assert f"required key '{field}' is missing" in str(error.value) or \
-                str(error.value).startswith(f"model.json: {field} "), str(error.value)
+            assert f"required key '{field}' is missing" in str(error.value) or str(error.value).startswith(
+                f"model.json: {field} "
+            ), str(error.value)
         if field in BAD_VALUES:
             value, message = BAD_VALUES[field]
             broken = json.loads(json.dumps(valid))
-            target, key = (broken["layers"][0], field.split(",")[0].removeprefix("layer.")) \
-                if field.startswith("layer.") else (broken, field)
+            target, key = (
+                (broken["layers"][0], field.split(",")[0].removeprefix("layer.")) if field.startswith("layer.") else (broken, field)
+            )
             target[key] = value
             with pytest.raises(ModelError) as error:
                 check_manifest(broken)

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.network  # pip fetches the build backend (setuptools) i
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT), "-w", str(out)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(ROOT), "-w", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     (built,) = out.glob("rendernet-*.whl")
     return built
@@ -35,8 +39,12 @@ def test_the_wheel_holds_the_default_model_and_no_training_exports(wheel):
 def test_the_installed_command_classifies_from_any_folder(wheel, tmp_path):
     """Installed (not editable) into a folder of its own; run from an empty folder with only that on the path."""
     target = tmp_path / "site"
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                             str(wheel)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -47,10 +55,16 @@ def test_the_installed_command_classifies_from_any_folder(wheel, tmp_path):
 
     assert version.stdout.strip() == f"rendernet {__version__}"
     image = sample_files("render")[0]
-    result = subprocess.run([*run, "classify", str(image)], cwd=elsewhere, env=environment, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*run, "classify", str(image)], cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"] in ("real", "render")
-    where = subprocess.run([sys.executable, "-c", "import rendernet.cli; print(rendernet.cli.default_model())"],
-                           cwd=elsewhere, env=environment, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import rendernet.cli; print(rendernet.cli.default_model())"],
+        cwd=elsewhere,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.strip().startswith(str(target))  # the installed copy, not the checkout

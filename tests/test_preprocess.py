@@ -43,8 +43,10 @@ def test_every_mode_becomes_rgb_uint8(mode):
     assert out.std() > 10, "the picture's content survives conversion"
 
 
-@pytest.mark.parametrize("mode, format", [("I;16", "PNG"), ("I;16", "TIFF"), ("CMYK", "TIFF"), ("CMYK", "JPEG"),
-                                          ("P", "PNG"), ("LA", "PNG"), ("F", "TIFF")])
+@pytest.mark.parametrize(
+    "mode, format",
+    [("I;16", "PNG"), ("I;16", "TIFF"), ("CMYK", "TIFF"), ("CMYK", "JPEG"), ("P", "PNG"), ("LA", "PNG"), ("F", "TIFF")],
+)
 def test_modes_through_files(mode, format):
     out = preprocess(encode(MODES[mode](), format))
     assert out.shape == (INPUT_SIZE, INPUT_SIZE, 3)
@@ -92,8 +94,14 @@ def test_rule_is_centre_square_then_scale():
 
 
 # Strips whose short-side-first resize would need gigabytes: refused from the header, before decoding.
-STRIPS = {(20000, 1): "too small", (60000, 1): "too small", (1, 60000): "too small", (100_000, 2): "too small",
-          (MAX_ASPECT * 16 + 1, 16): "too elongated", (16, 4000): "too elongated"}
+STRIPS = {
+    (20000, 1): "too small",
+    (60000, 1): "too small",
+    (1, 60000): "too small",
+    (100_000, 2): "too small",
+    (MAX_ASPECT * 16 + 1, 16): "too elongated",
+    (16, 4000): "too elongated",
+}
 
 
 @pytest.mark.parametrize("size", STRIPS)
@@ -117,8 +125,12 @@ def test_animated_gif_uses_first_frame():
 
 def test_bad_files_raise_image_error(tmp_path):
     good = encode(Image.fromarray(gradient()), "JPEG")
-    cases = {"zero bytes": b"", "not an image": b"hello, this is text\n" * 20, "truncated": good[: len(good) // 3],
-             "corrupt": good[:200] + bytes(range(256)) * 20}
+    cases = {
+        "zero bytes": b"",
+        "not an image": b"hello, this is text\n" * 20,
+        "truncated": good[: len(good) // 3],
+        "corrupt": good[:200] + bytes(range(256)) * 20,
+    }
     for name, data in cases.items():
         with pytest.raises(ImageError):
             preprocess(data)

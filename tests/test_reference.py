@@ -30,8 +30,11 @@ def model():
 @pytest.fixture(scope="module")
 def sample_features(model):
     paths = sample_files("real")[::6] + sample_files("render")[::4]
-    return (np.array([model.explain(preprocess(path, model.input_size)).pooled for path in paths]),
-            np.array([0 if path.parent.name == "real" else 1 for path in paths]), paths)
+    return (
+        np.array([model.explain(preprocess(path, model.input_size)).pooled for path in paths]),
+        np.array([0 if path.parent.name == "real" else 1 for path in paths]),
+        paths,
+    )
 
 
 def test_the_shipped_model_carries_a_small_balanced_reference_set(model):
@@ -71,14 +74,19 @@ def altered_reference(tmp_path, change):
     return folder
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda f, y: {"features": f, "labels": y, "extra": y}, "exactly 'features' and 'labels'"),
-    (lambda f, y: {"features": f.astype(np.float32), "labels": y}, "features must be float16"),
-    (lambda f, y: {"features": f[:, :5], "labels": y}, "features must be float16 of shape"),
-    (lambda f, y: {"features": np.where(np.arange(f.size).reshape(f.shape) == 7, np.nan, f).astype(np.float16),
-                   "labels": y}, "not a finite number"),
-    (lambda f, y: {"features": f, "labels": y + 5}, "labels must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f, y: {"features": f, "labels": y, "extra": y}, "exactly 'features' and 'labels'"),
+        (lambda f, y: {"features": f.astype(np.float32), "labels": y}, "features must be float16"),
+        (lambda f, y: {"features": f[:, :5], "labels": y}, "features must be float16 of shape"),
+        (
+            lambda f, y: {"features": np.where(np.arange(f.size).reshape(f.shape) == 7, np.nan, f).astype(np.float16), "labels": y},
+            "not a finite number",
+        ),
+        (lambda f, y: {"features": f, "labels": y + 5}, "labels must be"),
+    ],
+)
 def test_a_damaged_reference_set_is_refused_by_every_loader(tmp_path, change, message):
     folder = altered_reference(tmp_path, change)
     with pytest.raises(ModelError, match=message):
@@ -104,8 +112,9 @@ def test_an_altered_or_missing_reference_file_is_named(tmp_path):
 
 def fit(model, features, labels, reference=True):
     dense = model.head()
-    return adapt_head(dense.kernel_t, dense.bias, features, labels,
-                      reference=model.reference if reference else None, threshold=model.threshold)
+    return adapt_head(
+        dense.kernel_t, dense.bias, features, labels, reference=model.reference if reference else None, threshold=model.threshold
+    )
 
 
 def right_answers(model, head, features, labels):
@@ -113,8 +122,12 @@ def right_answers(model, head, features, labels):
     logits = features @ kernel_t.T + bias
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return np.array([answer(row, model.classes, model.threshold).label == model.classes[label]
-                     for row, label in zip(probabilities, labels, strict=True)])
+    return np.array(
+        [
+            answer(row, model.classes, model.threshold).label == model.classes[label]
+            for row, label in zip(probabilities, labels, strict=True)
+        ]
+    )
 
 
 def margins(model, head, features, labels):
@@ -163,13 +176,25 @@ def test_corrections_move_their_images_to_the_user_s_side(model, sample_features
 
 
 def document_of(model, entries):
-    return {"format": "rendernet-corrections", "format_version": 1, "base_weights_sha256": model.manifest["weights"]["sha256"],
-            "classes": model.classes, "corrections": entries}
+    return {
+        "format": "rendernet-corrections",
+        "format_version": 1,
+        "base_weights_sha256": model.manifest["weights"]["sha256"],
+        "classes": model.classes,
+        "corrections": entries,
+    }
 
 
 def entries(features, labels, model, time, file_prefix="x"):
-    return [{"features": encode_features(vector), "label": model.classes[label], "file": f"{file_prefix}{index}.jpg",
-             "time": time + index} for index, (vector, label) in enumerate(zip(features, labels, strict=True))]
+    return [
+        {
+            "features": encode_features(vector),
+            "label": model.classes[label],
+            "file": f"{file_prefix}{index}.jpg",
+            "time": time + index,
+        }
+        for index, (vector, label) in enumerate(zip(features, labels, strict=True))
+    ]
 
 
 def test_two_people_s_corrections_merged_give_one_person_s_head(model, sample_features, tmp_path):
@@ -183,9 +208,25 @@ def test_two_people_s_corrections_merged_give_one_person_s_head(model, sample_fe
     one.reset()
     (tmp_path / "alice.json").write_text(json.dumps(document_of(model, alice)))
     (tmp_path / "bob.json").write_text(json.dumps(document_of(model, bob + alice[:2])))  # bob has two of alice's too
-    result = subprocess.run([sys.executable, "-m", "rendernet.cli", "adapt", "--model", DEFAULT_MODEL, "--examples",
-                             tmp_path / "alice.json", tmp_path / "bob.json", "--out", tmp_path / "team"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rendernet.cli",
+            "adapt",
+            "--model",
+            DEFAULT_MODEL,
+            "--examples",
+            tmp_path / "alice.json",
+            tmp_path / "bob.json",
+            "--out",
+            tmp_path / "team",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["corrections"] == {name: int(np.sum(labels[:9] == index)) for index, name in enumerate(model.classes)}
@@ -211,8 +252,28 @@ def test_a_corrected_image_answers_with_the_user_s_label_everywhere():
     corrected = answer([0.2, 0.8], classes, 0.5, your_label="real")
     assert corrected.label == "real" and corrected.confidence == 1.0 and not corrected.not_sure
     header = csv_header(classes)
-    row = dict(zip(header, csv_row({"file": "a.jpg", "probabilities": {"real": 0.2, "render": 0.8}, "your_label": "real",
-                                    "shipped": {"real": 0.7, "render": 0.3}, "model": "adapted"}, classes, 0.5, 0.6),
-                   strict=True))
-    assert (row["label"], row["answer"], row["your_label"], row["shipped_label"], row["threshold"]) == \
-        ("render", "real", "real", "real", "0.5")
+    row = dict(
+        zip(
+            header,
+            csv_row(
+                {
+                    "file": "a.jpg",
+                    "probabilities": {"real": 0.2, "render": 0.8},
+                    "your_label": "real",
+                    "shipped": {"real": 0.7, "render": 0.3},
+                    "model": "adapted",
+                },
+                classes,
+                0.5,
+                0.6,
+            ),
+            strict=True,
+        )
+    )
+    assert (row["label"], row["answer"], row["your_label"], row["shipped_label"], row["threshold"]) == (
+        "render",
+        "real",
+        "real",
+        "real",
+        "0.5",
+    )

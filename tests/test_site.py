@@ -57,9 +57,12 @@ def browser(tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile", executable_path=CHROMIUM, headless=True,
+            tmp_path / "profile",
+            executable_path=CHROMIUM,
+            headless=True,
             args=[*CHROMIUM_FLAGS, "--host-resolver-rules=MAP rendernet.test 127.0.0.1"],  # an insecure origin
-            accept_downloads=True)
+            accept_downloads=True,
+        )
         yield context
         context.close()
 
@@ -86,17 +89,17 @@ class Page:
 
     def upload(self, files, expected_rows):
         self.page.set_input_files("#file-input", [str(path) for path in files])
-        self.page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {expected_rows}",
-                                    timeout=120_000)
+        self.page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {expected_rows}", timeout=120_000)
         return self.rows()
 
     def rows(self):
-        return [json.loads(row.get_attribute("data-result"))
-                for row in self.page.query_selector_all("#results tbody tr")]
+        return [json.loads(row.get_attribute("data-result")) for row in self.page.query_selector_all("#results tbody tr")]
+
 
 # Measured by bench/browser.py on 40 sample images re-saved as JPEG q90 with models/default: P(render) differs
 # by median 0.0010, at most 0.018 (the high-pass model before it: median 0.025, up to 0.14).
 JPEG_TOLERANCE = 0.05
+
 
 def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, sample_images, tmp_path):
     """WebP (identical decoding in Pyodide and natively) within 1e-5; JPEG, which Pyodide's Pillow decodes with
@@ -123,7 +126,7 @@ def test_sample_images_match_native_and_nothing_leaves_the_page(site, browser, s
     origins = {url.split("/")[2] for url in page.requests if url.startswith("http")}
     assert origins == {site.split("/")[2]}, origins
     assert all(url.startswith((site, "data:", "blob:")) for url in page.requests)
-    assert page.requests[page.requests_at_ready:] == [], "requests after ready"
+    assert page.requests[page.requests_at_ready :] == [], "requests after ready"
     assert page.errors == []
 
 
@@ -134,8 +137,10 @@ def write_bad_files(folder):
     good = sample_files("real")[0].read_bytes()
     files["truncated.jpg"] = good[: len(good) // 3]
     files["corrupt.png"] = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
-    for name, image, format in [("cmyk.jpg", rgb.convert("CMYK"), "JPEG"), ("sixteen.png", Image.fromarray(
-            np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG")]:
+    for name, image, format in [
+        ("cmyk.jpg", rgb.convert("CMYK"), "JPEG"),
+        ("sixteen.png", Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG"),
+    ]:
         buffer = io.BytesIO()
         image.save(buffer, format)
         files[name] = buffer.getvalue()
@@ -210,7 +215,7 @@ def hostile_model(folder):
     """The default model with class names and metrics that are HTML, quotes and formulas."""
     shutil.copytree(DEFAULT_MODEL, folder)
     manifest = json.loads((folder / "model.json").read_text())
-    manifest["classes"] = ["<img src=x onerror=alert(1)>", "=HYPERLINK(\"x\") ' \" & <b>"]
+    manifest["classes"] = ["<img src=x onerror=alert(1)>", '=HYPERLINK("x") \' " & <b>']
     manifest["credits"] = ["<script>alert(2)</script>", "' onmouseover='alert(4)"]
     manifest["preprocessing"] = "<img src=y onerror=alert(3)> <i>bilinear</i>"
     (folder / "model.json").write_text(json.dumps(manifest))
@@ -223,8 +228,13 @@ def hostile_model(folder):
 def test_hostile_file_names_and_model_text_stay_text(browser, tmp_path):
     with serving(build_site(tmp_path / "dist", hostile_model(tmp_path / "model"))) as url:
         page = Page(browser, url)
-        names = ["x' onload='alert(6)' b='.png", 'q" onerror="alert(7)".png', "<img src=z onerror=alert(8)>.png",
-                 "a & b &amp; c.png", "=HYPERLINK(1).png"]
+        names = [
+            "x' onload='alert(6)' b='.png",
+            'q" onerror="alert(7)".png',
+            "<img src=z onerror=alert(8)>.png",
+            "a & b &amp; c.png",
+            "=HYPERLINK(1).png",
+        ]
         model = load_model(DEFAULT_MODEL)  # every row a render, whatever the shipped model: its surest sample render
         surest = max(sample_files("render"), key=lambda path: model.forward(preprocess(path, 224)[None])[0, 1])
         files = []
@@ -240,8 +250,13 @@ def test_hostile_file_names_and_model_text_stay_text(browser, tmp_path):
         assert "<svg onload=alert(5)>" in about and "' onmouseover='alert(4)" in about
         # no element or attribute came from any of that text
         assert page.page.locator("#results img").count() == 2 * len(files)  # thumbnail + heatmap per row
-        assert page.page.locator("#about-body img, #about-body svg, #about-body script, #about-body b, #about-body i, "
-                                 "#results b, #results script, #results svg").count() == 0
+        assert (
+            page.page.locator(
+                "#about-body img, #about-body svg, #about-body script, #about-body b, #about-body i, "
+                "#results b, #results script, #results svg"
+            ).count()
+            == 0
+        )
         handlers = page.page.evaluate("""[...document.querySelectorAll('*')].flatMap(node => [...node.attributes]
             .filter(attribute => attribute.name.startsWith('on')).map(attribute => attribute.name))""")
         assert handlers == []
@@ -271,9 +286,16 @@ def every_kind_of_file(folder):
     rgb = Image.open(sample_files("real")[0]).convert("RGB")
     rotated = rgb.getexif()
     rotated[0x0112] = 6  # EXIF orientation: rotate on load
-    variants = [("exif.jpg", rgb, {"exif": rotated}), ("alpha.png", rgb.convert("RGBA"), {}), ("image.bmp", rgb, {}),
-                ("image.tiff", rgb, {}), ("palette.gif", rgb.convert("P"), {}), ("alpha.webp", rgb.convert("RGBA"), {}),
-                ("strip.png", Image.new("RGB", (20000, 1)), {}), ("grey.jpg", rgb.convert("L"), {})]
+    variants = [
+        ("exif.jpg", rgb, {"exif": rotated}),
+        ("alpha.png", rgb.convert("RGBA"), {}),
+        ("image.bmp", rgb, {}),
+        ("image.tiff", rgb, {}),
+        ("palette.gif", rgb.convert("P"), {}),
+        ("alpha.webp", rgb.convert("RGBA"), {}),
+        ("strip.png", Image.new("RGB", (20000, 1)), {}),
+        ("grey.jpg", rgb.convert("L"), {}),
+    ]
     for name, image, options in variants:
         files.append(folder / name)
         image.save(files[-1], **options)
@@ -378,10 +400,21 @@ def test_redeploy_is_seen_on_the_next_load_and_a_failed_update_keeps_the_old_ver
 
 
 FAILED = "body[data-state=failed]"
-BUNDLE_FILES = ["pyodide-*/numpy-*.whl", "pyodide-*/pyodide.asm.wasm", "pyodide-*/python_stdlib.zip",
-                "pyodide-*/pyodide-lock.json", "pyscript-*/core-*.js", "pyscript-*/micropython.wasm", "app-*/main.py",
-                "app-*/worker.py", "app-*/worker.json", "app-*/main.json", "app-*/rendernet/layers.py",
-                "app-*/model/model.json", "app-*/model/weights.npz"]
+BUNDLE_FILES = [
+    "pyodide-*/numpy-*.whl",
+    "pyodide-*/pyodide.asm.wasm",
+    "pyodide-*/python_stdlib.zip",
+    "pyodide-*/pyodide-lock.json",
+    "pyscript-*/core-*.js",
+    "pyscript-*/micropython.wasm",
+    "app-*/main.py",
+    "app-*/worker.py",
+    "app-*/worker.json",
+    "app-*/main.json",
+    "app-*/rendernet/layers.py",
+    "app-*/model/model.json",
+    "app-*/model/weights.npz",
+]
 
 
 @pytest.fixture(scope="module")
@@ -426,8 +459,7 @@ def test_an_altered_file_is_named_and_never_runs(built, browser, tmp_path, patte
     dist, name = damaged_copy(built, tmp_path, pattern, altered)
     with serving(dist) as url:
         page = Page(browser, url, wait_for=FAILED)
-        problem = ("sw.js does not match this page's build" if name == "sw.js" else
-                   f"{name} does not match the build's sha256")
+        problem = "sw.js does not match this page's build" if name == "sw.js" else f"{name} does not match the build's sha256"
         assert problem in page.page.inner_text("#load-status") and not app_started(page)
 
 
@@ -510,8 +542,10 @@ def test_about_shows_the_models_own_files(site, browser):
 
 
 def batch_finished(page, rows):
-    page.page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {rows} "
-                                "&& document.querySelector('#cancel').disabled", timeout=180_000)
+    page.page.wait_for_function(
+        f"document.querySelectorAll('#results tbody tr').length >= {rows} && document.querySelector('#cancel').disabled",
+        timeout=180_000,
+    )
 
 
 def test_a_dead_worker_is_replaced_and_the_batch_goes_on(site, browser, tmp_path):
@@ -549,12 +583,16 @@ def test_a_huge_image_does_not_leave_the_worker_large(site, browser, tmp_path):
 
 # ---------------------------------------------------------------- adapting to the user's corrections
 
+
 def correct(page, row: int, label: str, count: int):
     """Press row's "It's <label>" button and wait for the adaptation to say `count` corrections."""
     page.page.locator(f"#results tbody tr:nth-child({row + 1}) button[data-label='{label}']").click()
-    page.page.wait_for_function(f"document.querySelector('#adaptation-status').textContent.includes('{count} correction')"
-                                if count else "document.querySelector('#adaptation-status').textContent.startsWith('The shipped')",
-                                timeout=30_000)
+    page.page.wait_for_function(
+        f"document.querySelector('#adaptation-status').textContent.includes('{count} correction')"
+        if count
+        else "document.querySelector('#adaptation-status').textContent.startsWith('The shipped')",
+        timeout=30_000,
+    )
 
 
 def adapted_model(page, tmp_path):
@@ -579,8 +617,9 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
     model = load_model(DEFAULT_MODEL)
 
     def nearest_the_threshold(paths):  # the answers a few corrections can change
-        return sorted(paths, key=lambda path: abs(model.classify(preprocess(path, 224))["probabilities"]["render"]
-                                                  - model.threshold))[:8]
+        return sorted(
+            paths, key=lambda path: abs(model.classify(preprocess(path, 224))["probabilities"]["render"] - model.threshold)
+        )[:8]
 
     files = nearest_the_threshold(sample_files("real")[::3]) + nearest_the_threshold(sample_files("render")[::3])  # WebP
     truth = ["real"] * 8 + ["render"] * 8
@@ -589,8 +628,9 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
     assert page.page.inner_text("#adaptation-status").startswith("The shipped model answers")
     shipped_answers = [decide(row["probabilities"], model.classes, model.threshold)[::2] for row in shipped]  # label, not sure
     wrong = [index for index in range(16) if shipped_answers[index][0] != truth[index]]
-    chosen = ([index for index in wrong if index < 8] + list(range(8)))[:3] + \
-        ([index for index in wrong if index >= 8] + list(range(8, 16)))[:3]
+    chosen = ([index for index in wrong if index < 8] + list(range(8)))[:3] + (
+        [index for index in wrong if index >= 8] + list(range(8, 16))
+    )[:3]
     chosen = list(dict.fromkeys(chosen))
     for count, row in enumerate(chosen, start=1):
         correct(page, row, truth[row], count)
@@ -602,10 +642,13 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
         assert labels[index] == f"{truth[index]} — your label", labels[index]
         says = page.page.locator(f"#results tbody tr:nth-child({index + 1}) .model-says").inner_text()
         assert says.startswith(("the model now says", "kept as your label; the model still disagrees")), says
-    final = [(truth[index], False) if index in chosen else decide(row["probabilities"], model.classes, model.threshold)[::2]
-             for index, row in enumerate(rows)]
-    marked = page.page.evaluate("[...document.querySelectorAll('#results tbody tr')]"
-                                ".map(row => row.textContent.includes('shipped model:'))")
+    final = [
+        (truth[index], False) if index in chosen else decide(row["probabilities"], model.classes, model.threshold)[::2]
+        for index, row in enumerate(rows)
+    ]
+    marked = page.page.evaluate(
+        "[...document.querySelectorAll('#results tbody tr')].map(row => row.textContent.includes('shipped model:'))"
+    )
     assert marked == [before != after for before, after in zip(shipped_answers, final, strict=True)]
     assert sum(marked) >= 1
     archive = adapted_model(page, tmp_path)
@@ -626,7 +669,7 @@ def test_corrections_adapt_the_page_last_offline_and_export_the_same_model(site,
     assert f"{len(chosen)} corrections ({real} real, {render} render)" in about and "Reference examples" in about
     assert model.manifest["weights"]["sha256"] in about
     assert page.page.locator("#results button[aria-pressed='true']").count() == len(chosen)
-    assert [url for url in page.requests[page.requests_at_ready:] if url.startswith("http")] == []
+    assert [url for url in page.requests[page.requests_at_ready :] if url.startswith("http")] == []
     assert page.errors == []
 
     browser.set_offline(True)  # the next visit: the corrections are back, offline included
@@ -684,23 +727,42 @@ def test_one_correction_keeps_the_other_kind_and_a_colleague_s_file_is_added(sit
     sha256 = model.manifest["weights"]["sha256"]
     entry = json.loads(theirs.read_text())["corrections"][0]
     bad = {
-        "another-model.json": (json.dumps(dict(json.loads(theirs.read_text()), base_weights_sha256="0" * 64)),
-                               "made with another model"),
-        "nan.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[dict(entry, features=base64.b64encode(
-            np.full(112, np.nan, "<f4").tobytes()).decode())])), "not a finite number"),
-        "short.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[dict(entry, features=base64.b64encode(
-            np.ones(5, "<f4").tobytes()).decode())])), "features hold 5 values"),
+        "another-model.json": (
+            json.dumps(dict(json.loads(theirs.read_text()), base_weights_sha256="0" * 64)),
+            "made with another model",
+        ),
+        "nan.json": (
+            json.dumps(
+                dict(
+                    json.loads(theirs.read_text()),
+                    corrections=[dict(entry, features=base64.b64encode(np.full(112, np.nan, "<f4").tobytes()).decode())],
+                )
+            ),
+            "not a finite number",
+        ),
+        "short.json": (
+            json.dumps(
+                dict(
+                    json.loads(theirs.read_text()),
+                    corrections=[dict(entry, features=base64.b64encode(np.ones(5, "<f4").tobytes()).decode())],
+                )
+            ),
+            "features hold 5 values",
+        ),
         "not-json.json": ("{" * 100_000, "not a corrections file"),
-        "many.json": (json.dumps(dict(json.loads(theirs.read_text()), corrections=[entry] * 100_000)),
-                      "at most"),  # 66 MB: refused by its size before it is parsed
+        "many.json": (
+            json.dumps(dict(json.loads(theirs.read_text()), corrections=[entry] * 100_000)),
+            "at most",
+        ),  # 66 MB: refused by its size before it is parsed
     }
     assert sha256 == json.loads(theirs.read_text())["base_weights_sha256"]
     for name, (text, reason) in bad.items():
         (tmp_path / name).write_text(text)
         started = time.monotonic()
         page.page.set_input_files("#import-corrections", str(tmp_path / name))
-        page.page.wait_for_function(f"document.querySelector('#notice').textContent.includes('{name} could not be added')",
-                                    timeout=60_000)
+        page.page.wait_for_function(
+            f"document.querySelector('#notice').textContent.includes('{name} could not be added')", timeout=60_000
+        )
         assert reason in page.page.inner_text("#notice") and time.monotonic() - started < 30, name
         assert page.page.inner_text("#adaptation-status") == "Adapted to your images: 3 corrections (1 real, 2 render)."
     assert page.errors == []
@@ -732,7 +794,8 @@ def test_file_evidence_is_shown_and_a_thumbnail_opens_large(site, browser, tmp_p
 
 def keep(page, key, value):
     """Put a value into the page's corrections database, as a damaged or older visit would have left it."""
-    page.page.evaluate("""([key, value]) => new Promise((resolve, reject) => {
+    page.page.evaluate(
+        """([key, value]) => new Promise((resolve, reject) => {
         const request = indexedDB.open("rendernet", 1);
         request.onupgradeneeded = () => request.result.createObjectStore("corrections");
         request.onsuccess = () => {
@@ -741,7 +804,9 @@ def keep(page, key, value):
           transaction.oncomplete = () => { request.result.close(); resolve(); };
           transaction.onerror = () => reject(transaction.error);
         };
-      })""", [key, value])
+      })""",
+        [key, value],
+    )
 
 
 def test_kept_corrections_that_cannot_be_used_fall_back_and_are_not_lost(site, browser, tmp_path):
@@ -752,12 +817,23 @@ def test_kept_corrections_that_cannot_be_used_fall_back_and_are_not_lost(site, b
     rng = np.random.default_rng(0)
 
     def document(corrections, base=sha256):
-        return json.dumps({"format": "rendernet-corrections", "format_version": 1, "base_weights_sha256": base,
-                           "classes": ["real", "render"], "corrections": corrections})
+        return json.dumps(
+            {
+                "format": "rendernet-corrections",
+                "format_version": 1,
+                "base_weights_sha256": base,
+                "classes": ["real", "render"],
+                "corrections": corrections,
+            }
+        )
 
     def entry(values, label="real"):
-        return {"features": base64.b64encode(np.asarray(values, "<f4").tobytes()).decode(), "label": label,
-                "file": "x.jpg", "time": 0}
+        return {
+            "features": base64.b64encode(np.asarray(values, "<f4").tobytes()).decode(),
+            "label": label,
+            "file": "x.jpg",
+            "time": 0,
+        }
 
     keep(page, f"corrections:{sha256}", document([entry(np.full(112, np.nan))]))
     keep(page, "corrections:" + "0" * 64, document([entry(np.ones(112))], base="0" * 64))
@@ -782,8 +858,10 @@ def test_kept_corrections_that_cannot_be_used_fall_back_and_are_not_lost(site, b
     started = time.monotonic()
     page = Page(browser, site)
     status = page.page.inner_text("#adaptation-status")
-    assert status == ("Adapted to your images: 1000 corrections (500 real, 500 render). "
-                      "The most recent 1,000 of your 10,000 corrections adapt it.")
+    assert status == (
+        "Adapted to your images: 1000 corrections (500 real, 500 render). "
+        "The most recent 1,000 of your 10,000 corrections adapt it."
+    )
     assert time.monotonic() - started < 60
     assert page.errors == []
 
@@ -806,7 +884,7 @@ def test_a_pool_of_two_workers_keeps_the_order_the_adaptation_and_cancel(site, b
         correct(page, row, label, count)
     adapted = load_model(adapted_model(page, tmp_path))
     more = sample_files("real")[1::7][:6]
-    rows = page.upload(more, len(files) + len(more))[len(files):]
+    rows = page.upload(more, len(files) + len(more))[len(files) :]
     for path, row in zip(more, rows, strict=True):  # whichever worker took them, they answer with the adapted head
         native = adapted.forward(preprocess(path, 224)[None])[0]
         assert abs(row["probabilities"]["render"] - native[1]) < 1e-5, path.name
@@ -815,6 +893,6 @@ def test_a_pool_of_two_workers_keeps_the_order_the_adaptation_and_cancel(site, b
     page.page.wait_for_function(f"document.querySelectorAll('#results tbody tr').length >= {len(files) + len(more) + 3}")
     page.page.click("#cancel")
     page.page.wait_for_function("document.querySelector('#cancel').disabled")
-    shown = [row["file"] for row in page.rows()][len(files) + len(more):]
-    assert 3 <= len(shown) < len(many) and shown == [path.name for path in many[:len(shown)]]
+    shown = [row["file"] for row in page.rows()][len(files) + len(more) :]
+    assert 3 <= len(shown) < len(many) and shown == [path.name for path in many[: len(shown)]]
     assert page.errors == []

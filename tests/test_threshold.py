@@ -34,12 +34,16 @@ def test_without_priority_or_guard_it_is_the_best_balanced_accuracy_over_sources
     """Pinned by brute force: every source weighing the same, per class, then the classes; ties to 0.5."""
     rng = np.random.default_rng(0)
     for _ in range(20):  # random sources of random sizes
-        scored = {f"s{index}": (index % 2, rng.beta(2 + index % 2 * 2, 3, rng.integers(3, 30)), "other")
-                  for index in range(rng.integers(2, 7))}
+        scored = {
+            f"s{index}": (index % 2, rng.beta(2 + index % 2 * 2, 3, rng.integers(3, 30)), "other")
+            for index in range(rng.integers(2, 7))
+        }
 
         def balanced(t, scored=scored):
-            per_class = [np.mean([np.mean((scores >= t) == bool(label)) for label, scores, _ in scored.values() if label == c])
-                         for c in (0, 1)]
+            per_class = [
+                np.mean([np.mean((scores >= t) == bool(label)) for label, scores, _ in scored.values() if label == c])
+                for c in (0, 1)
+            ]
             return np.mean(per_class)
 
         cuts = np.unique(np.concatenate([scores for _, scores, _ in scored.values()] + [[0.5]]))
@@ -88,22 +92,30 @@ def test_a_guard_no_cut_can_keep_changes_nothing():
 
 
 def test_family_summary_averages_sources_and_names_the_worst():
-    results = {"interiors": {"accuracy": 0.6, "family": "rooms", "label": "real"},
-               "gcompris-buildings": {"accuracy": 0.9, "family": "exteriors", "label": "real"},
-               "blender-exteriors": {"accuracy": 0.8, "family": "exteriors", "label": "render"},
-               "blender-exteriors-2": {"accuracy": 0.6, "family": "exteriors", "label": "render"}}
+    results = {
+        "interiors": {"accuracy": 0.6, "family": "rooms", "label": "real"},
+        "gcompris-buildings": {"accuracy": 0.9, "family": "exteriors", "label": "real"},
+        "blender-exteriors": {"accuracy": 0.8, "family": "exteriors", "label": "render"},
+        "blender-exteriors-2": {"accuracy": 0.6, "family": "exteriors", "label": "render"},
+    }
     assert family_summary(results) == {
         "rooms/real": {"mean_accuracy": 0.6, "sources": 1, "worst": "interiors"},
         "exteriors/real": {"mean_accuracy": 0.9, "sources": 1, "worst": "gcompris-buildings"},
-        "exteriors/render": {"mean_accuracy": 0.7, "sources": 2, "worst": "blender-exteriors-2"}}
+        "exteriors/render": {"mean_accuracy": 0.7, "sources": 2, "worst": "blender-exteriors-2"},
+    }
 
 
 def test_the_selection_score_is_the_threshold_rules_measure_on_the_left_out_sources():
-    results = {"interiors": {"accuracy": 0.6, "family": "rooms", "label": "real"},
-               "rendered-rooms": {"accuracy": 1.0, "family": "rooms", "label": "render"},
-               "wallpapers": {"accuracy": 0.9, "family": "other", "label": "real"},
-               "photos": {"accuracy": 0.7, "family": "other", "label": "real"},
-               "povray": {"accuracy": 0.5, "family": "other", "label": "render"}}
+    results = {
+        "interiors": {"accuracy": 0.6, "family": "rooms", "label": "real"},
+        "rendered-rooms": {"accuracy": 1.0, "family": "rooms", "label": "render"},
+        "wallpapers": {"accuracy": 0.9, "family": "other", "label": "real"},
+        "photos": {"accuracy": 0.7, "family": "other", "label": "real"},
+        "povray": {"accuracy": 0.5, "family": "other", "label": "render"},
+    }
     # real: (rooms 0.6 + others (0.9 + 0.7) / 2) / 2 = 0.7; render: (1.0 + 0.5) / 2 = 0.75
     assert selection_score(results, ["real", "render"], ("rooms", "exteriors"), 0.8) == {
-        "score": 0.725, "plain": round(((0.6 + 0.9 + 0.7) / 3 + 0.75) / 2, 4), "under_guard": ["photos", "povray"]}
+        "score": 0.725,
+        "plain": round(((0.6 + 0.9 + 0.7) / 3 + 0.75) / 2, 4),
+        "under_guard": ["photos", "povray"],
+    }

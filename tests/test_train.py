@@ -43,8 +43,9 @@ def trained(tiny_dataset, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("model")
     cache = tmp_path_factory.mktemp("cache")
-    metrics = train(tiny_dataset, out, architecture="small", epochs=1, batch_size=8, quantize=("float16", "int8"),
-                    cache_dir=cache, verbose=0)
+    metrics = train(
+        tiny_dataset, out, architecture="small", epochs=1, batch_size=8, quantize=("float16", "int8"), cache_dir=cache, verbose=0
+    )
     return out, metrics, cache
 
 
@@ -64,8 +65,18 @@ def four_sources(tmp_path_factory):
 
 def test_exports_every_format(trained):
     out, metrics, _ = trained
-    for name in ("model.keras", "model.tflite", "model.float16.tflite", "model.int8.tflite", "weights.npz",
-                 "model.json", "metrics.json", "training.png", "confusion.png", "skipped.txt"):
+    for name in (
+        "model.keras",
+        "model.tflite",
+        "model.float16.tflite",
+        "model.int8.tflite",
+        "weights.npz",
+        "model.json",
+        "metrics.json",
+        "training.png",
+        "confusion.png",
+        "skipped.txt",
+    ):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["classes"] == ["real", "render"]
@@ -145,12 +156,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from rendernet_train.train import make_strategy, train
 strategy = make_strategy("mirrored")
 print("REPLICAS", strategy.num_replicas_in_sync)
-train({str(dataset)!r}, {str(tmp_path / 'model')!r}, architecture="small", epochs=1, batch_size=8, strategy="mirrored",
-      cache_dir={str(tmp_path / 'cache')!r}, verbose=0)
+train({str(dataset)!r}, {str(tmp_path / "model")!r}, architecture="small", epochs=1, batch_size=8, strategy="mirrored",
+      cache_dir={str(tmp_path / "cache")!r}, verbose=0)
 """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
     assert load_model(tmp_path / "model").forward(np.zeros((1, 200, 200, 3), np.uint8)).shape == (1, 2)
@@ -172,12 +182,40 @@ def test_multi_worker_training_on_two_local_processes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = []
     for index in range(2):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "rendernet_train.cli", "train", dataset, "--out", tmp_path / f"model{index}", "--architecture",
-             "small", "--epochs", "1", "--batch-size", "8", "--strategy", "multi-worker", "--verbose", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rendernet_train.cli",
+                    "train",
+                    dataset,
+                    "--out",
+                    tmp_path / f"model{index}",
+                    "--architecture",
+                    "small",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--strategy",
+                    "multi-worker",
+                    "--verbose",
+                    "0",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         for worker in workers:
             _, stderr = worker.communicate(timeout=300)
@@ -202,8 +240,17 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     shutil.copytree(SAMPLE_DIR, data)
     sample = json.loads((data / "manifest.json").read_text())
     povray = [entry for entry in sample["files"] if entry["source"] == "povray"]
-    metrics = train(data, tmp_path / "model", epochs=2, batch_size=16, views=2, hold_out=("povray",), loso=True,
-                    cache_dir=tmp_path / "cache", verbose=0)
+    metrics = train(
+        data,
+        tmp_path / "model",
+        epochs=2,
+        batch_size=16,
+        views=2,
+        hold_out=("povray",),
+        loso=True,
+        cache_dir=tmp_path / "cache",
+        verbose=0,
+    )
     assert metrics["held_out"]["povray"]["count"] == len(povray) > 0
     assert 0.0 <= metrics["held_out"]["povray"]["roc_auc"] <= 1.0
     sources = {entry["source"] for entry in json.loads((data / "manifest.json").read_text())["files"]} - {"povray"}
@@ -213,8 +260,12 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     assert families["exteriors/real"]["worst"] == "gcompris-buildings" and families["exteriors/render"]["sources"] == 1
     assert sum(family["sources"] for family in families.values()) == len(sources)
     assert 0.0 <= metrics["selection"]["score"] <= 1.0
-    assert set(metrics["selection"]["under_guard"]) <= sources - {"tiktok-interiors", "blender-rooms", "gcompris-buildings",
-                                                                  "blender-exteriors"}
+    assert set(metrics["selection"]["under_guard"]) <= sources - {
+        "tiktok-interiors",
+        "blender-rooms",
+        "gcompris-buildings",
+        "blender-exteriors",
+    }
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     assert manifest["input"]["shape"] == [224, 224, 3] and manifest["credits"]
     kernel_dtypes = {spec["dtype"] for layer in manifest["layers"] for name, spec in layer["weights"].items() if "kernel" in name}
@@ -226,8 +277,9 @@ def test_pretrained_model_holds_a_source_out_and_scores_every_source_unseen(tmp_
     # the reference set: training images' pooled features as the NumPy model computes them, balanced over sources
     features, labels = loaded.reference
     assert manifest["reference"]["count"] == len(labels) <= metrics["split_sizes"]["train"] and manifest["rendernet_version"]
-    pooled = np.array([loaded.explain(preprocess(data / entry["path"], 224)).pooled for entry in sample["files"]
-                       if entry["source"] != "povray"])
+    pooled = np.array(
+        [loaded.explain(preprocess(data / entry["path"], 224)).pooled for entry in sample["files"] if entry["source"] != "povray"]
+    )
     nearest = np.abs(features[:, None, :] - pooled[None]).max(axis=2).min(axis=1)
     assert nearest.max() <= 0.02 * np.abs(pooled).max()  # each one an image's features (Keras = NumPy, float16)
     assert set(np.unique(labels)) == {0, 1}
@@ -244,8 +296,19 @@ def test_fine_tuning_trains_only_the_last_blocks_on_their_cached_input(four_sour
     from rendernet_train.efficientnet import converted_weights
     from rendernet_train.train import train
 
-    metrics = train(four_sources, tmp_path / "model", epochs=2, batch_size=8, views=2, fine_tune=1, fine_tune_epochs=2,
-                    loso=True, balance_sources=True, cache_dir=tmp_path / "cache", verbose=0)
+    metrics = train(
+        four_sources,
+        tmp_path / "model",
+        epochs=2,
+        batch_size=8,
+        views=2,
+        fine_tune=1,
+        fine_tune_epochs=2,
+        loso=True,
+        balance_sources=True,
+        cache_dir=tmp_path / "cache",
+        verbose=0,
+    )
     assert metrics["config"]["fine_tune"] == 1 and metrics["selection"]["score"] is not None
     assert metrics["epochs_run"] >= 3  # the head's epochs, then fine-tuning's
     model = keras.saving.load_model(tmp_path / "model" / "model.keras")
@@ -271,8 +334,9 @@ def test_several_heads_are_stored_as_their_mean_which_is_the_mean_of_their_logit
     rng = np.random.default_rng(0)
     features, labels = rng.normal(size=(60, 3)).astype(np.float32), np.arange(60) % 2
     settings = {"epochs": 3, "batch_size": 8, "patience": 2, "learning_rate": 1e-2, "verbose": 0}
-    singles = [fit_heads(model, features[:40], labels[:40], features[40:], labels[40:], seed=seed, **settings)[0]
-               for seed in (7, 8, 9)]
+    singles = [
+        fit_heads(model, features[:40], labels[:40], features[40:], labels[40:], seed=seed, **settings)[0] for seed in (7, 8, 9)
+    ]
     mean, history = fit_heads(model, features[:40], labels[:40], features[40:], labels[40:], seed=7, heads=3, **settings)
     assert len(history.history["loss"]) >= 1
     for got, *wanted in zip(mean.get_weights(), *(head.get_weights() for head in singles), strict=True):
@@ -301,8 +365,7 @@ def test_same_seed_same_weights(tiny_dataset, tmp_path):
     from rendernet_train.train import train
 
     for name in ("first", "second"):
-        train(tiny_dataset, tmp_path / name, architecture="small", epochs=2, batch_size=8, cache_dir=tmp_path / "cache",
-              verbose=0)
+        train(tiny_dataset, tmp_path / name, architecture="small", epochs=2, batch_size=8, cache_dir=tmp_path / "cache", verbose=0)
     first, second = np.load(tmp_path / "first" / "weights.npz"), np.load(tmp_path / "second" / "weights.npz")
     assert first.files == second.files
     assert all(np.array_equal(first[key], second[key]) for key in first.files)

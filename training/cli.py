@@ -55,10 +55,14 @@ def cmd_train(args) -> int:
 def cmd_dataset_build(args) -> int:
     from .dataset.build import build
 
-    manifest = build(Path(args.out), Path(args.cache), only=args.only, contact_sheet=args.contact_sheet,
-                     render_new=not args.cached_renders_only)
-    print(json.dumps({"stats": manifest["stats"], "skipped": len(manifest["skipped"]),
-                      "build_seconds": manifest["build_seconds"]}, indent=1))
+    manifest = build(
+        Path(args.out), Path(args.cache), only=args.only, contact_sheet=args.contact_sheet, render_new=not args.cached_renders_only
+    )
+    print(
+        json.dumps(
+            {"stats": manifest["stats"], "skipped": len(manifest["skipped"]), "build_seconds": manifest["build_seconds"]}, indent=1
+        )
+    )
     return 0
 
 
@@ -70,17 +74,21 @@ def cmd_dataset_sample(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="rendernet", description="Train small image classifiers and run them "
-                                   "in the browser with NumPy.")
+    main = argparse.ArgumentParser(
+        prog="rendernet", description="Train small image classifiers and run them in the browser with NumPy."
+    )
     commands = main.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train on DATA_DIR/<class>/*, export every format to --out")
     train.add_argument("data_dir")
     train.add_argument("--out", required=True, help="model folder to write, e.g. models/mine")
     TrainConfig.add_arguments(train)
-    train.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                       help="compute the pretrained backbone's features on this Dask cluster's workers (rendernet[train,"
-                       "cluster] on each; the data and cache folders at the same paths)")
+    train.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="compute the pretrained backbone's features on this Dask cluster's workers (rendernet[train,"
+        "cluster] on each; the data and cache folders at the same paths)",
+    )
     train.set_defaults(run=cmd_train)
 
     add_commands(commands)
@@ -92,15 +100,19 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download/render cache (default {DEFAULT_CACHE})")
     build.add_argument("--only", nargs="+", help="build only these sources (names in sources.json)")
     build.add_argument("--contact-sheet", help="also write a PNG grid of thumbnails here")
-    build.add_argument("--cached-renders-only", action="store_true",
-                       help="use the POV-Ray/Blender renders already in the cache; render nothing new")
+    build.add_argument(
+        "--cached-renders-only",
+        action="store_true",
+        help="use the POV-Ray/Blender renders already in the cache; render nothing new",
+    )
     build.set_defaults(run=cmd_dataset_build)
     sample = dataset_commands.add_parser("sample", help="pick the small committed sample from a built dataset")
     sample.add_argument("dataset")
     sample.add_argument("--out", default="data/sample")
     sample.add_argument("--per-class", type=int, default=70, help="files per class from the round-robin (default 70)")
-    sample.add_argument("--whole", action="append", metavar="SOURCE",
-                        help="every file of this source, beyond the per-class count (repeatable)")
+    sample.add_argument(
+        "--whole", action="append", metavar="SOURCE", help="every file of this source, beyond the per-class count (repeatable)"
+    )
     sample.set_defaults(run=cmd_dataset_sample)
     return main
 

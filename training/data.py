@@ -81,8 +81,11 @@ def scan(data_dir) -> Dataset:
         for path in class_files(data_dir / name, dataset.skipped):
             relative = path.relative_to(data_dir).as_posix()
             entry = known.get(relative, {})
-            dataset.examples.append(Example(path, label, entry.get("split") or hash_split(relative),
-                                            entry.get("source", name), entry.get("family", "other")))
+            dataset.examples.append(
+                Example(
+                    path, label, entry.get("split") or hash_split(relative), entry.get("source", name), entry.get("family", "other")
+                )
+            )
     return dataset
 
 
@@ -113,8 +116,7 @@ def _cache_one(job):
     return path, targets, None
 
 
-def cache_images(dataset: Dataset, cache_dir, size: int, workers=None, progress=True,
-                 crop_sources=False) -> None:
+def cache_images(dataset: Dataset, cache_dir, size: int, workers=None, progress=True, crop_sources=False) -> None:
     """Preprocess every example at the model's input `size` into the cache (and, with crop_sources, the
     training images' larger squares too); drop and record the ones that fail."""
     import keras
@@ -124,8 +126,9 @@ def cache_images(dataset: Dataset, cache_dir, size: int, workers=None, progress=
     bar = keras.utils.Progbar(len(dataset.examples), unit_name="image") if progress else None
     results = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        jobs = [(str(example.path), str(cache_dir), size, crop_sources and example.split == "train")
-                for example in dataset.examples]
+        jobs = [
+            (str(example.path), str(cache_dir), size, crop_sources and example.split == "train") for example in dataset.examples
+        ]
         for done, (path, targets, error) in enumerate(pool.map(_cache_one, jobs, chunksize=8), start=1):
             results[path] = (targets, error)
             if bar:
@@ -151,8 +154,9 @@ def read_square(path: Path) -> np.ndarray:
 
 def load_pixels(examples, size=INPUT_SIZE) -> np.ndarray:
     """Cached pixels of some examples as one uint8 array (N, size, size, 3)."""
-    return np.stack([read_square(example.cache_file) for example in examples]) if examples else \
-        np.zeros((0, size, size, 3), np.uint8)
+    return (
+        np.stack([read_square(example.cache_file) for example in examples]) if examples else np.zeros((0, size, size, 3), np.uint8)
+    )
 
 
 def random_resized_crop(square: np.ndarray, side, left, top, size: int) -> np.ndarray:
@@ -162,8 +166,9 @@ def random_resized_crop(square: np.ndarray, side, left, top, size: int) -> np.nd
     return np.asarray(image, dtype=np.uint8)
 
 
-def tf_dataset(examples, num_classes: int, batch_size: int, training: bool, seed: int, replicas: int = 1,
-               random_crops: bool = False):
+def tf_dataset(
+    examples, num_classes: int, batch_size: int, training: bool, seed: int, replicas: int = 1, random_crops: bool = False
+):
     """Stream cached examples as (float32 pixels 0..255, one-hot label) batches.
 
     Training batches are shuffled and augmented with flips, 90-degree rotations

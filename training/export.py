@@ -24,9 +24,28 @@ from rendernet.weights import channel_axes, decode, encode
 from .errors import TrainingError
 
 CONFIG_KEYS = (
-    "filters", "kernel_size", "strides", "padding", "activation", "use_bias", "depth_multiplier",
-    "dilation_rate", "groups", "data_format", "pool_size", "units", "epsilon", "axis", "scale",
-    "offset", "max_value", "negative_slope", "threshold", "keepdims", "rate", "center",
+    "filters",
+    "kernel_size",
+    "strides",
+    "padding",
+    "activation",
+    "use_bias",
+    "depth_multiplier",
+    "dilation_rate",
+    "groups",
+    "data_format",
+    "pool_size",
+    "units",
+    "epsilon",
+    "axis",
+    "scale",
+    "offset",
+    "max_value",
+    "negative_slope",
+    "threshold",
+    "keepdims",
+    "rate",
+    "center",
 )
 QUANTIZATIONS = ("float16", "int8")
 KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")  # the arrays weights_dtype applies to; the rest stay float32
@@ -131,8 +150,15 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None, weig
         macs = multiply_adds(layer, input_shapes[0], output_shape)
         total_macs += macs
         layers.append(
-            {"name": layer.name, "type": kind, "config": config, "inputs": inputs,
-             "weights": weights, "output_shape": output_shape[1:], "macs": macs}
+            {
+                "name": layer.name,
+                "type": kind,
+                "config": config,
+                "inputs": inputs,
+                "weights": weights,
+                "output_shape": output_shape[1:],
+                "macs": macs,
+            }
         )
     manifest = {
         "format": FORMAT_NAME,

@@ -12,8 +12,9 @@ def family_balanced_accuracy(accuracy: np.ndarray, labels: np.ndarray, priority:
     With every source priority (or none) this is the balanced accuracy with each source weighing the same."""
     recalls = []
     for c in (0, 1):
-        means = [accuracy[:, group & (labels == c)].mean(axis=1) for group in (priority, ~priority)
-                 if np.any(group & (labels == c))]
+        means = [
+            accuracy[:, group & (labels == c)].mean(axis=1) for group in (priority, ~priority) if np.any(group & (labels == c))
+        ]
         if means:
             recalls.append(np.mean(means, axis=0))
     return np.mean(recalls, axis=0)
@@ -36,11 +37,18 @@ def choose_threshold(scored: dict, priority_families=(), guard: float = 0.0) -> 
     priority = np.array([scored[name][2] in priority_families for name in names])
     candidates = np.unique(np.concatenate([np.concatenate([scored[name][1] for name in names]), [0.5]]))
     # accuracy of every source at every candidate: an image is right when its side of the cut matches its label
-    accuracy = np.array([[np.mean((scored[name][1] >= threshold) == bool(scored[name][0])) for name in names]
-                         for threshold in candidates])
+    accuracy = np.array(
+        [[np.mean((scored[name][1] >= threshold) == bool(scored[name][0])) for name in names] for threshold in candidates]
+    )
     guarded = np.all(accuracy[:, ~priority] >= guard, axis=1)
-    rank = np.lexsort((-np.abs(candidates - 0.5), family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool)),
-                       family_balanced_accuracy(accuracy, labels, priority), guarded))
+    rank = np.lexsort(
+        (
+            -np.abs(candidates - 0.5),
+            family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool)),
+            family_balanced_accuracy(accuracy, labels, priority),
+            guarded,
+        )
+    )
     return float(candidates[rank[-1]])  # not rounded: a rounded cut can pass the score it was chosen at
 
 
@@ -63,10 +71,13 @@ def selection_score(results: dict, classes, priority_families, guard: float) -> 
     accuracy = np.array([[results[name]["accuracy"] for name in names]])
     labels = np.array([classes.index(results[name]["label"]) for name in names])
     priority = np.array([results[name]["family"] in priority_families for name in names])
-    return {"score": round(float(family_balanced_accuracy(accuracy, labels, priority)[0]), 4),
-            "plain": round(float(family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool))[0]), 4),
-            "under_guard": [name for name, kept, first in zip(names, accuracy[0] >= guard, priority, strict=True)
-                            if not kept and not first]}
+    return {
+        "score": round(float(family_balanced_accuracy(accuracy, labels, priority)[0]), 4),
+        "plain": round(float(family_balanced_accuracy(accuracy, labels, np.ones(len(names), bool))[0]), 4),
+        "under_guard": [
+            name for name, kept, first in zip(names, accuracy[0] >= guard, priority, strict=True) if not kept and not first
+        ],
+    }
 
 
 def family_summary(results: dict) -> dict:
@@ -76,8 +87,10 @@ def family_summary(results: dict) -> dict:
     for source, values in sorted(results.items()):
         key = f"{values['family']}/{values['label']}"
         summary.setdefault(key, []).append((values["accuracy"], source))
-    return {key: {"mean_accuracy": round(float(np.mean([a for a, _ in items])), 4), "sources": len(items),
-                  "worst": min(items)[1]} for key, items in summary.items()}
+    return {
+        key: {"mean_accuracy": round(float(np.mean([a for a, _ in items])), 4), "sources": len(items), "worst": min(items)[1]}
+        for key, items in summary.items()
+    }
 
 
 def plot_history(history: dict, path) -> None:
@@ -108,8 +121,7 @@ def plot_confusion(confusion, classes, path) -> None:
     figure, axis = plt.subplots(figsize=(3.5 + 0.4 * len(classes), 3 + 0.4 * len(classes)))
     axis.imshow(confusion, cmap="Blues")
     for (row, column), value in np.ndenumerate(confusion):
-        axis.text(column, row, str(value), ha="center", va="center",
-                  color="white" if value > confusion.max() / 2 else "black")
+        axis.text(column, row, str(value), ha="center", va="center", color="white" if value > confusion.max() / 2 else "black")
     axis.set_xticks(range(len(classes)), classes)
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted")

@@ -27,9 +27,15 @@ from rendernet.errors import RendernetError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -90,7 +96,8 @@ def _materialise(state, storage_bytes) -> dict:
         key, dtype, count = ref.storage
         buffer = np.frombuffer(storage_bytes(key, dtype, count), dtype=dtype.newbyteorder("<"), count=count)
         view = np.lib.stride_tricks.as_strided(
-            buffer[ref.offset:], shape=ref.shape, strides=[step * dtype.itemsize for step in ref.strides], writeable=False)
+            buffer[ref.offset :], shape=ref.shape, strides=[step * dtype.itemsize for step in ref.strides], writeable=False
+        )
         arrays[name] = np.array(view, dtype=dtype)
     return arrays
 
@@ -118,8 +125,11 @@ def read_state_dict(path) -> dict:
         raise TorchWeightsError(f"{path}: neither a zip nor a legacy PyTorch file (magic number {header[0]!r:.40})")
     state = _unpickle(stream)
     keys = _unpickle(stream)
-    itemsizes = {ref.storage[0]: ref.storage[1].itemsize for ref in state.values() if isinstance(ref, _TensorRef)} \
-        if isinstance(state, dict) else {}
+    itemsizes = (
+        {ref.storage[0]: ref.storage[1].itemsize for ref in state.values() if isinstance(ref, _TensorRef)}
+        if isinstance(state, dict)
+        else {}
+    )
     offsets = {}
     for key in map(str, keys if isinstance(keys, list) else []):
         length = stream.read(8)
@@ -132,6 +142,6 @@ def read_state_dict(path) -> dict:
     def storage_bytes(key, dtype, count):
         if key not in offsets or offsets[key] + count * dtype.itemsize > len(data):
             raise TorchWeightsError(f"{path}: storage {key} is missing or truncated")
-        return data[offsets[key]: offsets[key] + count * dtype.itemsize]
+        return data[offsets[key] : offsets[key] + count * dtype.itemsize]
 
     return _materialise(state, storage_bytes)

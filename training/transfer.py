@@ -80,8 +80,7 @@ def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
 
 def in_batches(part: keras.Model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """`part` (inference mode) on `inputs`, a batch at a time so that a large array never goes through at once."""
-    outputs = [np.asarray(part(inputs[start:start + batch_size], training=False))
-               for start in range(0, len(inputs), batch_size)]
+    outputs = [np.asarray(part(inputs[start : start + batch_size], training=False)) for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), np.float32)
 
 
@@ -112,23 +111,39 @@ def chunk_features(extractor, chunk, size: int, seed: int) -> np.ndarray:
     """Pooled features of one batch of views, each (index, view, cache file, crop source file): view 0 is the
     cached input, view v > 0 an augmented view whose random draws come from (seed, index, v) alone, so a view is
     the same whichever process or machine makes it."""
-    pixels = np.stack([data_module.read_square(Path(cache_file)) if view == 0 else
-                       augmented_view(crop_source, size, np.random.default_rng([seed, index, view]))
-                       for index, view, cache_file, crop_source in chunk])
+    pixels = np.stack(
+        [
+            data_module.read_square(Path(cache_file))
+            if view == 0
+            else augmented_view(crop_source, size, np.random.default_rng([seed, index, view]))
+            for index, view, cache_file, crop_source in chunk
+        ]
+    )
     return np.asarray(extractor(pixels.astype(np.float32), training=False))
 
 
-def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int = 0, batch_size: int = 32,
-                    progress: bool = False, client=None, layer: str = "pool") -> tuple:
+def pooled_features(
+    model: keras.Model,
+    examples,
+    augmented: int = 0,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+    client=None,
+    layer: str = "pool",
+) -> tuple:
     """(features, example index of each row): the `layer` output of `model` (by default the pooled features)
     for each example's cached input, or with augmented > 0 for that many augmented views of each example
     instead. With a Dask `client`, the batches run on its workers (training/cluster.py) and give the same
     features."""
     extractor = keras.Model(model.input, model.get_layer(layer).output)
     size = model.input_shape[1]
-    jobs = [(index, view, str(examples[index].cache_file), str(examples[index].crop_source_file))
-            for index in range(len(examples)) for view in (range(1, augmented + 1) if augmented else [0])]
-    chunks = [jobs[start:start + batch_size] for start in range(0, len(jobs), batch_size)]
+    jobs = [
+        (index, view, str(examples[index].cache_file), str(examples[index].crop_source_file))
+        for index in range(len(examples))
+        for view in (range(1, augmented + 1) if augmented else [0])
+    ]
+    chunks = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
     bar = keras.utils.Progbar(len(jobs), unit_name="view") if progress and jobs else None
     if client is not None:
         from .cluster import features_on_cluster
@@ -145,20 +160,19 @@ def pooled_features(model: keras.Model, examples, augmented: int = 0, seed: int 
     return (np.concatenate(features) if features else np.zeros((0, *extractor.output_shape[1:]), np.float32)), rows
 
 
-def fit_heads(model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, seed,
-              heads: int = 1, **settings):
+def fit_heads(
+    model: keras.Model, train_features, train_labels, validation_features, validation_labels, *, seed, heads: int = 1, **settings
+):
     """Train `heads` heads like `model`'s on pooled features, from seeds seed, seed + 1, ..., and return (their mean,
     the first one's Keras history); see fit_part. For a linear head the mean of the weights is the mean of the
     logits: an ensemble at the cost of one head, and less of the spread one seed's head has."""
     trained = []
     for offset in range(heads):
         keras.utils.set_random_seed(seed + offset)
-        trained.append(fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels,
-                                **settings))
+        trained.append(fit_part(head_of(model), train_features, train_labels, validation_features, validation_labels, **settings))
     head, history = trained[0]
     if heads > 1:
-        head.set_weights([np.mean(arrays, axis=0) for arrays in zip(*(part.get_weights() for part, _ in trained),
-                                                                     strict=True)])
+        head.set_weights([np.mean(arrays, axis=0) for arrays in zip(*(part.get_weights() for part, _ in trained), strict=True)])
     return head, history
 
 
@@ -174,16 +188,34 @@ def balanced_weights(labels: np.ndarray, num_classes: int, groups=None) -> np.nd
     return np.array([len(labels) / (num_classes * groups_in_class[label] * rows_of[label, group]) for label, group in keys])
 
 
-def fit_part(part: keras.Model, train_inputs, train_labels, validation_inputs, validation_labels, *, epochs, batch_size,
-             patience, learning_rate, verbose, train_groups=None):
+def fit_part(
+    part: keras.Model,
+    train_inputs,
+    train_labels,
+    validation_inputs,
+    validation_labels,
+    *,
+    epochs,
+    batch_size,
+    patience,
+    learning_rate,
+    verbose,
+    train_groups=None,
+):
     """Train `part` (a head, or a tail for fine-tuning) on its inputs: Adam, balanced_weights (by class, and with
     `train_groups` by group within each class), EarlyStopping on validation loss with the best weights restored;
     returns (part, Keras history)."""
     num_classes = part.output_shape[-1]
     part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     history = part.fit(
-        train_inputs, keras.utils.to_categorical(train_labels, num_classes), batch_size=batch_size, epochs=epochs,
+        train_inputs,
+        keras.utils.to_categorical(train_labels, num_classes),
+        batch_size=batch_size,
+        epochs=epochs,
         validation_data=(validation_inputs, keras.utils.to_categorical(validation_labels, num_classes)),
-        sample_weight=balanced_weights(train_labels, num_classes, train_groups), shuffle=True, verbose=verbose,
-        callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
+        sample_weight=balanced_weights(train_labels, num_classes, train_groups),
+        shuffle=True,
+        verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)],
+    )
     return part, history

@@ -63,12 +63,12 @@ def adaptable_head(model):
     dense = model.head()
     output = model.manifest.get("output", model.manifest["layers"][-1]["name"])
     if dense is None or dense.name != output or dense.bias is None:
-        raise ModelError("this model cannot be adapted: its output is not a Dense layer with a bias on average-pooled "
-                         "features")
+        raise ModelError("this model cannot be adapted: its output is not a Dense layer with a bias on average-pooled features")
     return dense
 
 
 # ---------------------------------------------------------------- the fit
+
 
 def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
     """Per-example weights by which each class present weighs the same, and all of them as many as the examples."""
@@ -76,8 +76,17 @@ def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
     return len(labels) / (np.count_nonzero(counts) * counts[labels])
 
 
-def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, anchor=None,
-               reference=None, threshold=None, correction_weight=CORRECTION_WEIGHT, known_margin=KNOWN_MARGIN) -> tuple:
+def adapt_head(
+    kernel_t: np.ndarray,
+    bias: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    anchor=None,
+    reference=None,
+    threshold=None,
+    correction_weight=CORRECTION_WEIGHT,
+    known_margin=KNOWN_MARGIN,
+) -> tuple:
     """The head (kernel_t (classes, features), bias (classes,)) re-fitted to examples (features (N, F), labels
     (N,) class indices): minimises the weighted cross-entropy summed over the examples (so the more corrections,
     the less the anchor holds) + anchor / 2 * the scaled squared change.
@@ -105,8 +114,8 @@ def adapt_head(kernel_t: np.ndarray, bias: np.ndarray, features: np.ndarray, lab
         features, labels = np.vstack([features, reference_features]), np.concatenate([labels, reference_labels])
         offset = float(np.log(threshold / (1 - threshold))) if classes == 2 and threshold and 0 < threshold < 1 else 0.0
     inputs = np.hstack([features, np.ones((len(labels), 1))])  # x with a 1 for the bias
-    scale = np.sqrt(weights @ inputs ** 2 / weights.sum()) + 1e-6  # a feature's typical value, as weighted
-    stiffness = anchor * scale ** 2  # the penalty's Hessian for one class's row, diagonal
+    scale = np.sqrt(weights @ inputs**2 / weights.sum()) + 1e-6  # a feature's typical value, as weighted
+    stiffness = anchor * scale**2  # the penalty's Hessian for one class's row, diagonal
     base = np.hstack([kernel_t, bias[:, None]]).astype(np.float64)  # (classes, size + 1)
     rehearsed = np.arange(len(labels)) >= corrections  # the reference examples' rows
     if classes == 2:
@@ -128,6 +137,7 @@ def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: f
     classes, the logit difference less `offset` (the threshold's logit), signed by the label; more, the label's
     logit less the largest other one. A known answer keeps a margin of MARGIN (its own when smaller), so float32
     rounding cannot turn it."""
+
     def margins(candidate):
         logits = inputs @ candidate.T
         if len(candidate) == 2:
@@ -162,6 +172,7 @@ def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
         def objective(x):
             value, gradient, hessian = untilted(x)
             return value - slope @ (x - start), gradient - slope, hessian
+
     x = start.copy()
     value, gradient, hessian = objective(x)
     for _ in range(NEWTON_STEPS):
@@ -226,15 +237,16 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> np.
         for c in range(classes):
             for d in range(c, classes):
                 block = (inputs.T * (weights * p[:, c] * ((c == d) - p[:, d]))) @ inputs
-                hessian[c * width:(c + 1) * width, d * width:(d + 1) * width] += block
+                hessian[c * width : (c + 1) * width, d * width : (d + 1) * width] += block
                 if d != c:
-                    hessian[d * width:(d + 1) * width, c * width:(c + 1) * width] += block.T
+                    hessian[d * width : (d + 1) * width, c * width : (c + 1) * width] += block.T
         return value, gradient, hessian
 
     return newton(objective, base.ravel(), rehearsed).reshape(base.shape)
 
 
 # ---------------------------------------------------------------- corrections
+
 
 def encode_features(vector: np.ndarray) -> str:
     """A pooled feature vector as the corrections document stores it: base64 of float32 little-endian."""
@@ -255,8 +267,13 @@ def decode_features(text, size: int) -> np.ndarray:
 
 
 def corrections_document(weights_sha256: str, classes, corrections: list) -> dict:
-    return {"format": CORRECTIONS_FORMAT, "format_version": CORRECTIONS_VERSION,
-            "base_weights_sha256": weights_sha256, "classes": list(classes), "corrections": corrections}
+    return {
+        "format": CORRECTIONS_FORMAT,
+        "format_version": CORRECTIONS_VERSION,
+        "base_weights_sha256": weights_sha256,
+        "classes": list(classes),
+        "corrections": corrections,
+    }
 
 
 def read_corrections(document, model) -> tuple:
@@ -265,8 +282,10 @@ def read_corrections(document, model) -> tuple:
     if not isinstance(document, dict) or document.get("format") != CORRECTIONS_FORMAT:
         raise ModelError(f"not a {CORRECTIONS_FORMAT} document")
     if document.get("format_version") != CORRECTIONS_VERSION:
-        raise ModelError(f"corrections format_version {document.get('format_version')!r} is not supported "
-                         f"(this version reads {CORRECTIONS_VERSION})")
+        raise ModelError(
+            f"corrections format_version {document.get('format_version')!r} is not supported "
+            f"(this version reads {CORRECTIONS_VERSION})"
+        )
     if document.get("base_weights_sha256") != model.manifest["weights"]["sha256"]:
         raise ModelError("the corrections were made with another model (its weights' sha256 differs)")
     entries = document.get("corrections")
@@ -309,6 +328,7 @@ def correction_counts(labels, classes) -> dict:
 
 
 # ---------------------------------------------------------------- a session of corrections
+
 
 class Adaptation:
     """The page's adaptation: the pooled features of every image it classified (by row id), the user's
@@ -413,8 +433,9 @@ class Adaptation:
                 self.decoded[text] = decode_features(text, size)
         features = np.array([self.decoded[entry["features"]] for entry in used]).reshape(len(used), size)
         labels = np.array([self.model.classes.index(entry["label"]) for entry in used], dtype=int)
-        self.model.set_head(*adapt_head(*self.base, features, labels, reference=self.model.reference,
-                                        threshold=self.model.threshold))
+        self.model.set_head(
+            *adapt_head(*self.base, features, labels, reference=self.model.reference, threshold=self.model.threshold)
+        )
 
     def counts(self) -> dict:
         return correction_counts([self.model.classes.index(entry["label"]) for entry in self.used()], self.model.classes)
@@ -427,11 +448,16 @@ class Adaptation:
         return entry["label"] if entry else ""
 
     def summary(self) -> dict:
-        return {"description": self.description(), "counts": self.counts(), "total": len(self.corrections),
-                "used": len(self.used()), "can_undo": bool(self.history or self.corrections),
-                "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()},
-                "reference_examples": 0 if self.model.reference is None else len(self.model.reference[1]),
-                "base_weights_sha256": self.model.manifest["weights"]["sha256"]}
+        return {
+            "description": self.description(),
+            "counts": self.counts(),
+            "total": len(self.corrections),
+            "used": len(self.used()),
+            "can_undo": bool(self.history or self.corrections),
+            "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()},
+            "reference_examples": 0 if self.model.reference is None else len(self.model.reference[1]),
+            "base_weights_sha256": self.model.manifest["weights"]["sha256"],
+        }
 
     def probabilities(self) -> dict:
         """{row id: probabilities in class order} of every remembered row, with the current head."""
@@ -440,11 +466,13 @@ class Adaptation:
         return {row: [float(p) for p in score] for row, score in zip(rows, scores, strict=True)}
 
     def document(self, corrections=None) -> dict:
-        return corrections_document(self.model.manifest["weights"]["sha256"], self.model.classes,
-                                    self.corrections if corrections is None else corrections)
+        return corrections_document(
+            self.model.manifest["weights"]["sha256"], self.model.classes, self.corrections if corrections is None else corrections
+        )
 
 
 # ---------------------------------------------------------------- the adapted model's files
+
 
 def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -> dict:
     """The files of the adapted model, in the same format, from the base model's `files` ({name: bytes}, as
@@ -464,9 +492,12 @@ def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -
     np.savez(buffer, **arrays)
     weights = buffer.getvalue()
     manifest.pop("metrics", None)
-    manifest["adapted"] = {"base_weights_sha256": manifest["weights"]["sha256"], "corrections": corrections,
-                           "anchor": ANCHOR if model.reference is None else REFERENCE_ANCHOR,
-                           "reference_examples": 0 if model.reference is None else len(model.reference[1])}
+    manifest["adapted"] = {
+        "base_weights_sha256": manifest["weights"]["sha256"],
+        "corrections": corrections,
+        "anchor": ANCHOR if model.reference is None else REFERENCE_ANCHOR,
+        "reference_examples": 0 if model.reference is None else len(model.reference[1]),
+    }
     manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights), "bytes": len(weights)}
     manifest["rendernet_version"] = __version__
     adapted = {MANIFEST_FILE: json.dumps(manifest, indent=1).encode(), WEIGHTS_FILE: weights}

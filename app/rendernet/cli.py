@@ -40,11 +40,15 @@ def cmd_classify(args) -> int:
     skipped = Counter()
     names = image_paths(args.files, skipped)
     if skipped:
-        print(f"note: left out of the folder walk: {', '.join(f'{count} ({reason})' for reason, count in sorted(skipped.items()))}"
-              "; name a file to try it anyway", file=sys.stderr)
+        print(
+            f"note: left out of the folder walk: {', '.join(f'{count} ({reason})' for reason, count in sorted(skipped.items()))}"
+            "; name a file to try it anyway",
+            file=sys.stderr,
+        )
     if not names:
-        raise DataError(f"no image files to classify in {', '.join(args.files)} (a folder is walked for "
-                        f"{', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(
+            f"no image files to classify in {', '.join(args.files)} (a folder is walked for {', '.join(IMAGE_SUFFIXES)})"
+        )
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     writer = csv.writer(sys.stdout) if args.csv else None
     if writer:
@@ -126,11 +130,13 @@ def cmd_adapt(args) -> int:
         lists.append(example_entries(model, examples, skipped))
     entries, conflicts = merge_corrections(*lists)
     for kept, dropped in conflicts:
-        print(f"note: {dropped.get('file')!s} is labelled {dropped['label']} and {kept['label']} (as "
-              f"{kept.get('file')!s}); the newest, {kept['label']}, is kept", file=sys.stderr)
+        print(
+            f"note: {dropped.get('file')!s} is labelled {dropped['label']} and {kept['label']} (as "
+            f"{kept.get('file')!s}); the newest, {kept['label']}, is kept",
+            file=sys.stderr,
+        )
     features, labels = entries_arrays(model, entries)
-    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor, model.reference,
-                                model.threshold)
+    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor, model.reference, model.threshold)
     corrections = correction_counts(labels, model.classes)
     adapted = adapted_model_files(model, read_model_files(base), kernel_t, bias, corrections)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,9 +145,18 @@ def cmd_adapt(args) -> int:
     load_model(out)  # what was written loads with the same checks as any model
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(json.dumps({"out": str(out), "corrections": corrections, "skipped": len(skipped), "merged_from": len(lists),
-                      "conflicts": len(conflicts), "reference_examples": 0 if model.reference is None else
-                      len(model.reference[1])}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "corrections": corrections,
+                "skipped": len(skipped),
+                "merged_from": len(lists),
+                "conflicts": len(conflicts),
+                "reference_examples": 0 if model.reference is None else len(model.reference[1]),
+            }
+        )
+    )
     return 0
 
 
@@ -161,8 +176,10 @@ def example_entries(model, examples, skipped: list) -> list:
         return document["corrections"]
     features, labels, files, found_skipped = example_features(model, examples)
     skipped += found_skipped
-    return [{"features": encode_features(vector), "label": model.classes[label], "file": name, "time": 0}
-            for vector, label, name in zip(features, labels, files, strict=True)]
+    return [
+        {"features": encode_features(vector), "label": model.classes[label], "file": name, "time": 0}
+        for vector, label, name in zip(features, labels, files, strict=True)
+    ]
 
 
 def entries_arrays(model, entries) -> tuple:
@@ -231,35 +248,65 @@ def cmd_reference(args) -> int:
 def add_commands(commands) -> None:
     """Add `classify`, `adapt` and `evaluate` to an argparse subparsers object."""
     classify = commands.add_parser("classify", help="classify image files; one JSON object (or CSV row) per file")
-    classify.add_argument("--model", default=default_model(),
-                          help="model folder, or a .zip of one such as the page's adapted model (default: the shipped one)")
-    classify.add_argument("--sure", type=fraction, default=SURE,
-                          help=f"confidence below which a result is marked not_sure (default {SURE})")
+    classify.add_argument(
+        "--model",
+        default=default_model(),
+        help="model folder, or a .zip of one such as the page's adapted model (default: the shipped one)",
+    )
+    classify.add_argument(
+        "--sure", type=fraction, default=SURE, help=f"confidence below which a result is marked not_sure (default {SURE})"
+    )
     classify.add_argument("--csv", action="store_true", help="write CSV (spreadsheet-safe) instead of JSON lines")
-    classify.add_argument("--jobs", type=positive_int, default=1, help="processes to classify with (default 1; e.g. the "
-                          "number of cores for a large folder)")
-    classify.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                          help="classify on the workers of this Dask cluster (needs rendernet[cluster]; the files must "
-                          "be at the same path on every worker); --jobs is then the cluster's business")
-    classify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="show progress on stderr (default: when stderr is a terminal)")
+    classify.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="processes to classify with (default 1; e.g. the number of cores for a large folder)",
+    )
+    classify.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:8786",
+        help="classify on the workers of this Dask cluster (needs rendernet[cluster]; the files must "
+        "be at the same path on every worker); --jobs is then the cluster's business",
+    )
+    classify.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
     classify.add_argument("files", nargs="+", help="image files, and folders to walk for images")
     classify.set_defaults(run=cmd_classify)
 
-    adapt = commands.add_parser("adapt", help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
-                                "anchored to the base model; writes a model folder")
+    adapt = commands.add_parser(
+        "adapt",
+        help="re-fit a model's head to your own labelled images (EXAMPLES/<class>/*), "
+        "anchored to the base model; writes a model folder",
+    )
     adapt.add_argument("--model", default=default_model(), help="base model folder (default: the shipped one)")
-    adapt.add_argument("--examples", required=True, nargs="+", help="folders with one sub-folder of images per class, "
-                       "named as the model's classes, and corrections files downloaded from the page (a colleague's "
-                       "too): merged, each image counted once, the newest label kept")
+    adapt.add_argument(
+        "--examples",
+        required=True,
+        nargs="+",
+        help="folders with one sub-folder of images per class, "
+        "named as the model's classes, and corrections files downloaded from the page (a colleague's "
+        "too): merged, each image counted once, the newest label kept",
+    )
     adapt.add_argument("--out", required=True, help="folder for the adapted model")
-    adapt.add_argument("--anchor", type=positive_float, default=None,
-                       help=f"how strongly the head is held to the base model (default {REFERENCE_ANCHOR} with the "
-                       f"model's reference set, {ANCHOR} without)")
+    adapt.add_argument(
+        "--anchor",
+        type=positive_float,
+        default=None,
+        help=f"how strongly the head is held to the base model (default {REFERENCE_ANCHOR} with the "
+        f"model's reference set, {ANCHOR} without)",
+    )
     adapt.set_defaults(run=cmd_adapt)
 
-    reference = commands.add_parser("reference", help="give a model folder the reference set its adaptation keeps to: "
-                                    "the features of labelled images DATA_DIR/<class>/*, balanced over sources")
+    reference = commands.add_parser(
+        "reference",
+        help="give a model folder the reference set its adaptation keeps to: "
+        "the features of labelled images DATA_DIR/<class>/*, balanced over sources",
+    )
     reference.add_argument("--model", required=True, help="model folder to add reference.npz to")
     reference.add_argument("data_dir")
     reference.set_defaults(run=cmd_reference)

@@ -94,8 +94,9 @@ def classify_paths(model, folder, names, jobs: int = 1):
 
 
 def _worker_pool(jobs: int, folder) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_load_worker_model,
-                               initargs=(str(folder),))
+    return ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_load_worker_model, initargs=(str(folder),)
+    )
 
 
 def _classify_alone(folder, name: str) -> dict:
@@ -159,15 +160,18 @@ def class_folders(model, data_dir: Path) -> list:
         raise DataError(f"{data_dir} is not a folder")
     folders = sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
     if not folders or any(folder.name not in model.classes for folder in folders):
-        raise DataError(f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
-                         f"found {[folder.name for folder in folders]}")
+        raise DataError(
+            f"the sub-folders of {data_dir} must be named after the model's classes {model.classes}; "
+            f"found {[folder.name for folder in folders]}"
+        )
     return folders
 
 
 def evaluate_folder(model, data_dir, progress: bool = True) -> dict:
     """Accuracy, per-class precision/recall, confusion and ROC AUC over DATA_DIR/<class>/*, plus skipped files."""
-    files = [(model.classes.index(folder.name), path) for folder in class_folders(model, Path(data_dir))
-             for path in class_files(folder)]
+    files = [
+        (model.classes.index(folder.name), path) for folder in class_folders(model, Path(data_dir)) for path in class_files(folder)
+    ]
     labels, probabilities, skipped = [], [], []
     for number, (label, path) in enumerate(files, start=1):
         result = classify_path(model, str(path))
@@ -177,9 +181,9 @@ def evaluate_folder(model, data_dir, progress: bool = True) -> dict:
             labels.append(label)
             probabilities.append([result["probabilities"][name] for name in model.classes])
         if progress:
-            print(f"\revaluating {number}/{len(files)}", end="" if number < len(files) else "\n", file=sys.stderr,
-                  flush=True)
-    report = evaluate(np.array(labels, dtype=int), np.array(probabilities).reshape(-1, len(model.classes)),
-                      model.classes, model.threshold)
+            print(f"\revaluating {number}/{len(files)}", end="" if number < len(files) else "\n", file=sys.stderr, flush=True)
+    report = evaluate(
+        np.array(labels, dtype=int), np.array(probabilities).reshape(-1, len(model.classes)), model.classes, model.threshold
+    )
     report["skipped"] = skipped
     return report

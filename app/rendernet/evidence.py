@@ -11,9 +11,36 @@ import re
 
 from PIL import Image
 
-RENDERERS = ("Blender", "Cycles", "V-Ray", "VRay", "Corona", "Lumion", "Enscape", "Twinmotion", "D5 Render", "SketchUp",
-             "3ds Max", "3dsmax", "Cinema 4D", "Unreal Engine", "KeyShot", "Octane", "Redshift", "Arnold", "Maya",
-             "Houdini", "POV-Ray", "Sweet Home 3D", "Chaos", "Revit", "Rhino", "Unity", "Lightwave", "Modo")
+RENDERERS = (
+    "Blender",
+    "Cycles",
+    "V-Ray",
+    "VRay",
+    "Corona",
+    "Lumion",
+    "Enscape",
+    "Twinmotion",
+    "D5 Render",
+    "SketchUp",
+    "3ds Max",
+    "3dsmax",
+    "Cinema 4D",
+    "Unreal Engine",
+    "KeyShot",
+    "Octane",
+    "Redshift",
+    "Arnold",
+    "Maya",
+    "Houdini",
+    "POV-Ray",
+    "Sweet Home 3D",
+    "Chaos",
+    "Revit",
+    "Rhino",
+    "Unity",
+    "Lightwave",
+    "Modo",
+)
 MAKE, MODEL, SOFTWARE, EXIF_IFD = 0x010F, 0x0110, 0x0131, 0x8769
 EXPOSURE_TIME, F_NUMBER, ISO = 0x829A, 0x829D, 0x8827
 LONGEST = 60  # characters kept of any one tag
@@ -48,8 +75,9 @@ def file_evidence(source) -> dict:
         with Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source) as image:
             exif = image.getexif()
             exif_ifd = exif.get_ifd(EXIF_IFD)
-            software = [clean(exif.get(SOFTWARE, ""))] + [clean(value) for key, value in image.info.items()
-                                                         if str(key).lower() in ("software", "creator tool", "tool")]
+            software = [clean(exif.get(SOFTWARE, ""))] + [
+                clean(value) for key, value in image.info.items() if str(key).lower() in ("software", "creator tool", "tool")
+            ]
             make, model = clean(exif.get(MAKE, "")), clean(exif.get(MODEL, ""))
             settings = exposure(exif_ifd)
     except Exception:  # anything odd in a file's metadata: no evidence, never an error

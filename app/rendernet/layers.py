@@ -83,7 +83,7 @@ def pad_for(x: np.ndarray, kernel, strides, padding: str, value: float = 0.0) ->
     n, h, w, c = x.shape
     shape = (n, h + top + bottom, w + left + right, c)
     padded = np.zeros(shape, x.dtype) if value == 0 else np.full(shape, value, x.dtype)
-    padded[:, top:top + h, left:left + w] = x
+    padded[:, top : top + h, left : left + w] = x
     return padded
 
 
@@ -439,9 +439,22 @@ class Add(Layer):
 LAYER_TYPES = {
     cls.keras_type: cls
     for cls in (
-        Rescaling, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization,
-        MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-        Flatten, Dropout, Activation, ReLU, Softmax, Add,
+        Rescaling,
+        Conv2D,
+        DepthwiseConv2D,
+        SeparableConv2D,
+        Dense,
+        BatchNormalization,
+        MaxPooling2D,
+        AveragePooling2D,
+        GlobalAveragePooling2D,
+        GlobalMaxPooling2D,
+        Flatten,
+        Dropout,
+        Activation,
+        ReLU,
+        Softmax,
+        Add,
     )
 }
 FOLDABLE = (Linear,)  # layer classes a following BatchNormalization folds into

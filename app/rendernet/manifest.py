@@ -82,8 +82,10 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ModelError(f"{where}: format must be {FORMAT_NAME!r}, found {found!r}")
     if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise ModelError(f"{where}: format_version {manifest.get('format_version')!r} is not supported "
-                         f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+        raise ModelError(
+            f"{where}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this rendernet reads versions {', '.join(map(str, READABLE_VERSIONS))})"
+        )
     for key in REQUIRED:
         if key not in manifest:
             _fail(where, f"required key {key!r}", "is missing")
@@ -93,8 +95,12 @@ def check_manifest(manifest, where: str = MANIFEST_FILE) -> dict:
         _fail(where, "input.shape", f"must be [height, width, channels], positive integers; found {shape!r}")
 
     classes = manifest["classes"]
-    if not (isinstance(classes, list) and classes and all(isinstance(name, str) and name for name in classes)
-            and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list)
+        and classes
+        and all(isinstance(name, str) and name for name in classes)
+        and len(set(classes)) == len(classes)
+    ):
         _fail(where, "classes", f"must be a non-empty list of distinct non-empty names, found {classes!r}")
 
     threshold = manifest.get("threshold")
@@ -151,10 +157,16 @@ OPTIONAL_FIELDS = {  # key: (what it must be, check)
     "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
     "adapted": ("an object", lambda value: isinstance(value, dict)),
     "rendernet_version": ("a string", lambda value: isinstance(value, str)),
-    "reference": (f'{{"file": "{REFERENCE_FILE}", "sha256": 64 hex digits, "count": an integer >= 1}}',
-                  lambda value: isinstance(value, dict) and value.get("file") == REFERENCE_FILE
-                  and re.fullmatch(r"[0-9a-f]{64}", str(value.get("sha256"))) is not None
-                  and _is_count(value.get("count")) and value["count"] >= 1),
+    "reference": (
+        f'{{"file": "{REFERENCE_FILE}", "sha256": 64 hex digits, "count": an integer >= 1}}',
+        lambda value: (
+            isinstance(value, dict)
+            and value.get("file") == REFERENCE_FILE
+            and re.fullmatch(r"[0-9a-f]{64}", str(value.get("sha256"))) is not None
+            and _is_count(value.get("count"))
+            and value["count"] >= 1
+        ),
+    ),
 }
 
 
@@ -192,8 +204,10 @@ def check_weights(manifest: dict, weights_bytes: bytes, where: str = WEIGHTS_FIL
     sha256 must be the manifest's."""
     expected, found = manifest[field]["sha256"], sha256_bytes(weights_bytes)
     if found != expected:
-        raise ModelError(f"{where} does not match model.json: sha256 expected {expected}, found {found} "
-                         f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model")
+        raise ModelError(
+            f"{where} does not match model.json: sha256 expected {expected}, found {found} "
+            f"({len(weights_bytes)} bytes); the file is altered, truncated or from another model"
+        )
 
 
 def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
@@ -212,8 +226,11 @@ def read_model_files(path, names=MODEL_FILES) -> dict:
     if path.is_file():
         try:
             with zipfile.ZipFile(path) as archive:
-                entries = {Path(entry).name: entry for entry in archive.namelist()
-                           if Path(entry).name in names and len(Path(entry).parts) <= 2}
+                entries = {
+                    Path(entry).name: entry
+                    for entry in archive.namelist()
+                    if Path(entry).name in names and len(Path(entry).parts) <= 2
+                }
                 return {name: archive.read(entry) for name, entry in entries.items()}
         except (zipfile.BadZipFile, OSError) as error:
             raise ModelError(f"{path} is neither a model folder nor a .zip of one: {error}") from None

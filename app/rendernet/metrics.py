@@ -45,15 +45,21 @@ def evaluate(labels, probabilities, classes, threshold=None, sources=None) -> di
             "recall": round(float(confusion[index, index] / actual_here), 4) if actual_here else None,
             "count": int(actual_here),
         }
-    result = {"count": len(labels), "accuracy": round(float(np.mean(predicted == labels)), 4),
-              "per_class": per_class, "confusion": confusion.tolist()}
+    result = {
+        "count": len(labels),
+        "accuracy": round(float(np.mean(predicted == labels)), 4),
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
     if len(classes) == 2:
         result["roc_auc"] = roc_auc(labels, probabilities[:, 1])
     if sources is not None:
         sources = np.array(sources)
         result["per_source"] = {
-            str(source): {"accuracy": round(float(np.mean(predicted[sources == source] == labels[sources == source])), 4),
-                          "count": int(np.sum(sources == source))}
+            str(source): {
+                "accuracy": round(float(np.mean(predicted[sources == source] == labels[sources == source])), 4),
+                "count": int(np.sum(sources == source)),
+            }
             for source in np.unique(sources)
         }
     return result

@@ -49,8 +49,7 @@ class Model:
                 layer_weights[key] = decode(weights, f"{spec['name']}/{key}", dtype)
                 if list(layer_weights[key].shape) != list(shape):
                     raise ModelError(
-                        f"weights.npz: {spec['name']}/{key} has shape {list(layer_weights[key].shape)}, "
-                        f"model.json expects {shape}"
+                        f"weights.npz: {spec['name']}/{key} has shape {list(layer_weights[key].shape)}, model.json expects {shape}"
                     )
             self.layers.append((layer_type(spec["name"], spec.get("config", {}), layer_weights), spec["inputs"]))
         self.output_name = manifest.get("output", self.layers[-1][0].name)
@@ -178,8 +177,10 @@ class Model:
         runs = [{} for _ in range(repeats)]
         for spent in runs:
             self._forward_pass(np.asarray(batch), spent)
-        return {kind: round(float(np.median([run[kind] for run in runs])), 2)
-                for kind in sorted(runs[0], key=lambda kind: -runs[0][kind])}
+        return {
+            kind: round(float(np.median([run[kind] for run in runs])), 2)
+            for kind in sorted(runs[0], key=lambda kind: -runs[0][kind])
+        }
 
     def label(self, probabilities) -> str:
         """The predicted class, by the one decision rule (decision.decide)."""

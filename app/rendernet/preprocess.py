@@ -36,8 +36,10 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 def preprocessing_rule(size: int = INPUT_SIZE) -> str:
     """The rule in words, as written into every model manifest."""
-    return (f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, centre square "
-            f"crop, RGB with alpha on white, scaled to {size}x{size} (bilinear), uint8")
+    return (
+        f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, centre square "
+        f"crop, RGB with alpha on white, scaled to {size}x{size} (bilinear), uint8"
+    )
 
 
 def load_image(source, reduce: bool = True, size: int = INPUT_SIZE) -> Image.Image:
@@ -82,8 +84,9 @@ def byte_size(source) -> int | None:
 def check_dimensions(width: int, height: int) -> None:
     """ImageError for images too large, too thin or too elongated to classify."""
     if width * height > MAX_PIXELS:
-        raise ImageError(f"image too large: {width}x{height} = {width * height / 1e6:.0f} megapixels "
-                         f"(limit {MAX_PIXELS / 1e6:.0f})")
+        raise ImageError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.0f} megapixels (limit {MAX_PIXELS / 1e6:.0f})"
+        )
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"image too small: {width}x{height} (each side needs at least {MIN_SIDE} px)")
     if max(width, height) > MAX_ASPECT * min(width, height):

@@ -29,8 +29,10 @@ def choose_reference(labels, sources, classes: int, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(seed)
     chosen = []
     for label in range(classes):
-        queues = [list(rng.permutation(np.flatnonzero((labels == label) & (sources == source)))[:MAX_PER_SOURCE])
-                  for source in sorted(set(sources[labels == label].tolist()))]
+        queues = [
+            list(rng.permutation(np.flatnonzero((labels == label) & (sources == source)))[:MAX_PER_SOURCE])
+            for source in sorted(set(sources[labels == label].tolist()))
+        ]
         taken = []
         while len(taken) < MAX_EXAMPLES // classes and any(queues):
             for queue in queues:
@@ -49,8 +51,13 @@ def reference_files(features, labels, classes) -> tuple:
     np.savez_compressed(buffer, features=features.astype(np.float16), labels=labels.astype(np.uint8))
     data = buffer.getvalue()
     counts = {name: int(np.count_nonzero(labels == index)) for index, name in enumerate(classes)}
-    return data, {"file": REFERENCE_FILE, "sha256": sha256_bytes(data), "bytes": len(data), "count": len(labels),
-                  "per_class": counts}
+    return data, {
+        "file": REFERENCE_FILE,
+        "sha256": sha256_bytes(data),
+        "bytes": len(data),
+        "count": len(labels),
+        "per_class": counts,
+    }
 
 
 def read_reference(data: bytes, manifest: dict, size: int) -> tuple:
@@ -66,8 +73,9 @@ def read_reference(data: bytes, manifest: dict, size: int) -> tuple:
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise ModelError(f"{REFERENCE_FILE} cannot be read as .npz: {error}") from None
     if features.dtype != np.float16 or features.shape != (count, size):
-        raise ModelError(f"{REFERENCE_FILE}: features must be float16 of shape {[count, size]}, "
-                         f"found {features.dtype} {list(features.shape)}")
+        raise ModelError(
+            f"{REFERENCE_FILE}: features must be float16 of shape {[count, size]}, found {features.dtype} {list(features.shape)}"
+        )
     if labels.dtype != np.uint8 or labels.shape != (count,) or labels.max(initial=0) >= classes:
         raise ModelError(f"{REFERENCE_FILE}: labels must be {count} uint8 class indices below {classes}")
     if not np.all(np.isfinite(features)):

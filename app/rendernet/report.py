@@ -31,8 +31,21 @@ def model_description(corrections=None) -> str:
 
 
 def csv_header(classes) -> list:
-    return ["file", "label", "confidence", "not_sure", *[f"p_{name}" for name in classes], "ms", "error", "model",
-            "your_label", "answer", "threshold", "shipped_label", "evidence"]
+    return [
+        "file",
+        "label",
+        "confidence",
+        "not_sure",
+        *[f"p_{name}" for name in classes],
+        "ms",
+        "error",
+        "model",
+        "your_label",
+        "answer",
+        "threshold",
+        "shipped_label",
+        "evidence",
+    ]
 
 
 def csv_row(result: dict, classes, threshold, sure: float) -> list:
@@ -46,14 +59,32 @@ def csv_row(result: dict, classes, threshold, sure: float) -> list:
         decision = decide(probabilities, classes, threshold, sure)
         shown = answer(probabilities, classes, threshold, sure, result.get("your_label"))
         shipped = result.get("shipped")
-        cells = [decision.label, round(decision.confidence, 4), decision.not_sure,
-                 *[probabilities.get(name, "") for name in classes]]
-        last = [shown.label, "" if threshold is None else threshold,
-                decide(shipped, classes, threshold, sure).label if shipped else "", evidence_text(result.get("evidence", {}))]
+        cells = [
+            decision.label,
+            round(decision.confidence, 4),
+            decision.not_sure,
+            *[probabilities.get(name, "") for name in classes],
+        ]
+        last = [
+            shown.label,
+            "" if threshold is None else threshold,
+            decide(shipped, classes, threshold, sure).label if shipped else "",
+            evidence_text(result.get("evidence", {})),
+        ]
     else:
         cells, last = ["", "", "", *["" for _ in classes]], ["", "", "", ""]
-    return [safe_cell(cell) for cell in [result["file"], *cells, result.get("ms", ""), result.get("error", ""),
-                                         result.get("model", ""), result.get("your_label", ""), *last]]
+    return [
+        safe_cell(cell)
+        for cell in [
+            result["file"],
+            *cells,
+            result.get("ms", ""),
+            result.get("error", ""),
+            result.get("model", ""),
+            result.get("your_label", ""),
+            *last,
+        ]
+    ]
 
 
 def results_csv(results, classes, threshold, sure: float) -> str:

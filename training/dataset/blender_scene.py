@@ -88,14 +88,27 @@ def material(name, light=False, pattern=None, hsv=None):
     shader.inputs["Roughness"].default_value = rng.uniform(0.15, 0.9)
     shader.inputs["Base Color"].default_value = random_colour(light, hsv)
     if pattern:
-        texture = nodes.new({"brick": "ShaderNodeTexBrick", "wave": "ShaderNodeTexWave", "noise": "ShaderNodeTexNoise",
-                             "checker": "ShaderNodeTexChecker", "voronoi": "ShaderNodeTexVoronoi"}[pattern])
+        texture = nodes.new(
+            {
+                "brick": "ShaderNodeTexBrick",
+                "wave": "ShaderNodeTexWave",
+                "noise": "ShaderNodeTexNoise",
+                "checker": "ShaderNodeTexChecker",
+                "voronoi": "ShaderNodeTexVoronoi",
+            }[pattern]
+        )
         texture.inputs["Scale"].default_value = rng.uniform(2, 12)
         ramp = nodes.new("ShaderNodeValToRGB")
         ramp.color_ramp.elements[0].color = random_colour(light, hsv)
         ramp.color_ramp.elements[1].color = random_colour(light, hsv)
-        links.new(texture.outputs[1] if pattern == "voronoi" else texture.outputs["Fac"]
-                  if "Fac" in texture.outputs else texture.outputs[0], ramp.inputs["Fac"])
+        links.new(
+            texture.outputs[1]
+            if pattern == "voronoi"
+            else texture.outputs["Fac"]
+            if "Fac" in texture.outputs
+            else texture.outputs[0],
+            ramp.inputs["Fac"],
+        )
         links.new(ramp.outputs["Color"], shader.inputs["Base Color"])
         bump = nodes.new("ShaderNodeBump")
         bump.inputs["Strength"].default_value = rng.uniform(0.02, 0.3)
@@ -193,8 +206,9 @@ def room(scene):
     sun.data.energy = rng.uniform(1.0, 5.0)
     scene.collection.objects.link(sun)
     sun.rotation_euler = (math.radians(rng.uniform(30, 70)), 0, math.radians(rng.uniform(150, 210)))
-    area_light((rng.uniform(-1, 1), rng.uniform(-1, 1), height - 0.05), rng.uniform(0.5, 1.5),
-               rng.uniform(50, 400), target=(0, 0, 0))
+    area_light(
+        (rng.uniform(-1, 1), rng.uniform(-1, 1), height - 0.05), rng.uniform(0.5, 1.5), rng.uniform(50, 400), target=(0, 0, 0)
+    )
     # furniture along the walls and in the room, clutter on top of nothing fancy: random spots on the floor
     placed = []
     for spec in rng.sample(ARGS["models"], k=min(len(ARGS["models"]), rng.randint(4, 9))):
@@ -210,8 +224,7 @@ def room(scene):
         placed.append((x, yy, radius))
         obj.location = (x, yy, 0)
         obj.rotation_euler[2] = rng.choice([0, math.pi / 2, math.pi, 3 * math.pi / 2]) + rng.uniform(-0.2, 0.2)
-    camera_at = (rng.uniform(-width / 2 + 0.4, width / 2 - 0.4), -depth / 2 + rng.uniform(0.3, 0.8),
-                 rng.uniform(1.1, 1.7))
+    camera_at = (rng.uniform(-width / 2 + 0.4, width / 2 - 0.4), -depth / 2 + rng.uniform(0.3, 0.8), rng.uniform(1.1, 1.7))
     look_at = (rng.uniform(-width / 3, width / 3), rng.uniform(0, depth / 2), rng.uniform(0.6, 1.4))
     add_camera(scene, camera_at, look_at, rng.uniform(14, 28))
 
@@ -235,10 +248,11 @@ def product(scene):
 
 
 EXTERIOR_PALETTES = {  # skies and facade textures; "reserved" is for evaluation only (bench/independent.py)
-    "train": {"skies": ["SINGLE_SCATTERING", "MULTIPLE_SCATTERING", "city.exr", "forest.exr", "courtyard.exr"],
-              "facades": [None, "noise", "brick", "wave"]},
-    "reserved": {"skies": ["PREETHAM", "HOSEK_WILKIE", "sunrise.exr", "sunset.exr"],
-                 "facades": ["voronoi", "checker"]},
+    "train": {
+        "skies": ["SINGLE_SCATTERING", "MULTIPLE_SCATTERING", "city.exr", "forest.exr", "courtyard.exr"],
+        "facades": [None, "noise", "brick", "wave"],
+    },
+    "reserved": {"skies": ["PREETHAM", "HOSEK_WILKIE", "sunrise.exr", "sunset.exr"], "facades": ["voronoi", "checker"]},
 }
 
 
@@ -256,8 +270,12 @@ class Boxes:
         all_faces += [[first + i for i in face] for face in faces]
 
     def add(self, centre, size, mat):
-        corners = [(centre[0] + dx * size[0], centre[1] + dy * size[1], centre[2] + dz * size[2])
-                   for dx in (-0.5, 0.5) for dy in (-0.5, 0.5) for dz in (-0.5, 0.5)]
+        corners = [
+            (centre[0] + dx * size[0], centre[1] + dy * size[1], centre[2] + dz * size[2])
+            for dx in (-0.5, 0.5)
+            for dy in (-0.5, 0.5)
+            for dz in (-0.5, 0.5)
+        ]
         self._add(mat, corners, ((0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)))
 
     def roof(self, eaves, ridge, mat):
@@ -302,8 +320,11 @@ def outdoor_sky(scene, sky):
             texture.air_density, texture.aerosol_density = rng.uniform(0.5, 2.0), rng.uniform(0.3, 3.0)
             strength = rng.uniform(0.06, 0.2)
         else:
-            texture.sun_direction = (math.cos(elevation) * math.sin(rotation), math.cos(elevation) * math.cos(rotation),
-                                     math.sin(elevation))
+            texture.sun_direction = (
+                math.cos(elevation) * math.sin(rotation),
+                math.cos(elevation) * math.cos(rotation),
+                math.sin(elevation),
+            )
             texture.turbidity = rng.uniform(2.0, 6.0)
             strength = rng.uniform(0.3, 1.0)
         background = world.node_tree.nodes["Background"]
@@ -376,8 +397,11 @@ def building(width, depth, floors, block, offset, facades):
         ridge = rng.choice([0.0, width * rng.uniform(0.2, 0.45)])  # gable or hip
         half_w, half_d = width / 2 + overhang, depth / 2 + overhang
         top = height + pitch * half_d
-        parts.roof([(-half_w, -half_d, height), (half_w, -half_d, height), (half_w, half_d, height),
-                     (-half_w, half_d, height)], [(-half_w + ridge, 0, top), (half_w - ridge, 0, top)], roof)
+        parts.roof(
+            [(-half_w, -half_d, height), (half_w, -half_d, height), (half_w, half_d, height), (-half_w, half_d, height)],
+            [(-half_w + ridge, 0, top), (half_w - ridge, 0, top)],
+            roof,
+        )
     parts.build("building")
     return height
 
@@ -408,8 +432,9 @@ def exterior(scene):
     sky = rng.choice(palette["skies"])
     outdoor_sky(scene, sky)
     # daylight is far brighter than a room: without this, Standard's clipping whites out most facades
-    scene.view_settings.exposure = rng.uniform(-2.2, -1.2) if scene.view_settings.view_transform == "Standard" \
-        else rng.uniform(-0.6, 0.4)
+    scene.view_settings.exposure = (
+        rng.uniform(-2.2, -1.2) if scene.view_settings.view_transform == "Standard" else rng.uniform(-0.6, 0.4)
+    )
     block = rng.random() < 0.45
     width = rng.uniform(14, 32) if block else rng.uniform(7, 14)
     depth = rng.uniform(10, 16) if block else rng.uniform(7, 12)
@@ -423,17 +448,27 @@ def exterior(scene):
         other_block = other_w > 14 and rng.random() < 0.7
         x = sign * (width / 2 + rng.uniform(1.0, 8.0) + other_w / 2)
         other_d = rng.uniform(8, 16)
-        building(other_w, other_d, rng.randint(3, 8) if other_block else rng.randint(1, 3), other_block,
-                 (x, front + rng.uniform(-1, 3) + other_d / 2, 0), palette["facades"])
+        building(
+            other_w,
+            other_d,
+            rng.randint(3, 8) if other_block else rng.randint(1, 3),
+            other_block,
+            (x, front + rng.uniform(-1, 3) + other_d / 2, 0),
+            palette["facades"],
+        )
     ground = Boxes()
     ground.add((0, 60, -0.05), (400, 120, 0.1), material("lawn", pattern="noise", hsv=(0.25, 0.45, 0.35)))
     ground.add((0, -50, -0.04), (400, 100, 0.1), material("asphalt", pattern="noise", hsv=(0.6, 0.05, 0.18)))
-    ground.add((0, 1.0, 0.0), (400, 2.0, 0.12), material("pavement", pattern=rng.choice(["brick", "checker", None]),
-                                                          hsv=(0.08, 0.1, 0.55)))
+    ground.add(
+        (0, 1.0, 0.0), (400, 2.0, 0.12), material("pavement", pattern=rng.choice(["brick", "checker", None]), hsv=(0.08, 0.1, 0.55))
+    )
     if rng.random() < 0.5:
         ground.add((0, -2.5, -0.01), (400, 0.15, 0.1), material("marking", hsv=(0.15, 0.05, 0.9)))
-    ground.add((rng.uniform(-width / 4, width / 4), front / 2 + 1, 0.01), (rng.uniform(1.2, 4), front - 2, 0.06),
-               material("path", pattern=rng.choice(["brick", None]), hsv=(0.07, 0.15, 0.6)))
+    ground.add(
+        (rng.uniform(-width / 4, width / 4), front / 2 + 1, 0.01),
+        (rng.uniform(1.2, 4), front - 2, 0.06),
+        material("path", pattern=rng.choice(["brick", None]), hsv=(0.07, 0.15, 0.6)),
+    )
     ground.build("ground")
     models = ARGS["models"]
     plants = [m for m in models if m["category"] == "Exterior" and m["height"] > 90]
@@ -441,18 +476,36 @@ def exterior(scene):
     vehicles = [m for m in models if m["category"] == "Vehicles" and 100 < m["height"] < 300]
     span = width / 2 + 10
     cache = {}
-    place(plants, rng.randint(1, 6), [(rng.uniform(-span, span), rng.choice([rng.uniform(2.5, front - 1),
-          front + depth + rng.uniform(1, 10)]), rng.uniform(0, 2 * math.pi)) for _ in range(12)], cache)
-    place(garden, rng.randint(0, 3), [(rng.uniform(-width / 2, width / 2), rng.uniform(2.5, front - 0.5),
-          rng.uniform(0, 2 * math.pi)) for _ in range(8)], cache)
-    place(vehicles, rng.randint(0, 3), [(x, rng.uniform(-2.0, -1.2), rng.choice([0, math.pi]) + math.pi / 2)
-          for x in (-12, -6, 0, 6, 12)], cache)
+    place(
+        plants,
+        rng.randint(1, 6),
+        [
+            (
+                rng.uniform(-span, span),
+                rng.choice([rng.uniform(2.5, front - 1), front + depth + rng.uniform(1, 10)]),
+                rng.uniform(0, 2 * math.pi),
+            )
+            for _ in range(12)
+        ],
+        cache,
+    )
+    place(
+        garden,
+        rng.randint(0, 3),
+        [(rng.uniform(-width / 2, width / 2), rng.uniform(2.5, front - 0.5), rng.uniform(0, 2 * math.pi)) for _ in range(8)],
+        cache,
+    )
+    place(
+        vehicles,
+        rng.randint(0, 3),
+        [(x, rng.uniform(-2.0, -1.2), rng.choice([0, math.pi]) + math.pi / 2) for x in (-12, -6, 0, 6, 12)],
+        cache,
+    )
     raised = rng.random() < 0.3  # a drone or an upper window across the street; else eye level
     distance = rng.uniform(15, 45) if raised else rng.uniform(6, 16) + (rng.uniform(4, 12) if block else 0)
     angle = rng.uniform(-0.7, 0.7)
     camera_z = rng.uniform(6, 30) if raised else rng.uniform(1.4, 1.8)
-    camera_at = (rng.uniform(-width / 4, width / 4) + distance * math.sin(angle), front - distance * math.cos(angle),
-                 camera_z)
+    camera_at = (rng.uniform(-width / 4, width / 4) + distance * math.sin(angle), front - distance * math.cos(angle), camera_z)
     look_z = rng.uniform(0.2, 0.5) * height if raised else camera_z + distance * math.tan(math.radians(rng.uniform(0, 15)))
     look_at = (rng.uniform(-width / 6, width / 6), front + depth / 4, look_z)
     half_width_seen = width / 2 / rng.uniform(0.45, 0.9)  # the building fills 45-90 % of the frame's width

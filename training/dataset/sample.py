@@ -35,12 +35,17 @@ def make_sample(dataset: Path, out: Path, per_class: int, whole=()) -> None:
     sample_manifest = {key: value for key, value in manifest.items() if key not in ("files", "skipped", "stats")}
     sample_manifest["files"] = chosen
     (out / "manifest.json").write_text(json.dumps(sample_manifest, indent=1) + "\n")
-    lines = ["# Attribution and licenses of the sample images", "",
-             "Each image was normalised by `rendernet dataset build` (RGB, short side 320 px, WebP quality 90, no metadata)",
-             "from a file in the named open package; POV-Ray and Blender images are renders made by the builder",
-             "(of the package's example scenes, or of seeded rooms, product shots and streets furnished from its 3D models).",
-             "Full license texts: the package's `/usr/share/doc/<package>/copyright` (Debian) or its wheel's license.",
-             "", "| file | package | original | license |", "|---|---|---|---|"]
+    lines = [
+        "# Attribution and licenses of the sample images",
+        "",
+        "Each image was normalised by `rendernet dataset build` (RGB, short side 320 px, WebP quality 90, no metadata)",
+        "from a file in the named open package; POV-Ray and Blender images are renders made by the builder",
+        "(of the package's example scenes, or of seeded rooms, product shots and streets furnished from its 3D models).",
+        "Full license texts: the package's `/usr/share/doc/<package>/copyright` (Debian) or its wheel's license.",
+        "",
+        "| file | package | original | license |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {entry['path']} | {entry['package']} | {entry['original']} | {entry['license']} |" for entry in chosen]
     sources_by_credits = {}
     for source, credits in manifest.get("credits", {}).items():
