@@ -179,6 +179,11 @@ class Linear(Layer):
             self._packed = pack(self.kernel_t)
         return self._packed
 
+    def replace_weights(self, kernel_t: np.ndarray, bias: np.ndarray) -> None:
+        """Another kernel (filters, inputs) and bias of the same shapes (an adapted head); packed again on use."""
+        self.kernel_t, self.bias = np.ascontiguousarray(kernel_t, np.float32), np.asarray(bias, np.float32)
+        self._packed = None
+
     def scale_outputs(self, scale: np.ndarray, shift: np.ndarray) -> None:
         """Fold a following per-channel affine map (a BatchNormalization) into this layer."""
         self._packed = None

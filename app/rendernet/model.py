@@ -169,8 +169,7 @@ class Model:
         dense = self.head()
         if kernel_t.shape != dense.kernel_t.shape or bias.shape != dense.bias.shape:
             raise ModelError(f"a head of shape {kernel_t.shape} does not fit this model's {dense.kernel_t.shape}")
-        dense.kernel_t, dense.bias = np.ascontiguousarray(kernel_t, np.float32), np.asarray(bias, np.float32)
-        dense._packed = None
+        dense.replace_weights(kernel_t, bias)
 
     def profile(self, batch: np.ndarray, repeats: int = 5) -> dict:
         """Median milliseconds spent in each layer type over `repeats` forward passes of `batch`."""
