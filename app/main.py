@@ -32,6 +32,7 @@ WORKER_SECONDS = 120  # deadlines: the worker's start (Pyodide, NumPy, Pillow, t
 MODEL_SECONDS = 30  # loading the model,
 FILE_SECONDS = int(PARAMETERS.get("file_seconds") or 120) if DEBUG else 120  # one file (a 60-megapixel PNG: ~10 s),
 PING_SECONDS = 10  # and the worker's answer to a ping after a call failed
+MAX_WORKERS = 4  # the most workers a batch uses (index.html's rendernetPoolSize also weighs cores and memory)
 RECYCLE_BYTES = 400 * 1024 * 1024  # a worker whose memory grew past this (a huge image) is replaced after the file
 
 
@@ -40,7 +41,7 @@ class Page:
 
     def __init__(self):
         self.worker = None  # slot 0: it also holds the adaptation (every row's features, the corrections)
-        self.workers = [None] * 8  # by slot; None: not started, or could not be restarted
+        self.workers = [None] * MAX_WORKERS  # by slot; None: not started, or could not be restarted
         self.pool_size, self.peak_memory = 1, {}
         self.model_url = None
         self.classes, self.threshold = [], None
@@ -844,7 +845,7 @@ async def start() -> None:
     page.pool_size = (
         min(int(PARAMETERS.get("workers")), len(page.workers))
         if DEBUG and PARAMETERS.has("workers")
-        else window.rendernetPoolSize()
+        else window.rendernetPoolSize(MAX_WORKERS)
     )
     set_loading(1, "Starting the worker (Pyodide, NumPy, Pillow)…", WORKER_SECONDS + MODEL_SECONDS)
     try:
