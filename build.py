@@ -674,30 +674,6 @@ def serve(dist: Path, port: int) -> None:
             server.serve_forever()
 
 
-# ---------------------------------------------------------------- open it in a browser (the site tests and bench/browser.py)
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-domain-reliability",
-    "--disable-extensions",
-    "--disable-default-apps",
-]
-READY = "body[data-state=ready]"  # the page sets it once it can classify
-LONG_TASKS = """
-  window.longTasks = [];
-  new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((task) => [task.startTime, task.duration])))
-    .observe({ type: "longtask", buffered: true });
-"""  # an init script: the main thread's tasks over 50 ms, as [start, duration] in ms since navigation
-
-
 def port_number(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")

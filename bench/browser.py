@@ -37,12 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 
 import numpy as np
+from chromium import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 from PIL import Image
 from rendernet import load_model
 from rendernet.classify import classify_file
 
 import build
-from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
 
 def percentile(values, fraction):

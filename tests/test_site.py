@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 from conftest import DEFAULT_MODEL, sample_files
 from PIL import Image
 from rendernet import decide, load_model, preprocess
 
 import build
-from build import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
