@@ -75,7 +75,14 @@ PYSCRIPT_SKIP = ("codemirror", "xterm", "service-worker")  # loaded only by py-e
 MODEL_FILES = ("model.json", "weights.npz", "metrics.json", "confusion.png", "reference.npz")
 APP = ROOT / "app"
 CORE_PACKAGE = APP / "rendernet"
-CORE_NOT_IN_PAGE = ("cache.py", "cli.py", "cluster.py", "evaluate.py", "metrics.py")  # the command line's and training's parts
+CORE_NOT_IN_PAGE = (
+    "batch.py",
+    "cache.py",
+    "cli.py",
+    "cluster.py",
+    "evaluate.py",
+    "metrics.py",
+)  # the command line's and training's parts
 CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py")  # what main.py imports, under MicroPython
 MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only

@@ -17,8 +17,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core per worker proces
 
 from distributed import Client, LocalCluster
 from rendernet import load_model
+from rendernet.batch import classify_paths
 from rendernet.cluster import classify_on_cluster
-from rendernet.evaluate import classify_paths
 
 MODEL = ROOT / "models" / "default"
 

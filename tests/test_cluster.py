@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model
-from rendernet.evaluate import classify_paths
+from rendernet.batch import classify_paths
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")

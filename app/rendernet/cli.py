@@ -31,8 +31,8 @@ def cmd_classify(args) -> int:
     import csv
     from collections import Counter
 
+    from .batch import IMAGE_SUFFIXES, classify_paths, image_paths
     from .decision import decide
-    from .evaluate import IMAGE_SUFFIXES, classify_paths, image_paths
     from .report import csv_header, csv_row, model_description, safe_cell
 
     model = load_model(args.model)
@@ -193,8 +193,9 @@ def example_features(model, examples) -> tuple:
     """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), file names, skipped [(path, reason)])."""
     import numpy as np
 
+    from .batch import printable
     from .errors import ImageError
-    from .evaluate import class_files, class_folders, printable
+    from .evaluate import class_files, class_folders
     from .preprocess import preprocess
 
     features, labels, files, skipped = [], [], [], []
@@ -217,7 +218,8 @@ def cmd_reference(args) -> int:
     dataset builder writes it; else the class folder is the source)."""
     from pathlib import Path
 
-    from .evaluate import class_files, class_folders, printable
+    from .batch import printable
+    from .evaluate import class_files, class_folders
     from .preprocess import preprocess
     from .reference import write_reference
 

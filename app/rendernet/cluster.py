@@ -20,8 +20,8 @@ worker, with the same version of rendernet: tasks refer to this module's functio
 import hashlib
 from collections import deque
 
+from .batch import classify_path, printable
 from .errors import DataError, ModelError
-from .evaluate import classify_path, printable
 from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, read_model_files
 
 ALLOCATOR_KEEPS_BYTES = 2**30  # see keep_freed_memory
