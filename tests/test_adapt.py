@@ -292,3 +292,13 @@ def test_adapt_refuses_bad_options(tmp_path, arguments, message):
     shutil.copyfile(sample_files("real")[0], tmp_path / "real" / "a.webp")
     result = rendernet("adapt", "--model", DEFAULT_MODEL, "--examples", tmp_path, "--out", tmp_path / "out", *arguments)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_share():
+    """The one weighting of training's heads and class weights and of the adaptation."""
+    from rendernet.metrics import balanced_weights
+
+    labels = np.array([0, 0, 0, 1])
+    assert balanced_weights(labels, 2).tolist() == [4 / 6] * 3 + [2.0]  # what Keras' class_weight gave
+    assert balanced_weights(labels, 2, ["a", "a", "b", "c"]).tolist() == [0.5, 0.5, 1.0, 2.0]
+    assert balanced_weights(np.array([0, 0]), 2).tolist() == [1.0, 1.0]  # a class absent: the present ones share

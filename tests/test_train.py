@@ -351,16 +351,6 @@ def test_several_heads_are_stored_as_their_mean_which_is_the_mean_of_their_logit
         train(four_sources, tmp_path / "other", epochs=1, heads=0, cache_dir=tmp_path / "cache", verbose=0)
 
 
-def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_share():
-    from rendernet_train.transfer import balanced_weights
-
-    labels = np.array([0, 0, 0, 1])
-    assert balanced_weights(labels, 2).tolist() == [4 / 6] * 3 + [2.0]  # what Keras' class_weight gave
-    assert balanced_weights(labels, 2, ["a", "a", "b", "c"]).tolist() == [0.5, 0.5, 1.0, 2.0]
-    with pytest.raises(TrainingError, match="class 1 has no training images"):
-        balanced_weights(np.array([0, 0]), 2)
-
-
 def test_same_seed_same_weights(tiny_dataset, tmp_path):
     from rendernet_train.train import train
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from rendernet.cache import cache_root
-from rendernet.metrics import evaluate, predict_labels, roc_auc
+from rendernet.metrics import balanced_weights, evaluate, predict_labels, roc_auc
 
 from . import data as data_module
 from .config import ARCHITECTURES, TrainConfig
@@ -70,7 +70,9 @@ def fit(
     counts = np.bincount([example.label for example in train_examples], minlength=len(classes))
     if counts.min() == 0:
         raise TrainingError(f"class {classes[int(counts.argmin())]!r} has no training images")
-    class_weight = {index: len(train_examples) / (len(counts) * count) for index, count in enumerate(counts)}
+    labels = np.array([example.label for example in train_examples])
+    weights = balanced_weights(labels, len(classes))
+    class_weight = {index: float(weights[np.argmax(labels == index)]) for index in range(len(classes))}
     if verbose:
         print(
             "train images per class: "

@@ -27,12 +27,12 @@ run the same network.
 """
 
 import io
-from collections import Counter
 from pathlib import Path
 
 import keras
 import numpy as np
 from PIL import Image
+from rendernet.metrics import balanced_weights
 
 from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
@@ -176,18 +176,6 @@ def fit_heads(
     return head, history
 
 
-def balanced_weights(labels: np.ndarray, num_classes: int, groups=None) -> np.ndarray:
-    """A weight per training row: every class weighs the same in the loss and, with `groups` (e.g. each row's
-    source), every group within its class too; the weights average 1."""
-    counts = np.bincount(labels, minlength=num_classes)
-    if counts.min() == 0:
-        raise TrainingError(f"class {int(counts.argmin())} has no training images")
-    keys = list(zip(labels.tolist(), groups if groups is not None else [None] * len(labels), strict=True))
-    rows_of = Counter(keys)
-    groups_in_class = Counter(label for label, _ in rows_of)
-    return np.array([len(labels) / (num_classes * groups_in_class[label] * rows_of[label, group]) for label, group in keys])
-
-
 def fit_part(
     part: keras.Model,
     train_inputs,
@@ -206,6 +194,9 @@ def fit_part(
     `train_groups` by group within each class), EarlyStopping on validation loss with the best weights restored;
     returns (part, Keras history)."""
     num_classes = part.output_shape[-1]
+    counts = np.bincount(train_labels, minlength=num_classes)
+    if counts.min() == 0:
+        raise TrainingError(f"class {int(counts.argmin())} has no training images")
     part.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     history = part.fit(
         train_inputs,

@@ -39,6 +39,7 @@ import numpy as np
 from .errors import ModelError
 from .layers import matmul, pack
 from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, sha256_bytes
+from .metrics import balanced_weights
 from .model import read_weights
 from .report import model_description
 from .version import __version__
@@ -68,12 +69,6 @@ def adaptable_head(model):
 
 
 # ---------------------------------------------------------------- the fit
-
-
-def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
-    """Per-example weights by which each class present weighs the same, and all of them as many as the examples."""
-    counts = np.bincount(labels, minlength=classes)
-    return len(labels) / (np.count_nonzero(counts) * counts[labels])
 
 
 def adapt_head(

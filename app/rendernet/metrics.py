@@ -1,12 +1,27 @@
-"""Scores of a model's predictions: accuracy, per-class precision and recall, confusion, ROC AUC. NumPy only.
+"""Scores of a model's predictions: accuracy, per-class precision and recall, confusion, ROC AUC; and the
+examples' balanced weights that training and the adaptation fit with. NumPy only.
 
 Used by `rendernet evaluate` and by training's reports; labels come from the one
 decision rule (decision.decide).
 """
 
+from collections import Counter
+
 import numpy as np
 
 from .decision import decide
+
+
+def balanced_weights(labels, classes: int, groups=None) -> np.ndarray:
+    """A weight per example: every class present weighs the same and, with `groups` (e.g. each example's source),
+    every group within its class too; the weights average 1. Training's heads and class weights and the
+    adaptation (rendernet.adapt) all weigh their examples with this."""
+    labels = np.asarray(labels, dtype=int)
+    keys = list(zip(labels.tolist(), groups if groups is not None else [None] * len(labels), strict=True))
+    rows_of = Counter(keys)
+    groups_in_class = Counter(label for label, _ in rows_of)
+    present = np.count_nonzero(np.bincount(labels, minlength=classes))
+    return np.array([len(labels) / (present * groups_in_class[label] * rows_of[label, group]) for label, group in keys])
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray):
