@@ -25,7 +25,7 @@ from PIL import Image
 from rendernet.cache import cache_root
 from rendernet.errors import ImageError
 from rendernet.evaluate import class_files
-from rendernet.preprocess import INPUT_SIZE, RULE_VERSION, load_image, preprocess
+from rendernet.preprocess import INPUT_SIZE, RESIZE_FILTER, RULE_VERSION, load_image, preprocess
 
 from .errors import TrainingError
 
@@ -162,7 +162,7 @@ def load_pixels(examples, size=INPUT_SIZE) -> np.ndarray:
 def random_resized_crop(square: np.ndarray, side, left, top, size: int) -> np.ndarray:
     """Scale the box (left, top, side x side) of a cached square to `size` with preprocess's filter."""
     box = (int(left), int(top), int(left) + int(side), int(top) + int(side))
-    image = Image.fromarray(square).resize((int(size), int(size)), Image.Resampling.BILINEAR, box=box)
+    image = Image.fromarray(square).resize((int(size), int(size)), RESIZE_FILTER, box=box)
     return np.asarray(image, dtype=np.uint8)
 
 

@@ -32,6 +32,7 @@ MIN_SIDE = 16
 RULE_VERSION = 3  # caches of preprocessed pixels are keyed by it; 1 scaled the whole image, then cropped; 2 scaled
 #                   16-bit images by the centre square's range
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+RESIZE_FILTER = Image.Resampling.BILINEAR  # the rule's filter; training's random crops scale with it too
 
 
 def preprocessing_rule(size: int = INPUT_SIZE) -> str:
@@ -131,6 +132,6 @@ def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
         value_range = image.getextrema() if image.mode in HIGH_DEPTH_MODES else None
         image = to_rgb(center_square(image), value_range)
-        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(image.resize((size, size), RESIZE_FILTER), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
