@@ -41,7 +41,7 @@ def cmd_train(args) -> int:
 
     client = None
     if args.scheduler:
-        from .cluster import connect
+        from rendernet.cluster import connect
 
         client = connect(args.scheduler)
     try:

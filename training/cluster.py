@@ -12,6 +12,9 @@ import tempfile
 from pathlib import Path
 
 import keras
+from rendernet.cluster import submitted_in_order
+
+from .views import chunk_features
 
 BATCHES_IN_FLIGHT_PER_THREAD = 2
 _extractors = {}  # on a worker: the .keras bytes' sha256 -> the loaded extractor
@@ -19,12 +22,6 @@ _extractors = {}  # on a worker: the .keras bytes' sha256 -> the loaded extracto
 
 def model_files(data: bytes) -> bytes:
     return data
-
-
-def connect(scheduler: str):
-    from rendernet.cluster import connect as connect_client
-
-    return connect_client(scheduler)
 
 
 def extractor_on_worker(model_bytes: bytes):
@@ -38,8 +35,6 @@ def extractor_on_worker(model_bytes: bytes):
 
 
 def batch_on_worker(model_bytes: bytes, chunk, size: int, seed: int):
-    from .transfer import chunk_features
-
     return chunk_features(extractor_on_worker(model_bytes), chunk, size, seed)
 
 
@@ -49,11 +44,6 @@ def features_on_cluster(client, extractor, chunks, size: int, seed: int):
         path = Path(folder) / "extractor.keras"
         extractor.save(path)
         shared = client.submit(model_files, path.read_bytes(), pure=False)  # recomputable if its holders die
-    limit = BATCHES_IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
-    in_flight = []
-    for chunk in chunks:
-        in_flight.append(client.submit(batch_on_worker, shared, chunk, size, seed, pure=False))
-        if len(in_flight) >= limit:
-            yield in_flight.pop(0).result()
-    while in_flight:
-        yield in_flight.pop(0).result()
+    calls = ((batch_on_worker, shared, chunk, size, seed) for chunk in chunks)
+    for _, future in submitted_in_order(client, calls, BATCHES_IN_FLIGHT_PER_THREAD):
+        yield future.result()

@@ -26,17 +26,13 @@ ReLU), `classifier` (Dense, softmax), so every export format and the NumPy pass
 run the same network.
 """
 
-import io
-from pathlib import Path
-
 import keras
 import numpy as np
-from PIL import Image
 from rendernet.metrics import balanced_weights
 
-from . import data as data_module
 from .efficientnet import backbone_layers, load_pretrained
 from .errors import TrainingError
+from .views import chunk_features
 
 FINE_TUNE_PATIENCE = 2  # epochs without a better validation loss before fine-tuning stops (each is minutes on a CPU)
 
@@ -90,36 +86,6 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     for layer in source.layers:
         if layer.weights and layer.name in names:
             target.get_layer(layer.name).set_weights(layer.get_weights())
-
-
-def augmented_view(crop_source_file, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random training view of an example (its cached crop source), uint8 (size, size, 3)."""
-    square = data_module.read_square(Path(crop_source_file))
-    side = int(rng.integers(size, square.shape[0] + 1))
-    left, top = rng.integers(0, square.shape[0] - side + 1, size=2)
-    pixels = data_module.random_resized_crop(square, side, left, top, size)
-    if rng.random() < 0.5:
-        pixels = pixels[:, ::-1]
-    if rng.random() < 0.5:
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "JPEG", quality=int(rng.integers(70, 99)))
-        pixels = np.asarray(Image.open(buffer).convert("RGB"))
-    return np.ascontiguousarray(pixels)
-
-
-def chunk_features(extractor, chunk, size: int, seed: int) -> np.ndarray:
-    """Pooled features of one batch of views, each (index, view, cache file, crop source file): view 0 is the
-    cached input, view v > 0 an augmented view whose random draws come from (seed, index, v) alone, so a view is
-    the same whichever process or machine makes it."""
-    pixels = np.stack(
-        [
-            data_module.read_square(Path(cache_file))
-            if view == 0
-            else augmented_view(crop_source, size, np.random.default_rng([seed, index, view]))
-            for index, view, cache_file, crop_source in chunk
-        ]
-    )
-    return np.asarray(extractor(pixels.astype(np.float32), training=False))
 
 
 def pooled_features(

@@ -91,17 +91,25 @@ def classify_on_cluster(scheduler, model, names):
     try:
         shared = client.submit(model_files, files, pure=False)  # a task, not scattered data: if every worker that
         #                                                         holds it dies, the scheduler runs it again
-        limit = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
-        in_flight, remaining = deque(), iter(names)
-        for name in remaining:
-            in_flight.append((name, client.submit(classify_on_worker, shared, name, pure=False)))
-            if len(in_flight) >= limit:
-                yield outcome(client, shared, *in_flight.popleft(), KilledWorker)
-        while in_flight:
-            yield outcome(client, shared, *in_flight.popleft(), KilledWorker)
+        calls = ((classify_on_worker, shared, name) for name in names)
+        for call, future in submitted_in_order(client, calls, IN_FLIGHT_PER_THREAD):
+            yield outcome(client, shared, call[-1], future, KilledWorker)
     finally:
         if isinstance(scheduler, str):
             client.close()
+
+
+def submitted_in_order(client, calls, per_thread: int):
+    """Submit each call (function, *arguments) to the Dask client, at most `per_thread` per worker thread in flight
+    at once, and yield (call, future) in the calls' order: bounded memory on both sides for any number of calls."""
+    limit = per_thread * max(1, sum(client.nthreads().values()))
+    in_flight = deque()
+    for call in calls:
+        in_flight.append((call, client.submit(*call, pure=False)))
+        if len(in_flight) >= limit:
+            yield in_flight.popleft()
+    while in_flight:
+        yield in_flight.popleft()
 
 
 def outcome(client, shared, name: str, future, killed_worker) -> dict:
