@@ -26,9 +26,11 @@ from rendernet.cache import cache_root
 from rendernet.preprocess import load_image, preprocess
 from rendernet_train.config import TrainConfig
 from rendernet_train.data import DEFAULT_CACHE, cache_images, read_square, scan
+from rendernet_train.features import PooledFeatures, in_batches
+from rendernet_train.held_out import leave_one_source_out
 from rendernet_train.metrics import selection_score
-from rendernet_train.train import PooledFeatures, fit_settings, leave_one_source_out
-from rendernet_train.transfer import build_classifier, in_batches
+from rendernet_train.train import fit_settings
+from rendernet_train.transfer import build_classifier
 
 CROP_SCALE = 320  # the square the five crops are cut from
 VIEW_SETS = {

@@ -151,7 +151,7 @@ def test_training_features_on_the_cluster_are_the_local_ones(cluster, tmp_path):
     workers: the same features as in this process. A small Keras backbone stands in for the pretrained one."""
     keras = pytest.importorskip("keras")
     from rendernet_train.data import cache_images, scan
-    from rendernet_train.transfer import pooled_features
+    from rendernet_train.features import pooled_features
 
     data = tmp_path / "data"
     for name in ("real", "render"):

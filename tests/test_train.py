@@ -153,7 +153,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from rendernet_train.train import make_strategy, train
+from rendernet_train.model import make_strategy
+from rendernet_train.train import train
 strategy = make_strategy("mirrored")
 print("REPLICAS", strategy.num_replicas_in_sync)
 train({str(dataset)!r}, {str(tmp_path / "model")!r}, architecture="small", epochs=1, batch_size=8, strategy="mirrored",

@@ -39,7 +39,7 @@ def batch_on_worker(model_bytes: bytes, chunk, size: int, seed: int):
 
 
 def features_on_cluster(client, extractor, chunks, size: int, seed: int):
-    """Yield each chunk's features (transfer.chunk_features), in order, computed on the client's workers."""
+    """Yield each chunk's features (views.chunk_features), in order, computed on the client's workers."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "extractor.keras"
         extractor.save(path)

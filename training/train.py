@@ -1,8 +1,8 @@
 """`rendernet train DATA_DIR --out models/NAME`: train, evaluate and export in one run.
 
-Two architectures: "efficientnet-lite0" (the default: a frozen ImageNet
-backbone and a trained softmax head, training/transfer.py) and "small" (the
-from-scratch high-pass CNN of training/model.py, 50x fewer multiply-adds).
+Two architectures: "efficientnet-lite0" (the default: a frozen ImageNet backbone whose features are computed once,
+features.py, and a trained softmax head, transfer.py) and "small" (the from-scratch high-pass CNN of model.py, 50x
+fewer multiply-adds). Sources left out (held_out.py) choose the threshold.
 
 Sections: data (scan, preprocess at the model's input size into the cache,
 report skipped files and class balance), fit (class weights, EarlyStopping on
@@ -10,19 +10,18 @@ validation loss with the best weights restored), weights rounded to the stored
 dtype, threshold (chosen on the leave-one-source-out scores when they are
 computed, else on validation), evaluation (test metrics, per source,
 held-out sources, leave-one-source-out), export (every format, from this same
-run so nothing can drift).
+run so nothing can drift, and the reference set the adaptation keeps to).
 """
 
 import json
 import os
 import time
-import types
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from rendernet.cache import cache_root
-from rendernet.metrics import balanced_weights, evaluate, predict_labels, roc_auc
+from rendernet.metrics import evaluate
 
 from . import data as data_module
 from .config import ARCHITECTURES, TrainConfig
@@ -30,339 +29,10 @@ from .errors import TrainingError
 from .metrics import choose_threshold, family_summary, plot_confusion, plot_history, scored_by_source, selection_score
 
 
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":  # the cluster and this worker's place in it come from the TF_CONFIG variable
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "default":
-        return tf.distribute.get_strategy()
-    raise TrainingError(f"unknown strategy {name!r} (choose default, mirrored or multi-worker)")
-
-
-def fit(
-    classes,
-    train_examples,
-    validation_examples,
-    *,
-    epochs,
-    batch_size,
-    patience,
-    learning_rate,
-    seed,
-    strategy,
-    widths,
-    dropout,
-    random_crops,
-    verbose,
-):
-    """Build and train one model; returns (model, history) with the best validation-loss weights restored."""
-    import keras
-
-    from .model import build_model
-
-    keras.utils.set_random_seed(seed)
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
-    counts = np.bincount([example.label for example in train_examples], minlength=len(classes))
-    if counts.min() == 0:
-        raise TrainingError(f"class {classes[int(counts.argmin())]!r} has no training images")
-    labels = np.array([example.label for example in train_examples])
-    weights = balanced_weights(labels, len(classes))
-    class_weight = {index: float(weights[np.argmax(labels == index)]) for index in range(len(classes))}
-    if verbose:
-        print(
-            "train images per class: "
-            + ", ".join(f"{name} {count}" for name, count in zip(classes, counts, strict=False))
-            + "; class weights "
-            + ", ".join(f"{weight:.2f}" for weight in class_weight.values())
-        )
-    distribution = make_strategy(strategy)
-    replicas = distribution.num_replicas_in_sync
-    if replicas > 1 and len(validation_examples) < replicas:
-        raise TrainingError(
-            f"{len(validation_examples)} validation image(s) cannot be shared by {replicas} replicas; add more images"
-        )
-    with distribution.scope():
-        model = build_model(len(classes), widths, dropout)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
-    train_data = data_module.tf_dataset(train_examples, len(classes), batch_size, True, seed, replicas, random_crops)
-    if strategy == "multi-worker":
-        history = fit_across_workers(
-            model,
-            distribution,
-            train_data,
-            validation_examples,
-            class_weight,
-            epochs=epochs,
-            patience=patience,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            verbose=verbose,
-        )
-        return model, history
-    validation_data = data_module.tf_dataset(validation_examples, len(classes), batch_size, False, seed, replicas)
-    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
-    history = model.fit(
-        train_data, validation_data=validation_data, epochs=epochs, class_weight=class_weight, callbacks=callbacks, verbose=verbose
-    )
-    return model, history
-
-
-def fit_across_workers(
-    model, distribution, train_data, validation_examples, class_weight, *, epochs, patience, batch_size, learning_rate, verbose
-):
-    """What model.fit does (class weights, early stopping on validation loss, best weights restored), as a custom
-    loop: Keras 3's fit does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585). Gradients are
-    all-reduced over every worker's replicas each step and batch-norm statistics averaged each epoch, so all
-    workers hold the same weights; each one scores the whole validation split itself. Returns an object with
-    a Keras-like `history` dict."""
-    import keras
-    import tensorflow as tf
-
-    with distribution.scope():
-        optimizer = keras.optimizers.Adam(learning_rate)
-        optimizer.build(model.trainable_variables)
-    weights = tf.constant([class_weight[index] for index in range(len(class_weight))], tf.float32)
-
-    @tf.function
-    def step(batch):
-        def replica(pixels, labels):
-            with tf.GradientTape() as tape:
-                probabilities = model(pixels, training=True)
-                per_image = keras.losses.categorical_crossentropy(labels, probabilities)
-                per_image *= tf.gather(weights, tf.argmax(labels, axis=1))
-                loss = tf.nn.compute_average_loss(per_image, global_batch_size=batch_size)
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables, strict=True))
-            correct = tf.reduce_sum(tf.cast(tf.argmax(probabilities, 1) == tf.argmax(labels, 1), tf.float32))
-            return loss, correct, tf.cast(tf.shape(labels)[0], tf.float32)
-
-        return [
-            distribution.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in distribution.run(replica, args=batch)
-        ]
-
-    @tf.function
-    def average_statistics():
-        """Batch-norm moving statistics are updated from each worker's own batches: average them over workers."""
-        local = distribution.run(lambda: [tf.identity(variable.value) for variable in model.non_trainable_variables])
-        for variable, value in zip(model.non_trainable_variables, local, strict=True):
-            variable.assign(distribution.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
-
-    labels = np.array([example.label for example in validation_examples])
-    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    best, best_weights, waited = np.inf, model.get_weights(), 0
-    for epoch in range(epochs):
-        steps = [step(batch) for batch in distribution.experimental_distribute_dataset(train_data)]
-        average_statistics()
-        probabilities = predict(model, validation_examples, len(class_weight), batch_size)
-        val_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0))))
-        history["loss"].append(float(np.mean([float(loss) for loss, _, _ in steps])))
-        history["accuracy"].append(sum(float(correct) for _, correct, _ in steps) / sum(float(n) for _, _, n in steps))
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(float(np.mean(probabilities.argmax(axis=1) == labels)))
-        if verbose:
-            print(f"epoch {epoch + 1}: " + ", ".join(f"{key} {values[-1]:.4f}" for key, values in history.items()))
-        if val_loss < best:
-            best, best_weights, waited = val_loss, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    model.set_weights(best_weights)
-    return types.SimpleNamespace(history=history)
-
-
-def predict(model, examples, num_classes: int, batch_size: int) -> np.ndarray:
-    """Class probabilities, calling the model directly: `model.predict` under MirroredStrategy fails on a last
-    batch smaller than the replica count."""
-    pixels = data_module.load_pixels(examples).astype(np.float32)
-    chunks = [np.asarray(model(pixels[start : start + batch_size], training=False)) for start in range(0, len(pixels), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, num_classes))
-
-
-def unseen_source_report(probabilities: np.ndarray, label: int, other_probabilities: np.ndarray, threshold) -> dict:
-    """How a model did on one source it never saw: accuracy by the one decision rule, and the ROC AUC of that
-    source against images of the other class(es) it never saw (P(last class) ranks them; two classes only)."""
-    accuracy = float(np.mean(predict_labels(probabilities, threshold) == label))
-    labels = np.r_[np.full(len(probabilities), label), np.full(len(other_probabilities), 1 - label)]
-    two_classes = probabilities.shape[1] == 2
-    return {
-        "accuracy": round(accuracy, 4),
-        "count": len(probabilities),
-        "roc_auc": roc_auc(labels, np.r_[probabilities[:, -1], other_probabilities[:, -1]]) if two_classes else None,
-    }
-
-
-def leave_one_source_out(dataset, splits, settings, features=None, priority_families=(), guard_accuracy=0.8) -> tuple:
-    """For each source: train without it, score every image of that source (all splits), and rank them
-    against the test images of the other class. Returns ({source: report}, threshold).
-
-    The decision threshold is chosen by how it does on sources the model never saw (each image scored by the
-    model trained without its source): metrics.choose_threshold, the `priority_families` weighing as much
-    as every other source together, and every other source kept at `guard_accuracy` where a cut allows it; within
-    those halves each source weighs the same, so a large source cannot outvote the small ones. Each
-    source's accuracy is reported at the threshold chosen the same way from the other sources' scores, so
-    no source helps choose the threshold it is scored with. With `features` (the pretrained model's pooled
-    features) only the head is retrained per source."""
-    scored = {}
-    sources = sorted({example.source for example in dataset.examples})
-    for number, source in enumerate(sources, start=1):
-        held_out = [example for example in dataset.examples if example.source == source]
-        train_examples = [example for example in splits["train"] if example.source != source]
-        validation_examples = [example for example in splits["validation"] if example.source != source]
-        label = held_out[0].label
-        others = [example for example in splits["test"] if example.label != label]
-        print(f"leave-one-source-out [{number}/{len(sources)}]: {source} ({len(held_out)} images)", flush=True)
-        if features is not None:
-            head, _ = features.fit(train_examples, validation_examples, {**settings, "verbose": 0})
-            probabilities = [features.probabilities(head, group) for group in (held_out, others)]
-        else:
-            model, _ = fit(dataset.classes, train_examples, validation_examples, **{**settings, "verbose": 0})
-            probabilities = [predict(model, group, len(dataset.classes), settings["batch_size"]) for group in (held_out, others)]
-        scored[source] = (label, *probabilities)
-
-    def threshold_from(chosen):
-        """The threshold from these sources' held-out scores (metrics.choose_threshold, the one rule)."""
-        if len(dataset.classes) != 2:
-            return None
-        return choose_threshold(
-            {name: (scored[name][0], scored[name][1][:, 1], families[name]) for name in chosen}, priority_families, guard_accuracy
-        )
-
-    families = {example.source: example.family for example in dataset.examples}
-    results = {}
-    for source, (label, held_out, others) in scored.items():
-        threshold = threshold_from([name for name in scored if name != source])
-        results[source] = {
-            **unseen_source_report(held_out, label, others, threshold),
-            "threshold": threshold,
-            "family": families[source],
-            "label": dataset.classes[label],
-        }
-    return results, threshold_from(list(scored))
-
-
-class PooledFeatures:
-    """The pretrained model's pooled features of every example (and augmented views of the training ones),
-    computed once; heads train on them (transfer.fit_heads). With `fine_tune` blocks, also the activations those
-    blocks read, and a fit is a head and then a tail (transfer.tail_of) trained on them."""
-
-    def __init__(
-        self,
-        model,
-        examples,
-        train_examples,
-        views: int,
-        seed: int,
-        progress: bool,
-        client=None,
-        features: str = "block11_add",
-        fine_tune: int = 0,
-    ):
-        import keras
-
-        from .efficientnet import block_outputs
-        from .transfer import copy_weights, in_batches, pooled_features, tail_of
-
-        if fine_tune > block_outputs().index(features):
-            raise TrainingError(
-                f"--fine-tune {fine_tune}: {features} has only {block_outputs().index(features)} blocks before it that can train"
-            )
-        self.model, self.features_layer = model, features
-        self.after = block_outputs()[block_outputs().index(features) - fine_tune] if fine_tune else None
-        layer = self.after or "pool"
-        print(
-            f"backbone {'activations at ' + layer if fine_tune else 'features'}: {len(examples)} images + "
-            f"{views - 1} augmented views of {len(train_examples)} training images",
-            flush=True,
-        )
-        self.rows = {id(example): row for row, example in enumerate(examples)}
-        self.inputs, _ = pooled_features(model, examples, progress=progress, client=client, layer=layer)
-        self.augmented_inputs, rows = (
-            pooled_features(model, train_examples, augmented=views - 1, seed=seed, progress=progress, client=client, layer=layer)
-            if views > 1
-            else (None, [])
-        )
-        self.augmented_of = {}
-        for row, index in enumerate(rows):
-            self.augmented_of.setdefault(id(train_examples[index]), []).append(row)
-        self.pooled, self.augmented_pooled = self.inputs, self.augmented_inputs
-        if fine_tune:  # the pretrained tail, kept to start every fine-tuning from, pools the activations for the heads
-            self.pretrained_tail = tail_of(model, features, self.after)
-            copy_weights(model, self.pretrained_tail)
-            pool = keras.Model(self.pretrained_tail.input, self.pretrained_tail.get_layer("pool").output)
-            self.pooled, self.augmented_pooled = (
-                None if inputs is None else in_batches(pool, inputs) for inputs in (self.inputs, self.augmented_inputs)
-            )
-
-    def of(self, examples, with_augmented=False, pooled=True) -> tuple:
-        """(features, labels) of some examples (pooled, or the activations fine-tuning reads); with_augmented adds
-        their augmented views."""
-        features, augmented = (self.pooled, self.augmented_pooled) if pooled else (self.inputs, self.augmented_inputs)
-        rows = [features[self.rows[id(example)]] for example in examples]
-        labels = [example.label for example in examples]
-        if with_augmented:
-            for example in examples:
-                extra = self.augmented_of.get(id(example), [])
-                rows += [augmented[row] for row in extra]
-                labels += [example.label] * len(extra)
-        return np.array(rows, dtype=np.float32), np.array(labels, dtype=int)
-
-    def sources_of(self, train_examples) -> list:
-        """The source of each row that of(train_examples, with_augmented=True) gives, in its order."""
-        return [example.source for example in train_examples] + [
-            example.source for example in train_examples for _ in self.augmented_of.get(id(example), [])
-        ]
-
-    def fit(self, train_examples, validation_examples, settings):
-        """A head on the pooled features; with fine-tuning, then a tail from it. Returns (head or tail, history)."""
-        from .export import round_weights
-        from .transfer import FINE_TUNE_PATIENCE, copy_weights, fit_heads, fit_part, tail_of
-
-        part_settings = {key: settings[key] for key in ("epochs", "batch_size", "patience", "learning_rate", "verbose")}
-        if settings["balance_sources"]:
-            part_settings["train_groups"] = self.sources_of(train_examples)
-        head, history = fit_heads(
-            self.model,
-            *self.of(train_examples, with_augmented=True),
-            *self.of(validation_examples),
-            seed=settings["seed"],
-            heads=settings["heads"],
-            **part_settings,
-        )
-        if self.after is None:
-            return head, history
-        tail = tail_of(self.model, self.features_layer, self.after)
-        copy_weights(self.pretrained_tail, tail)
-        copy_weights(head, tail)
-        tail, tuned = fit_part(
-            tail,
-            *self.of(train_examples, with_augmented=True, pooled=False),
-            *self.of(validation_examples, pooled=False),
-            **{
-                **part_settings,
-                "epochs": settings["fine_tune_epochs"],
-                "patience": FINE_TUNE_PATIENCE,
-                "learning_rate": settings["fine_tune_learning_rate"],
-            },
-        )
-        round_weights(tail, "int8")  # what the exported model stores: a change smaller than a step of int8 is lost
-        for key, values in tuned.history.items():
-            history.history[key] = history.history.get(key, []) + values
-        return tail, history
-
-    def probabilities(self, part, examples) -> np.ndarray:
-        from .transfer import in_batches
-
-        inputs = self.of(examples, pooled=self.after is None)[0]
-        return in_batches(part, inputs)
-
-
 def evaluate_examples(model, examples, classes, batch_size: int, threshold=None) -> dict:
     """metrics.evaluate on some examples: their labels, the model's probabilities and their sources."""
+    from .model import predict
+
     return evaluate(
         np.array([example.label for example in examples], dtype=int),
         predict(model, examples, len(classes), batch_size),
@@ -397,6 +67,8 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
     format into `out`, and return the metrics (also written to out/metrics.json, with the config). With a Dask
     `client`, the pretrained backbone's features are computed on its workers (training/cluster.py)."""
     from .export import export_numpy, export_tflite, round_weights
+    from .held_out import leave_one_source_out, unseen_source_report
+    from .model import fit, predict
 
     config = replace(config or TrainConfig(), **overrides)
     if config.architecture not in ARCHITECTURES:
@@ -470,6 +142,8 @@ def train(data_dir, out, config: TrainConfig | None = None, cache_dir=None, clie
         from .transfer import build_classifier, copy_weights
 
         model = build_classifier(size, len(dataset.classes), backbone_cache, features, hidden, config.dropout)
+        from .features import PooledFeatures
+
         pooled = PooledFeatures(
             model, dataset.examples + held_out, splits["train"], views, seed, verbose > 0, client, features, config.fine_tune
         )

@@ -32,7 +32,6 @@ from rendernet.metrics import balanced_weights
 
 from .efficientnet import backbone_layers, load_pretrained
 from .errors import TrainingError
-from .views import chunk_features
 
 FINE_TUNE_PATIENCE = 2  # epochs without a better validation loss before fine-tuning stops (each is minutes on a CPU)
 
@@ -74,56 +73,12 @@ def tail_of(model: keras.Model, until: str, after: str) -> keras.Model:
     return keras.Model(activations, head_like(model, x))
 
 
-def in_batches(part: keras.Model, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """`part` (inference mode) on `inputs`, a batch at a time so that a large array never goes through at once."""
-    outputs = [np.asarray(part(inputs[start : start + batch_size], training=False)) for start in range(0, len(inputs), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, *part.output_shape[1:]), np.float32)
-
-
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
     """Set the weights of every layer of `source` that `target` has too (matched by name)."""
     names = {layer.name for layer in target.layers}
     for layer in source.layers:
         if layer.weights and layer.name in names:
             target.get_layer(layer.name).set_weights(layer.get_weights())
-
-
-def pooled_features(
-    model: keras.Model,
-    examples,
-    augmented: int = 0,
-    seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = False,
-    client=None,
-    layer: str = "pool",
-) -> tuple:
-    """(features, example index of each row): the `layer` output of `model` (by default the pooled features)
-    for each example's cached input, or with augmented > 0 for that many augmented views of each example
-    instead. With a Dask `client`, the batches run on its workers (training/cluster.py) and give the same
-    features."""
-    extractor = keras.Model(model.input, model.get_layer(layer).output)
-    size = model.input_shape[1]
-    jobs = [
-        (index, view, str(examples[index].cache_file), str(examples[index].crop_source_file))
-        for index in range(len(examples))
-        for view in (range(1, augmented + 1) if augmented else [0])
-    ]
-    chunks = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
-    bar = keras.utils.Progbar(len(jobs), unit_name="view") if progress and jobs else None
-    if client is not None:
-        from .cluster import features_on_cluster
-
-        parts = features_on_cluster(client, extractor, chunks, size, seed)
-    else:
-        parts = (chunk_features(extractor, chunk, size, seed) for chunk in chunks)
-    features = []
-    for chunk, part in zip(chunks, parts, strict=True):
-        features.append(part)
-        if bar:
-            bar.add(len(chunk))
-    rows = np.array([index for index, *_ in jobs], dtype=int)
-    return (np.concatenate(features) if features else np.zeros((0, *extractor.output_shape[1:]), np.float32)), rows
 
 
 def fit_heads(

@@ -1,6 +1,6 @@
 """The views of a training image that the frozen backbone sees: its cached input, or an augmented copy whose random
 draws depend only on (seed, image, view), so a view is the same in any process or on any machine. Used by
-transfer.pooled_features locally and by cluster.py on a Dask cluster's workers."""
+features.pooled_features locally and by cluster.py on a Dask cluster's workers."""
 
 import io
 from pathlib import Path
