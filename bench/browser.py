@@ -18,7 +18,8 @@ app's excess over it. Then the pool: 100
 photos (1600x1200 JPEG q90 made from the sample) classified with ?debug&workers=1
 and =2, three batches each in one page (the first batch also starts the second
 worker): images per second, each worker's peak memory, main-thread tasks over
-50 ms. `--pool-only` runs just that. Prints a table, then JSON.
+50 ms. `--pool-only` runs just that; `--adaptation-only` just the time a correction takes (the head re-fitted
+with the model's reference set, and 500 rows re-scored). Prints a table, then JSON.
 """
 
 import argparse
@@ -151,6 +152,9 @@ def fresh_browser(playwright, profile: Path):
     return playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
 
 
+ADAPTATION_CASES = ((500, 6), (500, 100), (500, 1000))  # (rows re-scored, corrections fitted) per timing
+
+
 def pool_batches(playwright, url: str, work: Path, count: int = 100, batches: int = 3) -> dict:
     """Images per second of a batch of `count` photos with 1 and with 2 workers (same profile, same photos)."""
     photos = []
@@ -227,6 +231,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40, help="images timed after 5 warm-up images")
     parser.add_argument("--screenshot", help="also save a PNG of the page with its results here")
     parser.add_argument("--pool-only", action="store_true", help="only the pool's batches of 100 photos")
+    parser.add_argument("--adaptation-only", action="store_true", help="only the re-fit and re-score after a correction")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -259,6 +264,23 @@ def main() -> None:
     if args.pool_only:
         with sync_playwright() as playwright:
             print(json.dumps(pool_batches(playwright, url, work)))
+        return
+    if args.adaptation_only:
+        with sync_playwright() as playwright:
+            context = fresh_browser(playwright, work / "profile")
+            page = context.new_page()
+            open_until_ready(page, url)
+            print(
+                json.dumps(
+                    {
+                        f"{rows}_rows_{corrections}_corrections_ms": sorted(
+                            json.loads(page.evaluate(f"window.rendernet_debug.time_adaptation({rows}, {corrections})"))
+                        )
+                        for rows, corrections in ADAPTATION_CASES
+                    }
+                )
+            )
+            context.close()
         return
     with sync_playwright() as playwright:
         pool = pool_batches(playwright, url, work)
@@ -312,7 +334,7 @@ def main() -> None:
             f"{rows}_rows_{corrections}_corrections": percentile(
                 json.loads(page.evaluate(f"window.rendernet_debug.time_adaptation({rows}, {corrections})")), 0.5
             )
-            for rows, corrections in ((500, 6), (500, 100), (500, 1000))
+            for rows, corrections in ADAPTATION_CASES
         }
         if args.screenshot:
             page.set_viewport_size({"width": 1000, "height": 1000})
