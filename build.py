@@ -81,7 +81,6 @@ CORE_NOT_IN_PAGE = (
     "cli.py",
     "cluster.py",
     "evaluate.py",
-    "metrics.py",
 )  # the command line's and training's parts
 CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py", "version.py")  # what main.py imports, under MicroPython
 MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
