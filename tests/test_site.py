@@ -792,6 +792,27 @@ def test_file_evidence_is_shown_and_a_thumbnail_opens_large(site, browser, tmp_p
     assert page.errors == []
 
 
+def test_a_site_built_from_an_adapted_model_says_so(browser, tmp_path):
+    """build.py --model adapted.zip (the page's download): the page says which model answers, About names the base."""
+    model = load_model(DEFAULT_MODEL)
+    examples = tmp_path / "examples"
+    for name, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:1])):
+        (examples / name).mkdir(parents=True)
+        for path in paths:
+            shutil.copyfile(path, examples / name / path.name)
+    from rendernet.cli import main as rendernet
+
+    assert rendernet(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
+    archive = shutil.make_archive(str(tmp_path / "adapted-model"), "zip", tmp_path, "adapted")
+    with serving(build_site(tmp_path / "dist", archive)) as url:
+        page = Page(browser, url)
+        assert page.page.inner_text("#adaptation-status").startswith("Adapted model (3 corrections) answers.")
+        about = page.page.locator("#about-adaptation").text_content()
+        assert "Built from an adapted model" in about and "2 real, 1 render" in about
+        assert model.manifest["weights"]["sha256"] in about
+        assert page.errors == []
+
+
 def keep(page, key, value):
     """Put a value into the page's corrections database, as a damaged or older visit would have left it."""
     page.page.evaluate(
