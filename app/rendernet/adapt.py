@@ -158,7 +158,8 @@ def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: f
 
 
 def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
-    """Minimise a convex objective(x) -> (value, gradient, hessian) by Newton's method with backtracking. With
+    """Minimise a convex objective(x) -> (value, gradient, hessian()) by Newton's method with backtracking; the
+    Hessian, the costly part, is a function, computed only for the points a step starts from. With
     `rehearsed` (a mask of the examples; objective(x, mask) gives their loss alone), the objective is tilted by
     that loss's slope at `start`, so that start is the minimum while no other example pulls."""
     if rehearsed is not None and rehearsed.any():
@@ -171,7 +172,7 @@ def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
     x = start.copy()
     value, gradient, hessian = objective(x)
     for _ in range(NEWTON_STEPS):
-        step = np.linalg.solve(hessian, -gradient)
+        step = np.linalg.solve(hessian(), -gradient)
         length = 1.0
         while True:  # a step that does not lower the objective is halved
             new = objective(x + length * step)
@@ -203,8 +204,12 @@ def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, 
         gradient = inputs.T @ (-weighted * sign * p_wrong) + penalty * change
         if only is not None:
             return value, gradient, None
-        curvature = (inputs.T * (weights * p_wrong * (1 - p_wrong))).astype(np.float32)
-        return value, gradient, matmul(curvature, packed).astype(np.float64) + np.diag(stiffness)
+
+        def hessian():
+            curvature = (inputs.T * (weights * p_wrong * (1 - p_wrong))).astype(np.float32)
+            return matmul(curvature, packed).astype(np.float64) + np.diag(stiffness)
+
+        return value, gradient, hessian
 
     return newton(objective, base, rehearsed)
 
@@ -228,13 +233,17 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> np.
         gradient = ((weighted[:, None] * (p - target)).T @ inputs).ravel() + penalty * change
         if only is not None:
             return value, gradient, None
-        hessian = np.diag(penalty)
-        for c in range(classes):
-            for d in range(c, classes):
-                block = (inputs.T * (weights * p[:, c] * ((c == d) - p[:, d]))) @ inputs
-                hessian[c * width : (c + 1) * width, d * width : (d + 1) * width] += block
-                if d != c:
-                    hessian[d * width : (d + 1) * width, c * width : (c + 1) * width] += block.T
+
+        def hessian():
+            blocks = np.diag(penalty)
+            for c in range(classes):
+                for d in range(c, classes):
+                    block = (inputs.T * (weights * p[:, c] * ((c == d) - p[:, d]))) @ inputs
+                    blocks[c * width : (c + 1) * width, d * width : (d + 1) * width] += block
+                    if d != c:
+                        blocks[d * width : (d + 1) * width, c * width : (c + 1) * width] += block.T
+            return blocks
+
         return value, gradient, hessian
 
     return newton(objective, base.ravel(), rehearsed).reshape(base.shape)
