@@ -55,7 +55,7 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert worker["interpreter"] == f"../{runtime.name}/pyodide.mjs" and worker["packages_cache"] == "passthrough"
     pyscript = next(dist.glob("pyscript-*"))
     main = json.loads((app / "main.json").read_text())  # MicroPython, with the decision rule
-    assert main["interpreter"] == f"../{pyscript.name}/micropython.mjs" and (pyscript / "micropython.wasm").exists()
+    assert main["interpreter"] == f"./{pyscript.name}/micropython.mjs" and (pyscript / "micropython.wasm").exists()
     assert sorted(main["files"]) == [f"./rendernet/{name}" for name in sorted(build.CORE_ON_MAIN_THREAD)]
     assert (app / "rendernet" / "layers.py").read_bytes() == (build.CORE_PACKAGE / "layers.py").read_bytes()
     page = (dist / "index.html").read_text()

@@ -490,6 +490,18 @@ def test_a_repeat_visit_logs_no_error_for_45_seconds(site, browser):
     assert again.errors == []
 
 
+def test_a_site_under_a_sub_path_starts_and_classifies(browser, tmp_path):
+    """A GitHub Pages project site lives at user.github.io/repo/: the same build served at /rendernet/ starts,
+    classifies and logs no error."""
+    build_site(tmp_path / "rendernet")
+    with serving(tmp_path) as url:
+        page = Page(browser, url, path="/rendernet/")
+        row = page.upload(sample_files("render")[:1], 1)[0]
+        assert row["label"] in ("real", "render")
+        assert all(url.split("/")[3] == "rendernet" for url in page.requests if url.startswith("http://127.0.0.1"))
+        assert page.errors == []
+
+
 def test_repeat_visit_works_offline(site, browser):
     first = Page(browser, site)
     first.page.close()
