@@ -430,9 +430,7 @@ def stage(
     main_files = {f"./rendernet/{name}": f"./rendernet/{name}" for name in CORE_ON_MAIN_THREAD}
     # PyScript resolves the interpreter against the page's URL (index.html, beside the content folders) and the
     # files against the config's: so both hold under a sub-path (a GitHub Pages project site) as at the root.
-    (app / "main.json").write_text(
-        json.dumps({"interpreter": f"./{pyscript_dir}/micropython.mjs", "files": main_files}, indent=1)
-    )
+    (app / "main.json").write_text(json.dumps({"interpreter": f"./{pyscript_dir}/micropython.mjs", "files": main_files}, indent=1))
     (app / "worker.json").write_text(
         json.dumps(
             {

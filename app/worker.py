@@ -321,8 +321,8 @@ async def restore() -> str:
         if key_of(sha256) in stored:
             try:
                 adaptation.restore(json.loads(stored[key_of(sha256)]))
-            except (ValueError, TypeError, ModelError) as error:
-                answer["problem"] = str(error)
+            except (ValueError, TypeError, RecursionError, ModelError) as error:
+                answer["problem"] = str(error) or "the kept corrections are nested too deeply"
                 aside = f"set-aside:{sha256}:{time.strftime('%Y-%m-%dT%H-%M-%S')}"
                 transaction, objects = await store("readwrite")
                 objects.put(stored.pop(key_of(sha256)), aside)

@@ -64,6 +64,7 @@ MANIFEST_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 REFERENCE_FILE = "reference.npz"
 MODEL_FILES = (MANIFEST_FILE, WEIGHTS_FILE, REFERENCE_FILE)  # a model's files; the last is optional
+MAX_MODEL_BYTES = 256 * 1000 * 1000  # what a model's files (or its weights' arrays) may unpack to
 INPUT_NAME = "input"
 REQUIRED = ("format", "format_version", "input", "classes", "layers", "weights")
 
@@ -216,7 +217,17 @@ def read_manifest(manifest_bytes: bytes, where: str = MANIFEST_FILE) -> dict:
         manifest = json.loads(manifest_bytes)
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelError(f"{where} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ModelError(f"{where} is nested too deeply to be a model's manifest") from None
     return check_manifest(manifest, where)
+
+
+def unpacked_size_check(archive: zipfile.ZipFile, where: str) -> None:
+    """ModelError when a zip's entries would unpack to more than MAX_MODEL_BYTES (a small file that inflates to
+    gigabytes), before anything is unpacked."""
+    total = sum(entry.file_size for entry in archive.infolist())
+    if total > MAX_MODEL_BYTES:
+        raise ModelError(f"{where} unpacks to {total / 1e6:,.0f} MB; a model's files hold at most {MAX_MODEL_BYTES / 1e6:,.0f} MB")
 
 
 def read_model_files(path, names=MODEL_FILES) -> dict:
@@ -226,12 +237,17 @@ def read_model_files(path, names=MODEL_FILES) -> dict:
     if path.is_file():
         try:
             with zipfile.ZipFile(path) as archive:
-                entries = {
-                    Path(entry).name: entry
-                    for entry in archive.namelist()
-                    if Path(entry).name in names and len(Path(entry).parts) <= 2
-                }
-                return {name: archive.read(entry) for name, entry in entries.items()}
+                found = [
+                    entry for entry in archive.namelist() if Path(entry).name in MODEL_FILES + names and len(Path(entry).parts) <= 2
+                ]
+                names_found = [Path(entry).name for entry in found]
+                twice = sorted({name for name in names_found if names_found.count(name) > 1})
+                if twice:
+                    raise ModelError(f"{path} holds {', '.join(twice)} more than once: which one is the model is unclear")
+                if len({Path(entry).parent for entry in found}) > 1:
+                    raise ModelError(f"{path} holds a model's files in different folders: {', '.join(sorted(found))}")
+                unpacked_size_check(archive, str(path))
+                return {Path(entry).name: archive.read(entry) for entry in found if Path(entry).name in names}
         except (zipfile.BadZipFile, OSError) as error:
             raise ModelError(f"{path} is neither a model folder nor a .zip of one: {error}") from None
     files = {}

@@ -19,7 +19,16 @@ import numpy as np
 from .decision import decide
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
-from .manifest import INPUT_NAME, MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, check_weights, read_manifest, read_model_files
+from .manifest import (
+    INPUT_NAME,
+    MANIFEST_FILE,
+    REFERENCE_FILE,
+    WEIGHTS_FILE,
+    check_weights,
+    read_manifest,
+    read_model_files,
+    unpacked_size_check,
+)
 from .reference import read_reference
 from .weights import decode
 
@@ -201,10 +210,16 @@ def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE
     """Check the weights file's sha256 against the manifest, then read its arrays."""
     check_weights(manifest, weights_bytes, where)
     try:
+        with zipfile.ZipFile(io.BytesIO(weights_bytes)) as packed:
+            unpacked_size_check(packed, where)
         with np.load(io.BytesIO(weights_bytes), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise ModelError(f"{where} cannot be read as .npz: {error}") from None
+    for key, values in arrays.items():
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise ModelError(f"{where}: {key} holds a value that is not a finite number (NaN or infinity)")
+    return arrays
 
 
 def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes, reference_bytes: bytes | None = None) -> Model:

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from .errors import ModelError
-from .manifest import REFERENCE_FILE, check_weights, sha256_bytes
+from .manifest import REFERENCE_FILE, check_weights, sha256_bytes, unpacked_size_check
 from .version import __version__
 
 MAX_PER_SOURCE, MAX_EXAMPLES = 40, 600
@@ -66,6 +66,8 @@ def read_reference(data: bytes, manifest: dict, size: int) -> tuple:
     check_weights(manifest, data, REFERENCE_FILE, "reference")
     count, classes = manifest["reference"]["count"], len(manifest["classes"])
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as packed:
+            unpacked_size_check(packed, REFERENCE_FILE)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             if sorted(archive.files) != ["features", "labels"]:
                 raise ModelError(f"{REFERENCE_FILE} must hold exactly 'features' and 'labels', found {sorted(archive.files)}")
