@@ -831,11 +831,11 @@ async def current_csv():
 
 def remember_version(app: str) -> None:
     """Say so when this visit runs a different build from the last one (the bundle's folder names its content)."""
-    storage = window.localStorage
-    previous = storage.getItem("rendernet-app")
+    storage, key = window.localStorage, "rendernet-app:" + js.location.pathname  # one per site of the origin
+    previous = storage.getItem(key)
     if previous and previous != app:
         notice("Updated: this page now runs a new version of the app and its model.")
-    storage.setItem("rendernet-app", app)
+    storage.setItem(key, app)
 
 
 async def start() -> None:

@@ -6,11 +6,14 @@
 // so a redeploy is seen on the next load) and from the cache when offline.
 //
 // Messages: to every window of the site, {type: "progress", version, done, total} while it installs and
-// {type: "failed", version, message} (naming the file) when it cannot; a {type: "version"} message sent with a
+// {type: "failed", version, message} (naming the file) when it cannot, or when a file missing from the cache later
+// fails its check again; a {type: "version"} message sent with a
 // MessagePort is answered on the port with this version.
 const VERSION = "__VERSION__";
-const CACHE = `rendernet-${VERSION}`;
+const SITE = `rendernet-${self.registration.scope}-`; // caches are per origin: two sites of one origin keep their own
+const CACHE = `${SITE}${VERSION}`;
 const BUNDLE = __BUNDLE__;
+const CHECKED = new Map(Object.entries(BUNDLE).map(([url, sha256]) => [new URL(url, self.registration.scope).href, [url, sha256]]));
 const PAGE = "./";
 const NETWORK_TIMEOUT_MS = 4000; // a page load waits no longer than this for a slow network before using the cache
 
@@ -68,7 +71,7 @@ self.addEventListener("install", (event) => {
 self.addEventListener("activate", (event) => {
   event.waitUntil(
     caches.keys()
-      .then((names) => Promise.all(names.filter((name) => name.startsWith("rendernet-") && name !== CACHE)
+      .then((names) => Promise.all(names.filter((name) => name.startsWith(SITE) && name !== CACHE)
         .map((name) => caches.delete(name))))
       .then(() => self.clients.claim()),
   );
@@ -97,8 +100,26 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(page(event.request));
     return;
   }
-  event.respondWith(
-    caches.open(CACHE).then((cache) => cache.match(event.request, { ignoreSearch: true })
-      .then((hit) => hit || fetch(event.request))),
-  );
+  event.respondWith(app(event.request));
 });
+
+// A file of the app from the checked cache; one missing from it (evicted, its cache deleted) is fetched and checked
+// against the build's sha256 again before it is served, or not served at all: nothing unchecked runs. Requests
+// for anything else (not part of this build) go to the network.
+async function app(request) {
+  const cache = await caches.open(CACHE);
+  const hit = await cache.match(request, { ignoreSearch: true });
+  if (hit) return hit;
+  const address = new URL(request.url);
+  address.search = "";
+  const entry = CHECKED.get(address.href);
+  if (!entry || entry[1] === null) return fetch(request);
+  try {
+    const response = await verified(...entry);
+    await cache.put(entry[0], response.clone());
+    return response;
+  } catch (error) {
+    await tell({ type: "failed", message: error.message });
+    return new Response(`${error.message}: not served`, { status: 503, statusText: "Not verified" });
+  }
+}

@@ -340,7 +340,8 @@ def wait_for_offline_copy(context, url, dist):
     the site that is not the app. With the app's page still open, Chromium once held the new worker "waiting"
     behind the old, active one for over the 60 s allowed here (the wait failed in 3 of 17 runs); the lifecycle lets it
     wait while the old worker has work, and closing the page ends that page's work."""
-    cache = "rendernet-" + re.search(r'const VERSION = "([0-9a-f]+)"', (dist / "sw.js").read_text()).group(1)
+    version = re.search(r'const VERSION = "([0-9a-f]+)"', (dist / "sw.js").read_text()).group(1)
+    cache = f"rendernet-{url}/-{version}"  # sw.js names its caches by its scope and version
     page = context.new_page()
     page.goto(url + "/sw.js")
     deadline = time.monotonic() + 60
@@ -461,6 +462,49 @@ def test_an_altered_file_is_named_and_never_runs(built, browser, tmp_path, patte
         page = Page(browser, url, wait_for=FAILED)
         problem = "sw.js does not match this page's build" if name == "sw.js" else f"{name} does not match the build's sha256"
         assert problem in page.page.inner_text("#load-status") and not app_started(page)
+
+
+def test_a_file_evicted_from_the_checked_cache_is_checked_again_and_an_altered_one_never_runs(built, browser, tmp_path):
+    """After a visit, main.py is dropped from the service worker's cache (evicted) and the browser's HTTP cache,
+    and altered on the server: the next visit does not run it, and names it."""
+    dist = tmp_path / "dist"
+    shutil.copytree(built, dist)
+    main = next(dist.glob("app-*/main.py"))
+    with serving(dist) as url:
+        first = Page(browser, url)
+        name = main.relative_to(dist).as_posix()
+        first.page.evaluate(
+            """async (name) => {
+            for (const key of await caches.keys()) await (await caches.open(key)).delete(new URL(name, location.href).href);
+          }""",
+            name,
+        )
+        first.page.context.new_cdp_session(first.page).send("Network.clearBrowserCache")
+        first.page.close()
+        for copy in main.parent.glob(main.name + ".*"):
+            copy.unlink()
+        main.write_text('from pyscript import document\ndocument.title = "TAMPERED main.py"\n')
+        again = Page(browser, url, wait_for=FAILED)
+        assert f"{name} does not match the build's sha256" in again.page.inner_text("#load-status")
+        assert "TAMPERED" not in again.page.title()
+
+
+def test_two_sites_of_one_origin_keep_their_own_checked_copies(built, browser, tmp_path):
+    """/a/ and /b/ on one origin: visiting /b/ neither deletes /a/'s checked cache (so /a/ works offline) nor makes
+    /a/ say it was updated."""
+    for name in ("a", "b"):
+        shutil.copytree(built, tmp_path / name)
+    with serving(tmp_path) as url:
+        Page(browser, url, path="/a/").page.close()
+        Page(browser, url, path="/b/").page.close()
+        browser.set_offline(True)
+        try:
+            again = Page(browser, url, path="/a/")
+            assert again.page.locator("#notice").is_hidden(), again.page.inner_text("#notice")
+            assert "label" in again.upload(sample_files("render")[:1], 1)[0]
+            assert again.errors == []
+        finally:
+            browser.set_offline(False)
 
 
 def test_without_https_the_app_runs_unchecked_and_says_so(browser, tmp_path):
