@@ -56,6 +56,7 @@ class Page:
         self.adapted = None  # the model's manifest "adapted": a site built with an adapted model
         self.base_model = "The shipped model"  # what answers without corrections
         self.changes, self.adapting = [], False  # changes of the corrections, applied one at a time
+        self.channel = None  # a BroadcastChannel to the site's other tabs (their corrections are kept in one place)
 
     def sure(self) -> float:
         return int(element("sure-threshold").value) / 100
@@ -415,9 +416,10 @@ def pressed(row: int, name: str) -> bool:
     )
 
 
-def change(request, what: str) -> None:
-    """Queue a change of the corrections (request() calls the worker): they apply one after another, in order."""
-    page.changes.append((request, what))
+def change(request, what: str, announce: bool = True) -> None:
+    """Queue a change of the corrections (request() calls the worker): they apply one after another, in order. Once
+    kept, a change is announced to the site's other tabs, which take the kept corrections (taken_elsewhere)."""
+    page.changes.append((request, what, announce))
     if not page.adapting:
         page.task = asyncio.create_task(apply_changes())
 
@@ -426,13 +428,21 @@ async def apply_changes() -> None:
     page.adapting = True
     try:
         while page.changes:
-            request, what = page.changes.pop(0)
+            request, what, announce = page.changes.pop(0)
             try:
-                show_adaptation(json.loads(await call(request(), MODEL_SECONDS, what)))
+                answer = json.loads(await call(request(), MODEL_SECONDS, what))
+                show_adaptation(answer)
+                if announce and page.channel is not None and "not_kept" not in answer:
+                    page.channel.postMessage("changed")
             except Exception as error:
                 notice(f"{what} failed: {error}")
     finally:
         page.adapting = False
+
+
+def taken_elsewhere(event) -> None:
+    """Another tab of this site changed the kept corrections: take them, so neither tab's are lost."""
+    change(lambda: page.worker.restore(), "Taking the corrections made in another tab", False)
 
 
 def show_adaptation(answer: dict) -> None:
@@ -884,6 +894,9 @@ async def start() -> None:
         restored = json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections"))
         show_adaptation(restored)
         show_kept_elsewhere(restored["others"], restored.get("problem"))
+        if hasattr(js, "BroadcastChannel"):
+            page.channel = js.BroadcastChannel.new("rendernet-corrections:" + js.location.pathname)
+            page.channel.onmessage = create_proxy(taken_elsewhere)
     remember_version(app)
     connect()
     if window.rendernetFailed():  # a step missed its deadline meanwhile

@@ -751,6 +751,21 @@ def test_one_correction_keeps_the_other_kind_and_a_colleague_s_file_is_added(sit
     (another model, NaN or short features, not JSON, too many entries) change nothing and say why."""
     model = load_model(DEFAULT_MODEL)
     reals, renders = sample_files("real")[1::9][:6], sample_files("render")[1::9][:6]
+    # the colleague first, in this browser profile (the site's tabs share their corrections): 3 corrections,
+    # downloaded, then back to the shipped model before the tab closes
+    colleague = Page(browser, site)
+    colleague.upload(reals[:2] + renders[:2], 4)
+    correct(colleague, 0, "real", 1)  # the same image as mine below: counted once
+    correct(colleague, 2, "render", 2)
+    correct(colleague, 3, "render", 3)
+    with colleague.page.expect_download() as download:
+        colleague.page.click("#download-corrections")
+    theirs = tmp_path / "colleague.json"
+    shutil.copyfile(download.value.path(), theirs)
+    colleague.page.click("#back-to-shipped")
+    colleague.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
+    colleague.page.close()
+
     page = Page(browser, site)
     page.upload(reals + renders, 12)
     before = shown_labels(page)
@@ -760,19 +775,6 @@ def test_one_correction_keeps_the_other_kind_and_a_colleague_s_file_is_added(sit
         page.page.click("#download-corrections")
     mine = json.loads(Path(download.value.path()).read_text())
     assert len(mine["corrections"]) == 1
-
-    colleague = Page(browser, site)  # the same browser profile: start from the shipped model there
-    colleague.page.click("#back-to-shipped")
-    colleague.page.wait_for_function("document.querySelector('#adaptation-status').textContent.startsWith('The shipped')")
-    colleague.upload(reals[:2] + renders[:2], 4)
-    correct(colleague, 0, "real", 1)  # the same image as mine: counted once
-    correct(colleague, 2, "render", 2)
-    correct(colleague, 3, "render", 3)
-    with colleague.page.expect_download() as download:
-        colleague.page.click("#download-corrections")
-    theirs = tmp_path / "colleague.json"
-    shutil.copyfile(download.value.path(), theirs)
-    colleague.page.close()
 
     page.page.set_input_files("#import-corrections", str(theirs))
     page.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('3 corrections')")
@@ -867,6 +869,24 @@ def test_a_site_built_from_an_adapted_model_says_so(browser, tmp_path):
         assert "Built from an adapted model" in about and "2 real, 1 render" in about
         assert model.manifest["weights"]["sha256"] in about
         assert page.errors == []
+
+
+def test_corrections_made_in_two_tabs_are_all_kept(site, browser):
+    """Two corrections in each of two tabs: each tab takes the other's, and a third tab restores all four."""
+    files = sample_files("real")[2:4] + sample_files("render")[2:4]
+    first, second = Page(browser, site), Page(browser, site)
+    for page in (first, second):  # a fresh browser profile: both start from the shipped model
+        page.upload(files, 4)
+    correct(first, 0, "real", 1)
+    correct(first, 1, "real", 2)
+    second.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('2 corrections')")
+    correct(second, 2, "render", 3)
+    correct(second, 3, "render", 4)
+    first.page.wait_for_function("document.querySelector('#adaptation-status').textContent.includes('4 corrections')")
+    assert first.page.locator("#results button[aria-pressed='true']").count() == 4  # its rows marked, the others' too
+    third = Page(browser, site)
+    assert third.page.inner_text("#adaptation-status") == "Adapted to your images: 4 corrections (2 real, 2 render)."
+    assert first.errors == second.errors == third.errors == []
 
 
 def keep(page, key, value):

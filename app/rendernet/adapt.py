@@ -395,11 +395,24 @@ class Adaptation:
         self.refit()
 
     def restore(self, document) -> None:
-        """Take the corrections of a stored document (read_corrections checks it; ModelError changes nothing)."""
+        """Take the corrections of a stored document (read_corrections checks it; ModelError changes nothing): at
+        the start of a visit, or when another tab of the site changed them."""
         features, _ = read_corrections(document, self.model)
         self.corrections, self.corrected, self.history = list(document["corrections"]), {}, []
         self.decoded = {entry["features"]: values for entry, values in zip(self.corrections, features, strict=True)}
+        self._mark_rows()
         self.refit()
+
+    def _mark_rows(self) -> None:
+        """Rows of this visit whose image has a correction are marked corrected (the stored or added ones)."""
+        by_features = {entry["features"]: entry for entry in self.corrections}
+        self.corrected = {
+            row: by_features[entry["features"]] for row, entry in self.corrected.items() if entry["features"] in by_features
+        }
+        for row, features in self.rows.items():
+            entry = by_features.get(encode_features(features))
+            if entry is not None:
+                self.corrected[row] = entry
 
     def add(self, document) -> dict:
         """Merge the corrections of another document made with this model (a colleague's download): an image
@@ -414,12 +427,7 @@ class Adaptation:
         self._save_history()
         added = len(merged) - len(self.corrections)
         self.corrections = merged
-        by_features = {entry["features"]: entry for entry in merged}
-        self.corrected = {row: by_features.get(entry["features"], entry) for row, entry in self.corrected.items()}
-        for row, features in self.rows.items():
-            entry = by_features.get(encode_features(features))
-            if entry is not None:
-                self.corrected[row] = entry
+        self._mark_rows()
         self.refit()
         return {"added": added, "conflicts": len(conflicts)}
 
