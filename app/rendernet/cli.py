@@ -163,6 +163,7 @@ def cmd_adapt(args) -> int:
 def example_entries(model, examples, skipped: list) -> list:
     """Corrections entries from a corrections file (the page's download) or a folder EXAMPLES/<class>/<images>."""
     from .adapt import encode_features, read_corrections
+    from .batch import printable
 
     if examples.is_file():
         try:
@@ -174,11 +175,11 @@ def example_entries(model, examples, skipped: list) -> list:
         except RendernetError as error:
             raise DataError(f"{examples}: {error}") from None
         return document["corrections"]
-    features, labels, files, found_skipped = example_features(model, examples)
+    features, labels, paths, found_skipped = example_features(model, examples)
     skipped += found_skipped
     return [
-        {"features": encode_features(vector), "label": model.classes[label], "file": name, "time": 0}
-        for vector, label, name in zip(features, labels, files, strict=True)
+        {"features": encode_features(vector), "label": model.classes[label], "file": printable(path), "time": 0}
+        for vector, label, path in zip(features, labels, paths, strict=True)
     ]
 
 
@@ -190,7 +191,7 @@ def entries_arrays(model, entries) -> tuple:
 
 
 def example_features(model, examples) -> tuple:
-    """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), file names, skipped [(path, reason)])."""
+    """EXAMPLES/<class>/<images> -> (pooled features (N, F), class indices (N,), paths, skipped [(path, reason)])."""
     import numpy as np
 
     from .batch import printable
@@ -198,7 +199,7 @@ def example_features(model, examples) -> tuple:
     from .evaluate import class_files, class_folders
     from .preprocess import preprocess
 
-    features, labels, files, skipped = [], [], [], []
+    features, labels, paths, skipped = [], [], [], []
     for folder in class_folders(model, examples):
         for path in class_files(folder, skipped):
             try:
@@ -207,10 +208,10 @@ def example_features(model, examples) -> tuple:
                 skipped.append((printable(path), str(error)))
                 continue
             labels.append(model.classes.index(folder.name))
-            files.append(printable(path))
+            paths.append(path)
     if not labels:
         raise DataError(f"no readable images in the class folders of {examples}")
-    return np.array(features), np.array(labels), files, skipped
+    return np.array(features), np.array(labels), paths, skipped
 
 
 def cmd_reference(args) -> int:
@@ -218,9 +219,6 @@ def cmd_reference(args) -> int:
     dataset builder writes it; else the class folder is the source)."""
     from pathlib import Path
 
-    from .batch import printable
-    from .evaluate import class_files, class_folders
-    from .preprocess import preprocess
     from .reference import write_reference
 
     model, data_dir = load_model(args.model), Path(args.data_dir)
@@ -230,16 +228,8 @@ def cmd_reference(args) -> int:
     sources = {}
     if manifest_path.is_file():
         sources = {entry["path"]: entry.get("source") for entry in json.loads(manifest_path.read_text())["files"]}
-    features, labels, origins, skipped = [], [], [], []
-    for folder in class_folders(model, data_dir):
-        for path in class_files(folder, skipped):
-            try:
-                features.append(model.explain(preprocess(path, model.input_size)).pooled)
-            except RendernetError as error:
-                skipped.append((printable(path), str(error)))
-                continue
-            labels.append(model.classes.index(folder.name))
-            origins.append(sources.get(path.relative_to(data_dir).as_posix()) or folder.name)
+    features, labels, paths, skipped = example_features(model, data_dir)
+    origins = [sources.get(path.relative_to(data_dir).as_posix()) or path.relative_to(data_dir).parts[0] for path in paths]
     manifest = write_reference(args.model, model.manifest, features, labels, origins)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
