@@ -82,7 +82,13 @@ CORE_NOT_IN_PAGE = (
     "cluster.py",
     "evaluate.py",
 )  # the command line's and training's parts
-CORE_ON_MAIN_THREAD = ("__init__.py", "decision.py", "errors.py", "version.py")  # what main.py imports, under MicroPython
+CORE_ON_MAIN_THREAD = (
+    "__init__.py",
+    "calls.py",
+    "decision.py",
+    "errors.py",
+    "version.py",
+)  # what main.py imports, under MicroPython
 MICROPYTHON_FILES = ("micropython.mjs", "micropython.wasm")
 sys.path.insert(0, str(APP))  # the core package: the model checks and the cache location, standard library parts only
 from rendernet.cache import cache_root, fetch_once  # noqa: E402

@@ -27,6 +27,7 @@ from PIL import Image
 from pyodide.ffi import create_proxy
 from pyodide.http import pyfetch
 from rendernet.adapt import Adaptation, adapted_model_files, decode_features, encode_features
+from rendernet.calls import WORKER_CALLS
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
 from rendernet.manifest import MANIFEST_FILE, MODEL_FILES, REFERENCE_FILE, WEIGHTS_FILE, check_metrics, read_manifest
@@ -413,29 +414,4 @@ def modules() -> str:
     return json.dumps(sorted({path.split(root, 1)[1] for path in paths for root in roots if root in path}))
 
 
-__export__ = [
-    "load",
-    "warm_up",
-    "classify",
-    "view",
-    "to_csv",
-    "correct",
-    "undo",
-    "reset",
-    "add_corrections",
-    "corrections_text",
-    "forget_rows",
-    "remember",
-    "restore",
-    "head",
-    "set_head",
-    "kept",
-    "adapted_model",
-    "time_adaptation",
-    "time_forward",
-    "profile",
-    "modules",
-    "ping",
-    "memory",
-    "crash",
-]
+__export__ = list(WORKER_CALLS)

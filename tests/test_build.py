@@ -448,3 +448,18 @@ def test_without_brotli_the_size_report_says_so_and_how_to_add_it(tmp_path):
     assert "gzip copies only, no brotli" in report and "-m pip install brotli" in report
     (tmp_path / "app.js.br").write_bytes(b"tiny")
     assert "no brotli" not in build.size_report(tmp_path)
+
+
+def test_the_page_calls_only_what_its_worker_exports():
+    """rendernet.calls names the worker's calls once: worker.py exports them and defines each; main.py calls no other."""
+    import re
+
+    from rendernet.calls import WORKER_CALLS
+
+    worker = (build.APP / "worker.py").read_text()
+    assert "__export__ = list(WORKER_CALLS)" in worker
+    assert all(re.search(rf"^(async )?def {name}\(", worker, re.MULTILINE) for name in WORKER_CALLS)
+    called = set(
+        re.findall(r"(?:page\.worker|page\.workers\[\w+\]|worker\.sync|\.sync)\.(\w+)\(", (build.APP / "main.py").read_text())
+    )
+    assert called and called <= set(WORKER_CALLS), called - set(WORKER_CALLS)
