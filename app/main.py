@@ -355,23 +355,12 @@ def show_large(row: int) -> None:
         if "error" in answer:
             append(pictures, node("p", f"Could not read: {answer['error']}"))
         else:
-            append(
-                pictures,
-                append(
-                    node("figure"),
-                    node("img", src=answer["image"], alt=f"{file.name} as the model saw it"),
-                    node("figcaption", "What the model saw"),
-                ),
-            )
+            shown = [(answer["image"], file.name + " as the model saw it", "What the model saw")]
             if "heatmap" in answer:
-                append(
-                    pictures,
-                    append(
-                        node("figure"),
-                        node("img", src=answer["heatmap"], alt="where the model looks"),
-                        node("figcaption", "Where it looks (orange: " + page.classes[-1] + ", blue: " + page.classes[0] + ")"),
-                    ),
-                )
+                where = "Where it looks (orange: " + page.classes[-1] + ", blue: " + page.classes[0] + ")"
+                shown.append((answer["heatmap"], "where the model looks", where))
+            for source, alt, caption in shown:
+                append(pictures, append(node("figure"), node("img", src=source, alt=alt), node("figcaption", caption)))
         viewer.showModal()
 
     page.task = asyncio.create_task(run())

@@ -116,8 +116,6 @@ def positive_int(text: str) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from pathlib import Path
-
     from .adapt import adapt_head, adaptable_head, adapted_model_files, correction_counts, merge_corrections
 
     base, out = Path(args.model), Path(args.out)
@@ -217,8 +215,6 @@ def example_features(model, examples) -> tuple:
 def cmd_reference(args) -> int:
     """Give a model the reference set of a labelled folder (its manifest.json names each file's source, as the
     dataset builder writes it; else the class folder is the source)."""
-    from pathlib import Path
-
     from .reference import write_reference
 
     model, data_dir = load_model(args.model), Path(args.data_dir)
