@@ -66,7 +66,7 @@ def features_of(model, paths) -> np.ndarray:
     rows = []
     for path in paths:
         try:
-            rows.append(model.explain(preprocess(path, model.input_size)).pooled)
+            rows.append(model.explain(preprocess(path, model.input_size, model.crop)).pooled)
         except ImageError as error:
             print(f"skipped {path.name}: {error}", file=sys.stderr)
     return np.array(rows)

@@ -63,7 +63,8 @@ def main() -> None:
     model = load_model(folder)
     images = sorted((ROOT / "data" / "sample").glob("*/*.webp"))[:16]
     batches = {
-        size: np.stack([preprocess(path, model.input_size) for path in images[:size]]).astype(np.float32) for size in (1, 16)
+        size: np.stack([preprocess(path, model.input_size, model.crop) for path in images[:size]]).astype(np.float32)
+        for size in (1, 16)
     }
 
     import keras

@@ -48,7 +48,7 @@ def test_round_trip(model_dir):
         (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
         (lambda m: m.update(format="something-else"), "format must be 'rendernet-numpy'"),
         (lambda m: m["layers"][0].update(type="LSTM"), "'LSTM', which the NumPy forward pass does not implement"),
-        (lambda m: m["layers"][0]["config"].update(dilation_rate=[2, 2]), "dilation_rate"),
+        (lambda m: m["layers"][0]["config"].update(groups=2), "groups=2"),
         (lambda m: m["layers"][0]["config"].update(activation="gelu"), "activation 'gelu' is not supported"),
         (lambda m: m["layers"][0]["weights"].update(kernel=[3, 3, 3, 4]), "has shape [4, 4, 3, 4]"),
         (lambda m: m["layers"][0]["weights"].update(gamma=[4]), "model.json and weights.npz disagree: missing 'conv/gamma'"),
@@ -111,7 +111,7 @@ def test_export_refuses_unsupported_layers(tmp_path):
 
     for layer, message in [
         (keras.layers.LayerNormalization(name="norm"), "layer 'norm': type LayerNormalization"),
-        (keras.layers.Conv2D(2, 3, dilation_rate=2, name="dilated"), "layer 'dilated': dilation_rate"),
+        (keras.layers.Conv2D(3, 3, groups=3, name="grouped"), "layer 'grouped': groups=3"),
         (keras.layers.Conv2D(2, 3, activation="gelu", name="gelu_conv"), "activation 'gelu'"),
     ]:
         inputs = keras.Input((9, 9, 3), name="input")
@@ -224,6 +224,8 @@ BAD_VALUES = {
     "adapted": ("yes", "adapted must be an object"),
     "reference": ({"file": "reference.npz", "sha256": "0" * 64, "count": 0}, "reference must be"),
     "rendernet_version": (2, "rendernet_version must be a string"),
+    "crop": ("left", "crop must be 'centre' or 'top-left'"),
+    "source": ({"format": "onnx", "file": "m.onnx"}, "source must be"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The `rendernet` command: `train`, `dataset build`, `dataset sample`, and the core's `classify` and `evaluate`.
+"""The `rendernet` command: `train`, `convert`, `dataset build`, `dataset sample`, and the core's `classify` and `evaluate`.
 
 Imports are lazy so `--help` answers without loading TensorFlow; errors become
 messages and exit codes in one place, rendernet.cli.run.
@@ -52,6 +52,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    import_tensorflow_quietly()
+    from .convert import convert
+
+    classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
+    report = convert(args.source, args.out, classes, args.input_range, args.crop, args.input_size, args.dtype)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_dataset_build(args) -> int:
     from .dataset.build import build
 
@@ -90,6 +100,33 @@ def parser() -> argparse.ArgumentParser:
         "cluster] on each; the data and cache folders at the same paths)",
     )
     train.set_defaults(run=cmd_train)
+
+    convert = commands.add_parser(
+        "convert",
+        help="bring a Keras image classifier (.keras, .h5, or a Keras.js folder) to the rendernet weights format",
+    )
+    convert.add_argument("source", help="a .keras or .h5 file, or a Keras.js folder (model.json, metadata.json, weights.buf)")
+    convert.add_argument("--out", required=True, help="model folder to write")
+    convert.add_argument(
+        "--classes", help="class names in the order of the model's outputs, comma-separated (default class0,class1,...)"
+    )
+    convert.add_argument(
+        "--input-range",
+        choices=("unit", "signed", "raw", "imagenet", "caffe"),
+        help="what the network expects of a pixel: unit (0-1), signed (-1-1), raw (0-255), imagenet (torch mean/std), "
+        "caffe (BGR, means subtracted); default raw when the model scales its own input, else required",
+    )
+    convert.add_argument(
+        "--crop",
+        choices=("centre", "top-left"),
+        default="centre",
+        help="the square cut from an image: centre (default) or top-left (the Keras.js experiment's page)",
+    )
+    convert.add_argument("--input-size", type=int, help="input side in px, for a model that leaves it open")
+    convert.add_argument(
+        "--dtype", choices=("float32", "float16", "int8"), default="float32", help="how kernels are stored (default float32)"
+    )
+    convert.set_defaults(run=cmd_convert)
 
     add_commands(commands)
 

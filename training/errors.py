@@ -7,3 +7,7 @@ from rendernet.errors import DataError
 
 class TrainingError(DataError):
     """Training cannot go on as asked (no such folder, too few classes, an unknown option...)."""
+
+
+class ConvertError(TrainingError):
+    """A model `rendernet convert` cannot bring over, with the reason in one line; nothing is written."""

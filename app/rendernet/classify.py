@@ -19,7 +19,7 @@ def classify_file(model, name: str, data, explain: bool = False):
     """
     started = time.perf_counter()
     try:
-        pixels = preprocess(data, model.input_size)
+        pixels = preprocess(data, model.input_size, model.crop)
         explanation = model.explain(pixels) if explain else None
         probabilities = explanation.probabilities if explain else model.forward(pixels[None])[0]
         result = {"file": name, **model.describe(probabilities)}

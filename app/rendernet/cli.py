@@ -201,7 +201,7 @@ def example_features(model, examples) -> tuple:
     for folder in class_folders(model, examples):
         for path in class_files(folder, skipped):
             try:
-                features.append(model.explain(preprocess(path, model.input_size)).pooled)
+                features.append(model.explain(preprocess(path, model.input_size, model.crop)).pooled)
             except ImageError as error:
                 skipped.append((printable(path), str(error)))
                 continue

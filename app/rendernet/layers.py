@@ -48,14 +48,31 @@ def _softmax(x):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-ACTIVATIONS = {
+def _hard_sigmoid(x):
+    """Keras 3's hard sigmoid, relu6(x + 3) / 6 (Keras 2's was clip(0.2 x + 0.5, 0, 1): not this one)."""
+    return np.clip(x + np.float32(3.0), 0.0, 6.0) * np.float32(1 / 6)
+
+
+def _elu(x):
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+ACTIVATIONS = {  # Keras's activations by name, as Keras 3 computes them
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0.0),
     "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "leaky_relu": lambda x: np.where(x > 0, x, np.float32(0.2) * x),
+    "elu": _elu,
+    "selu": lambda x: np.float32(1.0507009873554805) * np.where(x > 0, x, np.float32(1.6732632423543772) * _elu(x)),
     "sigmoid": _sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
     "softmax": _softmax,
+    "softplus": lambda x: np.logaddexp(x, np.float32(0.0)).astype(x.dtype),
+    "softsign": lambda x: x / (1 + np.abs(x)),
     "swish": lambda x: x * _sigmoid(x),
     "silu": lambda x: x * _sigmoid(x),
+    "hard_silu": lambda x: x * _hard_sigmoid(x),
+    "hard_swish": lambda x: x * _hard_sigmoid(x),
     "tanh": np.tanh,
 }
 IN_PLACE = {"relu6": lambda x: np.clip(x, 0.0, 6.0, out=x)}  # for an array no other layer reads (a Linear's output)
@@ -72,12 +89,23 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple:
     return total // 2, total - total // 2
 
 
+def dilated(kernel, dilation) -> tuple:
+    """The extent of a kernel whose taps are `dilation` apart."""
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
+
+
 def pad_for(x: np.ndarray, kernel, strides, padding: str, value: float = 0.0) -> np.ndarray:
-    """Pad an NHWC tensor as Keras does for `padding` ('valid' or 'same'); one allocation and one copy
-    (np.pad is several times slower in Pyodide)."""
+    """Pad an NHWC tensor as Keras does for `padding` ('valid' or 'same'; `kernel` is its extent, see dilated)."""
     if padding == "valid":
         return x
     (top, bottom), (left, right) = same_padding(x.shape[1], kernel[0], strides[0]), same_padding(x.shape[2], kernel[1], strides[1])
+    return pad_edges(x, ((top, bottom), (left, right)), value)
+
+
+def pad_edges(x: np.ndarray, edges, value: float = 0.0) -> np.ndarray:
+    """Pad an NHWC tensor by ((top, bottom), (left, right)); one allocation and one copy (np.pad is several
+    times slower in Pyodide)."""
+    (top, bottom), (left, right) = edges
     if top == bottom == left == right == 0:
         return x
     n, h, w, c = x.shape
@@ -87,22 +115,24 @@ def pad_for(x: np.ndarray, kernel, strides, padding: str, value: float = 0.0) ->
     return padded
 
 
-def windows(x: np.ndarray, kernel, strides) -> np.ndarray:
-    """All kernel windows of a padded NHWC tensor: (N, out_h, out_w, kh, kw, C).
+def windows(x: np.ndarray, kernel, strides, dilation=(1, 1)) -> np.ndarray:
+    """All kernel windows of a padded NHWC tensor: (N, out_h, out_w, kh, kw, C), taps `dilation` apart.
 
     When stride == kernel and the windows tile the input, this is a reshape
     and a transpose; otherwise kh * kw strided copies.
     """
     n, h, w, c = x.shape
-    (kh, kw), (sh, sw) = kernel, strides
-    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
-    if (kh, kw) == (sh, sw):
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    extent_h, extent_w = dilated(kernel, dilation)
+    out_h, out_w = (h - extent_h) // sh + 1, (w - extent_w) // sw + 1
+    if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):
         tiles = x[:, : out_h * kh, : out_w * kw].reshape(n, out_h, kh, out_w, kw, c)
         return tiles.transpose(0, 1, 3, 2, 4, 5)
     cols = np.empty((n, out_h, out_w, kh, kw, c), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j] = x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+            top, left = i * dh, j * dw
+            cols[:, :, :, i, j] = x[:, top : top + sh * (out_h - 1) + 1 : sh, left : left + sw * (out_w - 1) + 1 : sw]
     return cols
 
 
@@ -133,29 +163,87 @@ class Layer:
                 f"layer {name!r}: activation {config.get(cls.activation_key)!r} is not supported "
                 f"(supported: {', '.join(sorted(ACTIVATIONS))})"
             )
-        if "dilation_rate" in config and _pair(config["dilation_rate"]) != (1, 1):
-            raise ModelError(f"layer {name!r}: dilation_rate={config['dilation_rate']} is not supported (only 1)")
         if config.get("groups", 1) != 1:
             raise ModelError(f"layer {name!r}: groups={config['groups']} is not supported (only 1)")
-        if "padding" in config and config["padding"] not in ("valid", "same"):
+        if isinstance(config.get("padding"), str) and config["padding"] not in ("valid", "same"):
             raise ModelError(f"layer {name!r}: padding={config['padding']!r} is not supported")
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
+def _numbers(value) -> bool:
+    """A number, or a (nested) list of numbers: a constant that broadcasts against the channels."""
+    if isinstance(value, (list, tuple)):
+        return all(_numbers(item) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Rescaling(Layer):
+    """x * scale + offset, each a number or one per channel (also a Keras op with a constant: x + c, x * c)."""
+
     keras_type = "Rescaling"
 
     @classmethod
     def check(cls, config, name):
         super().check(config, name)
         for key in ("scale", "offset"):
-            if isinstance(config.get(key), (list, tuple, dict)):
-                raise ModelError(f"layer {name!r}: only scalar Rescaling {key} is supported")
+            if not _numbers(config.get(key, 0)):
+                raise ModelError(f"layer {name!r}: Rescaling {key}={config.get(key)!r} is not a number or a list of numbers")
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        self.scale = np.asarray(config.get("scale", 1.0), np.float32)
+        self.offset = np.asarray(config.get("offset", 0.0), np.float32)
 
     def __call__(self, x):
-        return x * np.float32(self.config["scale"]) + np.float32(self.config["offset"])
+        return x * self.scale + self.offset
+
+
+class InputPixels(Rescaling):
+    """rendernet's own first layer for converted models (`rendernet convert --input-range`): the 0-255 RGB
+    pixels in the channel order the network was trained on ("RGB" or "BGR"), then * scale + offset."""
+
+    keras_type = "InputPixels"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("channel_order", "RGB") not in ("RGB", "BGR"):
+            raise ModelError(f"layer {name!r}: channel_order must be 'RGB' or 'BGR'")
+
+    def __call__(self, x):
+        return super().__call__(x[..., ::-1] if self.config.get("channel_order") == "BGR" else x)
+
+
+class Normalization(Layer):
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel; mean and variance from its
+    config when it was given them, else from its weights."""
+
+    keras_type = "Normalization"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("invert"):
+            raise ModelError(f"layer {name!r}: Normalization with invert=True is not supported")
+        if config.get("axis", -1) not in (-1, 3, [-1], [3], (-1,), (3,)):
+            raise ModelError(f"layer {name!r}: only Normalization on the channel axis is supported")
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        stats = []
+        for key in ("mean", "variance"):
+            value = config.get(key) if config.get(key) is not None else self.weights.get(key)
+            if value is None:
+                raise ModelError(f"layer {name!r} (Normalization) has no {key}")
+            stats.append(np.asarray(value, np.float32).reshape(-1))
+        mean, variance = stats
+        self.scale = (1 / np.maximum(np.sqrt(variance), np.float32(1e-7))).astype(np.float32)
+        self.shift = (-mean * self.scale).astype(np.float32)
+
+    def __call__(self, x):
+        return x * self.scale + self.shift
 
 
 class Linear(Layer):
@@ -212,11 +300,12 @@ class Conv2D(Linear):
         kernel = self.weights["kernel"]
         self.kernel_size = kernel.shape[:2]
         self.strides = _pair(config["strides"])
+        self.dilation = _pair(config.get("dilation_rate", 1))
         self.kernel_t = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
 
     def __call__(self, x):
-        x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
-        cols = windows(x, self.kernel_size, self.strides)
+        x = pad_for(x, dilated(self.kernel_size, self.dilation), self.strides, self.config["padding"])
+        cols = windows(x, self.kernel_size, self.strides, self.dilation)
         n, out_h, out_w = cols.shape[:3]
         y = matmul(cols.reshape(n * out_h * out_w, -1), self.packed())
         return self.epilogue(y, (n, out_h, out_w, -1))
@@ -233,6 +322,7 @@ class DepthwiseConv2D(Linear):
         kernel = self.weights["kernel"]  # (kh, kw, C, multiplier)
         self.kernel_size = kernel.shape[:2]
         self.strides = _pair(config["strides"])
+        self.dilation = _pair(config.get("dilation_rate", 1))
         self.multiplier = kernel.shape[3]
         self.kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
 
@@ -247,13 +337,14 @@ class DepthwiseConv2D(Linear):
         windows, no copy, its inner loop along the channels (than summing shifted views: 0.6x the time in
         Pyodide, 0.75x natively). Wide, shallow layers: the sum of kh*kw shifted, per-channel-scaled views
         channels-first, each inner loop along an image row; taps that are zero everywhere are skipped."""
-        x = pad_for(x, self.kernel_size, self.strides, self.config["padding"])
+        extent = dilated(self.kernel_size, self.dilation)
+        x = pad_for(x, extent, self.strides, self.config["padding"])
         if self.multiplier > 1:
             x = np.repeat(x, self.multiplier, axis=3)
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        out_h, out_w = (x.shape[1] - extent[0]) // sh + 1, (x.shape[2] - extent[1]) // sw + 1
         if x.shape[3] >= out_w:
-            views = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+            views = np.lib.stride_tricks.sliding_window_view(x, extent, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
             return np.einsum("nhwcij,ijc->nhwc", views, self.kernel)
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
         y = np.zeros((*x.shape[:2], out_h, out_w), dtype=np.float32)
@@ -261,7 +352,8 @@ class DepthwiseConv2D(Linear):
         for i in range(kh):
             for j in range(kw):
                 if self.kernel[i, j].any():
-                    view = x[:, :, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+                    top, left = i * dh, j * dw
+                    view = x[:, :, top : top + sh * (out_h - 1) + 1 : sh, left : left + sw * (out_w - 1) + 1 : sw]
                     np.multiply(view, self.kernel[i, j][:, None, None], out=product)
                     y += product
         return y.transpose(0, 2, 3, 1)
@@ -360,26 +452,68 @@ class AveragePooling2D(_Pooling):
         return total / counts
 
 
-class _GlobalPooling(Layer):
-    @classmethod
-    def check(cls, config, name):
-        super().check(config, name)
-        if config.get("keepdims"):
-            raise ModelError(f"layer {name!r}: keepdims=True is not supported")
-
-
-class GlobalAveragePooling2D(_GlobalPooling):
+class GlobalAveragePooling2D(Layer):
     keras_type = "GlobalAveragePooling2D"
 
     def __call__(self, x):
-        return x.mean(axis=(1, 2), dtype=np.float32)
+        return x.mean(axis=(1, 2), dtype=np.float32, keepdims=bool(self.config.get("keepdims")))
 
 
-class GlobalMaxPooling2D(_GlobalPooling):
+class GlobalMaxPooling2D(Layer):
     keras_type = "GlobalMaxPooling2D"
 
     def __call__(self, x):
-        return x.max(axis=(1, 2))
+        return x.max(axis=(1, 2), keepdims=bool(self.config.get("keepdims")))
+
+
+def _edges(value, name: str, key: str) -> tuple:
+    """ZeroPadding2D's padding or Cropping2D's cropping (n, (h, w) or ((top, bottom), (left, right))) as the last."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        pairs = tuple(_pair(item) for item in value)
+        if all(len(pair) == 2 and all(isinstance(n, int) and n >= 0 for n in pair) for pair in pairs):
+            return pairs
+    raise ModelError(f"layer {name!r}: {key}={value!r} is not a count, (rows, columns) or ((top, bottom), (left, right))")
+
+
+class ZeroPadding2D(Layer):
+    keras_type = "ZeroPadding2D"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        _edges(config.get("padding", 1), name, "padding")
+
+    def __call__(self, x):
+        return pad_edges(x, _edges(self.config.get("padding", 1), self.name, "padding"))
+
+
+class Cropping2D(Layer):
+    keras_type = "Cropping2D"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        _edges(config.get("cropping", 0), name, "cropping")
+
+    def __call__(self, x):
+        (top, bottom), (left, right) = _edges(self.config.get("cropping", 0), self.name, "cropping")
+        return x[:, top : x.shape[1] - bottom, left : x.shape[2] - right]
+
+
+class Reshape(Layer):
+    keras_type = "Reshape"
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        shape = config.get("target_shape")
+        if not (isinstance(shape, (list, tuple)) and all(isinstance(n, int) and (n > 0 or n == -1) for n in shape)):
+            raise ModelError(f"layer {name!r}: Reshape target_shape={shape!r} is not a list of sizes")
+
+    def __call__(self, x):
+        return x.reshape(x.shape[0], *self.config["target_shape"])
 
 
 class Flatten(Layer):
@@ -405,17 +539,25 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
-    keras_type = "ReLU"
+    """Keras's ReLU: x from `threshold` up to `max_value`, negative_slope * (x - threshold) below it."""
 
-    @classmethod
-    def check(cls, config, name):
-        super().check(config, name)
-        if config.get("negative_slope", 0.0) != 0.0 or config.get("threshold", 0.0) != 0.0:
-            raise ModelError(f"layer {name!r}: ReLU with negative_slope or threshold is not supported")
+    keras_type = "ReLU"
 
     def __call__(self, x):
         limit = self.config.get("max_value")
-        return np.maximum(x, 0.0) if limit is None else np.clip(x, 0.0, np.float32(limit))
+        slope, threshold = self.config.get("negative_slope") or 0.0, self.config.get("threshold") or 0.0
+        if slope == 0.0 and threshold == 0.0:
+            return np.maximum(x, 0.0) if limit is None else np.clip(x, 0.0, np.float32(limit))
+        y = np.where(x >= threshold, x, np.float32(slope) * (x - np.float32(threshold))).astype(np.float32)
+        return y if limit is None else np.minimum(y, np.float32(limit))
+
+
+class LeakyReLU(Layer):
+    keras_type = "LeakyReLU"
+
+    def __call__(self, x):
+        slope = self.config.get("negative_slope", self.config.get("alpha", 0.3))  # alpha: Keras 2's name
+        return np.where(x > 0, x, np.float32(slope) * x)
 
 
 class Softmax(Layer):
@@ -441,10 +583,57 @@ class Add(Layer):
         return total
 
 
+class Multiply(Layer):
+    keras_type = "Multiply"
+
+    def __call__(self, *inputs):
+        product = inputs[0] * inputs[1]
+        for extra in inputs[2:]:
+            product *= extra
+        return product
+
+
+class Subtract(Layer):
+    keras_type = "Subtract"
+
+    def __call__(self, first, second):
+        return first - second
+
+
+class Average(Add):
+    keras_type = "Average"
+
+    def __call__(self, *inputs):
+        return super().__call__(*inputs) / np.float32(len(inputs))
+
+
+class Maximum(Layer):
+    keras_type = "Maximum"
+
+    def __call__(self, *inputs):
+        return np.maximum.reduce(np.broadcast_arrays(*inputs))
+
+
+class Minimum(Layer):
+    keras_type = "Minimum"
+
+    def __call__(self, *inputs):
+        return np.minimum.reduce(np.broadcast_arrays(*inputs))
+
+
+class Concatenate(Layer):
+    keras_type = "Concatenate"
+
+    def __call__(self, *inputs):
+        return np.concatenate(inputs, axis=self.config.get("axis", -1))
+
+
 LAYER_TYPES = {
     cls.keras_type: cls
     for cls in (
         Rescaling,
+        InputPixels,
+        Normalization,
         Conv2D,
         DepthwiseConv2D,
         SeparableConv2D,
@@ -455,11 +644,21 @@ LAYER_TYPES = {
         GlobalAveragePooling2D,
         GlobalMaxPooling2D,
         Flatten,
+        Reshape,
+        ZeroPadding2D,
+        Cropping2D,
         Dropout,
         Activation,
         ReLU,
+        LeakyReLU,
         Softmax,
         Add,
+        Multiply,
+        Subtract,
+        Average,
+        Maximum,
+        Minimum,
+        Concatenate,
     )
 }
 FOLDABLE = (Linear,)  # layer classes a following BatchNormalization folds into

@@ -31,6 +31,8 @@ failure a ModelError naming the field:
 | adapted | object | an object | re-fitted to a user's examples (adapt.py): "base_weights_sha256", "corrections", "anchor" |
 | rendernet_version | str | a string | the rendernet version that wrote this model.json (train, adapt, reference) |
 | reference | object | file "reference.npz", sha256, count >= 1 | reference examples for the adaptation (reference.py) |
+| crop | str | "centre" or "top-left" | the square `preprocess` cuts from an image (default "centre"; converted models may differ) |
+| source | object | format "keras", "h5" or "kerasjs"; file a string | what `rendernet convert` read; "input_range" |
 
 The page shows the optional fields, so they are checked too: a model that loads is a model the page can show.
 
@@ -67,6 +69,8 @@ MODEL_FILES = (MANIFEST_FILE, WEIGHTS_FILE, REFERENCE_FILE)  # a model's files; 
 MAX_MODEL_BYTES = 256 * 1000 * 1000  # what a model's files (or its weights' arrays) may unpack to
 INPUT_NAME = "input"
 REQUIRED = ("format", "format_version", "input", "classes", "layers", "weights")
+CROPS = ("centre", "top-left")  # the square preprocess cuts: the project's rule, or the Keras.js experiment's page's
+SOURCE_FORMATS = ("keras", "h5", "kerasjs")  # what rendernet convert reads
 
 
 def _fail(where: str, field: str, problem: str):
@@ -158,6 +162,11 @@ OPTIONAL_FIELDS = {  # key: (what it must be, check)
     "credits": ("a list of strings", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value)),
     "adapted": ("an object", lambda value: isinstance(value, dict)),
     "rendernet_version": ("a string", lambda value: isinstance(value, str)),
+    "crop": (" or ".join(map(repr, CROPS)), lambda value: value in CROPS),
+    "source": (
+        f"{{'format': one of {', '.join(SOURCE_FORMATS)}, 'file': a string}}",
+        lambda value: isinstance(value, dict) and value.get("format") in SOURCE_FORMATS and isinstance(value.get("file"), str),
+    ),
     "reference": (
         f'{{"file": "{REFERENCE_FILE}", "sha256": 64 hex digits, "count": an integer >= 1}}',
         lambda value: (

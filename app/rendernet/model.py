@@ -20,6 +20,7 @@ from .decision import decide
 from .errors import ModelError
 from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
 from .manifest import (
+    CROPS,
     INPUT_NAME,
     MANIFEST_FILE,
     REFERENCE_FILE,
@@ -43,7 +44,8 @@ class Model:
         self.classes = list(manifest["classes"])
         self.threshold = manifest.get("threshold")
         self.input_shape = tuple(manifest["input"]["shape"])
-        self.input_size = self.input_shape[0]  # what preprocess(file, size) must make
+        self.input_size = self.input_shape[0]  # what preprocess(file, size, crop) must make
+        self.crop = manifest.get("crop", CROPS[0])
         self.layers = []  # (layer, input names)
         for spec in manifest["layers"]:
             layer_type = LAYER_TYPES.get(spec["type"])

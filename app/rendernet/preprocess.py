@@ -9,7 +9,8 @@ The rule (also written into every model manifest, see preprocessing_rule):
 2. apply the EXIF orientation;
 3. convert to RGB; transparency is composited on white; 16-bit and float images
    are scaled to 8 bits by the value range of the whole image;
-4. crop the centre square (side = the short side), then scale it to
+4. crop the centre square (side = the short side; a converted model may ask
+   for the top-left square instead, model.json "crop"), then scale it to
    `size` x `size` px (the model's input, model.json input.shape; 200 for the
    small network, 224 for EfficientNet-Lite0) with the bilinear filter.
    The code crops before it converts (only the range is read from the whole
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError
+from .manifest import CROPS
 
 INPUT_SIZE = 200
 MAX_PIXELS = 60_000_000
@@ -35,10 +37,10 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 RESIZE_FILTER = Image.Resampling.BILINEAR  # the rule's filter; training's random crops scale with it too
 
 
-def preprocessing_rule(size: int = INPUT_SIZE) -> str:
+def preprocessing_rule(size: int = INPUT_SIZE, crop: str = CROPS[0]) -> str:
     """The rule in words, as written into every model manifest."""
     return (
-        f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, centre square "
+        f"Pillow decode (first frame; JPEG DCT-scaled to short side >= {2 * size}), EXIF transpose, {crop} square "
         f"crop, RGB with alpha on white, scaled to {size}x{size} (bilinear), uint8"
     )
 
@@ -94,10 +96,11 @@ def check_dimensions(width: int, height: int) -> None:
         raise ImageError(f"image too elongated: {width}x{height} (at most {MAX_ASPECT}:1; crop it first)")
 
 
-def center_square(image: Image.Image) -> Image.Image:
+def square(image: Image.Image, crop: str = CROPS[0]) -> Image.Image:
+    """The image's centre square, or with crop="top-left" its top-left one (side = the short side)."""
     width, height = image.size
     side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
+    left, top = ((width - side) // 2, (height - side) // 2) if crop == CROPS[0] else (0, 0)
     return image.crop((left, top, left + side, top + side))
 
 
@@ -118,10 +121,13 @@ def to_rgb(image: Image.Image, value_range=None) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
+def preprocess(source, size: int = INPUT_SIZE, crop: str = CROPS[0]) -> np.ndarray:
     """Decode `source` (path, bytes, file object or PIL image) to a uint8 (size, size, 3) array.
 
-    `size` is the model's input size; training also keeps a larger square to cut random crops from."""
+    `size` is the model's input size (training also keeps a larger square to cut random crops from); `crop` the
+    model's square (model.json "crop")."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, not {crop!r}")
     loaded = not isinstance(source, Image.Image)  # then it is ours to change in place: one full-size copy fewer
     image = load_image(source, size=size) if loaded else source
     try:
@@ -131,7 +137,7 @@ def preprocess(source, size: int = INPUT_SIZE) -> np.ndarray:
         else:
             image = ImageOps.exif_transpose(image)
         value_range = image.getextrema() if image.mode in HIGH_DEPTH_MODES else None
-        image = to_rgb(center_square(image), value_range)
+        image = to_rgb(square(image, crop), value_range)
         return np.asarray(image.resize((size, size), RESIZE_FILTER), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
