@@ -167,6 +167,10 @@ def show_about(info: dict) -> None:
             ("Weights size", f"{info['weights_bytes'] / 1024:.1f} kB"),
             ("Layers", info["layers"]),
             ("Preprocessing", manifest.get("preprocessing", "")),
+        ]
+        + converted_from(manifest.get("source"))
+        + [
+            ("Heatmaps and corrections", not_offered(info) or "offered"),
             (
                 "Evidence from the file",
                 "a camera or a 3D tool named in an image's metadata is shown beside the answer; "
@@ -193,6 +197,29 @@ def show_about(info: dict) -> None:
             ),
         )
     append(body, node("div", id="about-adaptation"))
+
+
+SOURCE_FORMATS = {"keras": "a Keras .keras file", "h5": "a Keras .h5 file", "kerasjs": "a Keras.js folder"}
+
+
+def converted_from(source) -> list:
+    """About's rows for a model `rendernet convert` made: what it read, and the pixels the network is given."""
+    if not source:
+        return []
+    return [
+        ("Converted from", f"{SOURCE_FORMATS.get(source['format'], source['format'])}, “{source['file']}”, by rendernet convert"),
+        ("Input range", f"the network is given pixels as “{source.get('input_range', 'raw')}”"),
+    ]
+
+
+def not_offered(info: dict) -> str:
+    """What this model does not offer, and why: heatmaps and corrections need a Dense head (with a bias, for
+    corrections) on average-pooled features; "" when it offers both."""
+    if "not_adaptable" not in info:
+        return ""
+    what = "Corrections are" if info["heatmaps"] else "Heatmaps and corrections are"
+    reason = info["not_adaptable"].split(": ", 1)[-1]  # after "this model cannot be adapted: "
+    return f"{what} not offered: {reason}."
 
 
 async def call(promise, seconds: int, what: str, slot: int = 0):
@@ -878,6 +905,8 @@ async def start() -> None:
     element("show-heatmap").disabled = not info["heatmaps"]
     page.adaptable = "not_adaptable" not in info
     element("adaptation").hidden = not page.adaptable
+    element("not-offered").hidden = page.adaptable
+    element("not-offered").textContent = not_offered(info)
     if page.adaptable:
         set_loading(3, "Restoring your corrections…", MODEL_SECONDS)
         restored = json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections"))

@@ -993,3 +993,36 @@ def test_a_pool_of_two_workers_keeps_the_order_the_adaptation_and_cancel(site, b
     shown = [row["file"] for row in page.rows()][len(files) + len(more) :]
     assert 3 <= len(shown) < len(many) and shown == [path.name for path in many[: len(shown)]]
     assert page.errors == []
+
+
+def test_a_converted_kerasjs_model_runs_in_the_page(browser, tmp_path):
+    """The 2017 experiment's Keras.js folder through `rendernet convert` and build.py --model: the page answers as
+    the CLI does (top-left crop, pixels / 255) within 1e-5 on PNG, About says where the model came from, and it says
+    why this network (Flatten + Dense) offers no heatmaps or corrections."""
+    pytest.importorskip("keras")
+    from rendernet_train.convert import convert
+    from test_convert import experiment_config, experiment_oracle, write_kerasjs
+
+    folder = write_kerasjs(tmp_path / "experiment", experiment_config(), experiment_oracle())
+    convert(folder, tmp_path / "converted", ["real", "render"], input_range="unit", crop="top-left")
+    images = []
+    for index, path in enumerate(sample_files()[::30][:4]):  # non-square PNGs, so that the crop matters
+        image = Image.open(path).convert("RGB")
+        images.append(tmp_path / f"wide-{index}.png")
+        image.resize((image.width * 3 // 2, image.height)).save(images[-1])
+    model = load_model(tmp_path / "converted")
+    with serving(build_site(tmp_path / "dist", tmp_path / "converted")) as url:
+        page = Page(browser, url)
+        rows = page.upload(images, len(images))
+        for path, row in zip(images, rows, strict=True):
+            native = model.classify(preprocess(path, 200, "top-left"))
+            assert row["label"] == native["label"]
+            assert abs(row["probabilities"]["render"] - native["probabilities"]["render"]) < 1e-5, path.name
+        page.page.click("#about summary")
+        about = page.page.inner_text("#about-body")
+        assert "a Keras.js folder, “experiment”, by rendernet convert" in about and "top-left square crop" in about
+        assert "the network is given pixels as “unit”" in about
+        hint = page.page.inner_text("#not-offered")
+        assert hint.startswith("Heatmaps and corrections are not offered: its output is not a Dense layer")
+        assert page.page.is_disabled("#show-heatmap") and page.page.locator("#adaptation").is_hidden()
+        assert page.errors == []
