@@ -441,3 +441,18 @@ def test_the_command(experiment, tmp_path, capsys):
     assert main(["convert", str(tmp_path / "nowhere.h5"), "--out", str(tmp_path / "x"), "--input-range", "unit"]) == 1
     assert capsys.readouterr().err.strip().count("\n") == 0 and not (tmp_path / "x").exists()
     assert math.isfinite(report["max_difference_to_keras"])
+
+
+def test_tflite_writes_the_same_computation(tmp_path):
+    """--tflite: model.tflite (and model.keras) take the same 0-255 pixels and give the same probabilities."""
+    from helpers import tflite_run
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    convert(tmp_path / "m.keras", tmp_path / "out", CLASSES, input_range="caffe", tflite=True)
+    batch = pixels(3, 32)
+    ours = load_model(tmp_path / "out").forward(batch)
+    assert np.abs(tflite_run(tmp_path / "out" / "model.tflite", batch) - ours).max() < 1e-5
+    saved = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    assert np.abs(saved.predict(batch, verbose=0) - ours).max() < 1e-5

@@ -57,7 +57,7 @@ def cmd_convert(args) -> int:
     from .convert import convert
 
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
-    report = convert(args.source, args.out, classes, args.input_range, args.crop, args.input_size, args.dtype)
+    report = convert(args.source, args.out, classes, args.input_range, args.crop, args.input_size, args.dtype, args.tflite)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -125,6 +125,11 @@ def parser() -> argparse.ArgumentParser:
     convert.add_argument("--input-size", type=int, help="input side in px, for a model that leaves it open")
     convert.add_argument(
         "--dtype", choices=("float32", "float16", "int8"), default="float32", help="how kernels are stored (default float32)"
+    )
+    convert.add_argument(
+        "--tflite",
+        action="store_true",
+        help="also write model.tflite and model.keras: the same computation (0-255 pixels in, probabilities out) for LiteRT",
     )
     convert.set_defaults(run=cmd_convert)
 

@@ -10,7 +10,8 @@ writes a model folder that `rendernet classify`, `evaluate`, `build.py --model` 
    layer first maps them to `--input-range`; the choices go into model.json;
 4. end in one probability per class: a final Dense(1, sigmoid) becomes the equal Dense(2, softmax)
    (softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]), and a network ending in logits gets a Softmax;
-5. check the result with the loader every reader uses, and against Keras on random images, before writing.
+5. check the result with the loader every reader uses, and against Keras on random images, before writing
+   (`pipeline`: the same computation in Keras; `--tflite` writes it as model.tflite and model.keras).
 """
 
 import tempfile
@@ -24,7 +25,7 @@ from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
 
 from .errors import ConvertError
-from .export import QUANTIZATIONS, numpy_manifest, round_weights, write_numpy
+from .export import QUANTIZATIONS, export_tflite, numpy_manifest, round_weights, write_numpy
 from .kerasjs import is_kerasjs, load_kerasjs
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -132,23 +133,28 @@ def to_probabilities(manifest: dict, arrays: dict) -> str | None:
     return "the model ends in logits: a Softmax layer was added"
 
 
-def keras_probabilities(model: keras.Model, pixels: np.ndarray, input_range: str, change) -> np.ndarray:
-    """What Keras answers for 0-255 RGB pixels, fed and finished as the converted model is."""
+def pipeline(model: keras.Model, input_range: str, change) -> keras.Model:
+    """The Keras model of what the converted one computes, 0-255 RGB pixels in, probabilities out: the oracle the
+    conversion is checked against, and what --tflite writes."""
+    pixels = keras.Input(model.input_shape[1:])
+    x = pixels
     if INPUT_RANGES[input_range] is not None:
         order, scale, offset = INPUT_RANGES[input_range]
-        pixels = (pixels[..., ::-1] if order == "BGR" else pixels) * np.float32(scale) + np.asarray(offset, np.float32)
-    output = np.asarray(model.predict(pixels, verbose=0), np.float64).reshape(len(pixels), -1)
+        x = keras.layers.Rescaling(scale, offset)(keras.ops.flip(x, axis=-1) if order == "BGR" else x)
+    y = model(x)
     if change and "sigmoid" in change:
-        return np.concatenate([1 - output, output], axis=1)
-    if change:
-        shifted = np.exp(output - output.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-    return output
+        y = keras.layers.Concatenate()([1.0 - y, y])
+    elif change:
+        y = keras.layers.Softmax()(y)
+    return keras.Model(pixels, y, name=f"{model.name}_pipeline")
 
 
-def convert(source, out, classes=None, input_range=None, crop=CROPS[0], input_size=None, weights_dtype="float32") -> dict:
+def convert(
+    source, out, classes=None, input_range=None, crop=CROPS[0], input_size=None, weights_dtype="float32", tflite=False
+) -> dict:
     """Convert `source` into the model folder `out`; returns a report: the manifest's summary, the changes made
-    and the largest difference to Keras on random images."""
+    and the largest difference to Keras on random images. With `tflite`, model.tflite and model.keras of the same
+    computation (see pipeline) are written beside it."""
     if crop not in CROPS:
         raise ConvertError(f"--crop must be one of {', '.join(CROPS)}")
     if weights_dtype not in ("float32", *QUANTIZATIONS):
@@ -182,13 +188,17 @@ def convert(source, out, classes=None, input_range=None, crop=CROPS[0], input_si
         files = {name: (Path(scratch) / name).read_bytes() for name in (MANIFEST_FILE, WEIGHTS_FILE)}
     converted = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
     pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    difference = float(np.abs(converted.forward(pixels) - keras_probabilities(model, pixels, input_range, change)).max())
+    oracle = pipeline(model, input_range, change)
+    difference = float(np.abs(converted.forward(pixels) - oracle.predict(pixels, verbose=0)).max())
     if not difference <= MAX_DIFFERENCE:
         raise ConvertError(f"the converted model differs from Keras by {difference:.2g} on random images; nothing written")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (out / name).write_bytes(data)
+    if tflite:
+        oracle.save(out / "model.keras")
+        export_tflite(oracle, out / "model.tflite")
     return {
         "model": str(out),
         "source": manifest["source"],
