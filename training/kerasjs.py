@@ -74,6 +74,11 @@ def keras3_config(config) -> dict:
             )
         if not isinstance(kind, str) or not (kind in CONTAINERS or hasattr(keras.layers, kind)):
             raise ConvertError(f"model.json: layer {name!r} has class {kind!r}, which Keras does not have")
+        if entry.get("config", {}).get("activation") == "hard_sigmoid":
+            raise ConvertError(
+                f"model.json: layer {name!r} uses Keras 2's hard_sigmoid (clip(0.2 x + 0.5, 0, 1)), which Keras 3 computes "
+                "differently; it is not converted"
+            )
         if entry.get("config", {}).get("data_format", "channels_last") != "channels_last":
             raise ConvertError(
                 f"model.json: layer {name!r} has data_format={entry['config']['data_format']!r}; rendernet runs channels_last"

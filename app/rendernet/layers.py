@@ -75,7 +75,10 @@ ACTIVATIONS = {  # Keras's activations by name, as Keras 3 computes them
     "hard_swish": lambda x: x * _hard_sigmoid(x),
     "tanh": np.tanh,
 }
-IN_PLACE = {"relu6": lambda x: np.clip(x, 0.0, 6.0, out=x)}  # for an array no other layer reads (a Linear's output)
+IN_PLACE = {  # for an array no other layer reads (a Linear's output)
+    "relu": lambda x: np.maximum(x, 0.0, out=x),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0, out=x),
+}
 
 
 def _pair(value):
@@ -260,6 +263,11 @@ class Linear(Layer):
         self.activation = IN_PLACE.get(config.get("activation"), self.activation)  # its output is its own
         self.kernel_t = None
         self._packed = None
+
+    def set_activation(self, name: str) -> None:
+        """Apply the activation `name` to this layer's output (a following ReLU or Activation folded in)."""
+        self.config = dict(self.config, activation=name)
+        self.activation = IN_PLACE.get(name, ACTIVATIONS[name])
 
     def packed(self):
         """kernel_t laid out for matmul, once (after any BatchNormalization was folded in)."""
@@ -534,6 +542,9 @@ class Activation(Layer):
     keras_type = "Activation"
     activation_key = "activation"
 
+    def activation_name(self):
+        return self.config.get("activation", "linear")
+
     def __call__(self, x):
         return self.activation(x)
 
@@ -542,6 +553,12 @@ class ReLU(Layer):
     """Keras's ReLU: x from `threshold` up to `max_value`, negative_slope * (x - threshold) below it."""
 
     keras_type = "ReLU"
+
+    def activation_name(self):
+        """The named activation this ReLU is ("relu" or "relu6"), or None."""
+        if self.config.get("negative_slope") or self.config.get("threshold"):
+            return None
+        return {None: "relu", 6: "relu6"}.get(self.config.get("max_value"))
 
     def __call__(self, x):
         limit = self.config.get("max_value")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .decision import decide
 from .errors import ModelError
-from .layers import FOLDABLE, LAYER_TYPES, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
+from .layers import FOLDABLE, LAYER_TYPES, Activation, BatchNormalization, Dense, Dropout, GlobalAveragePooling2D, ReLU
 from .manifest import (
     CROPS,
     INPUT_NAME,
@@ -64,7 +64,7 @@ class Model:
                     )
             self.layers.append((layer_type(spec["name"], spec.get("config", {}), layer_weights), spec["inputs"]))
         self.output_name = manifest.get("output", self.layers[-1][0].name)
-        self._fold_batch_norms()
+        self._fold_into_linear()
         outputs = self._output_size()
         if outputs is not None and outputs != len(self.classes):
             raise ModelError(f"model.json: classes names {len(self.classes)} classes, the network outputs {outputs}")
@@ -95,8 +95,10 @@ class Model:
             layer, inputs = self._layer(inputs[0])
         return dense if isinstance(layer, GlobalAveragePooling2D) else None
 
-    def _fold_batch_norms(self) -> None:
-        """Fold each BatchNormalization into a linear conv/dense that feeds only it."""
+    def _fold_into_linear(self) -> None:
+        """Fold each BatchNormalization, then an activation (a ReLU or Activation layer), into the linear
+        conv/dense that feeds only it and has no activation yet: one pass over memory fewer each (Keras's
+        applications write conv, batch norm and ReLU as three layers)."""
         consumers = {}
         for _, inputs in self.layers:
             for name in inputs:
@@ -106,13 +108,18 @@ class Model:
         for layer, inputs in self.layers:
             inputs = [renamed.get(name, name) for name in inputs]
             source = by_name.get(inputs[0]) if len(inputs) == 1 else None
+            activation = layer.activation_name() if isinstance(layer, (ReLU, Activation)) else None
             if (
-                isinstance(layer, BatchNormalization)
+                (isinstance(layer, BatchNormalization) or activation is not None)
                 and isinstance(source, FOLDABLE)
                 and consumers.get(source.name) == 1
                 and source.config.get("activation", "linear") == "linear"
             ):
-                source.scale_outputs(layer.scale, layer.shift)
+                if activation is None:
+                    source.scale_outputs(layer.scale, layer.shift)
+                else:
+                    source.set_activation(activation)
+                consumers[source.name] = consumers.get(layer.name, 0)
                 renamed[layer.name] = source.name
                 if self.output_name == layer.name:
                     self.output_name = source.name
