@@ -230,7 +230,7 @@ def sparse_weights(folder):
             "'conv2d_1' has data_format='channels_first'",
         ),
         (lambda f: (f / "model.json").write_text("[" * 100_000), "nested too deeply"),
-        (lambda f: edit_json(f / "model.json", lambda m: m["config"][1]["config"].update(activation="hard_sigmoid")), "hard_sigmoid"),
+        (lambda f: edit_json(f / "model.json", lambda m: m["config"][1]["config"].update(activation="hard_sigmoid")), "0.2 x"),
         (lambda f: (f / "metadata.json").write_text("{not json"), "metadata.json is not valid JSON"),
         (sparse_weights, "weights.buf is 2,100 MB"),
     ],
