@@ -459,3 +459,24 @@ def test_tflite_writes_the_same_computation(tmp_path):
     assert np.abs(tflite_run(tmp_path / "out" / "model.tflite", batch) - ours).max() < 1e-5
     saved = keras.saving.load_model(tmp_path / "out" / "model.keras")
     assert np.abs(saved.predict(batch, verbose=0) - ours).max() < 1e-5
+
+
+def test_a_head_written_as_dense_then_activation_can_be_adapted(tmp_path):
+    """Dense(2) + Activation("softmax"), as many notebooks write it: the activation folds into the Dense at load, so
+    the page's heatmap and corrections work; `rendernet adapt` fits it."""
+    from rendernet.adapt import adaptable_head
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, activation="relu")(inputs))
+    x = keras.layers.Activation("softmax")(keras.layers.Dense(2, name="logits")(x))
+    keras.Model(inputs, x).save(tmp_path / "m.keras")
+    convert(tmp_path / "m.keras", tmp_path / "out", CLASSES, input_range="unit")
+    model = load_model(tmp_path / "out")
+    assert model.head() is not None and adaptable_head(model).name == "logits"
+    examples = tmp_path / "examples"
+    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:2])):
+        (examples / label).mkdir(parents=True)
+        for path in paths:
+            (examples / label / path.name).write_bytes(path.read_bytes())
+    assert main(["adapt", "--model", str(tmp_path / "out"), "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
+    assert load_model(tmp_path / "adapted").manifest["adapted"]["corrections"] == {"real": 2, "render": 2}

@@ -60,10 +60,9 @@ CORRECTIONS_FORMAT, CORRECTIONS_VERSION = "rendernet-corrections", 1
 
 def adaptable_head(model):
     """The model's Dense head when it can be adapted (it reads average-pooled features and is stored as itself,
-    with no normalisation folded into it), else ModelError."""
+    with no normalisation folded into it; a following softmax Activation is folded in), else ModelError."""
     dense = model.head()
-    output = model.manifest.get("output", model.manifest["layers"][-1]["name"])
-    if dense is None or dense.name != output or dense.bias is None:
+    if dense is None or dense.name != model.output_name or dense.bias is None or dense.scaled:
         raise ModelError("this model cannot be adapted: its output is not a Dense layer with a bias on average-pooled features")
     return dense
 

@@ -263,6 +263,7 @@ class Linear(Layer):
         self.activation = IN_PLACE.get(config.get("activation"), self.activation)  # its output is its own
         self.kernel_t = None
         self._packed = None
+        self.scaled = False  # a BatchNormalization was folded in: the weights are no longer the stored ones
 
     def set_activation(self, name: str) -> None:
         """Apply the activation `name` to this layer's output (a following ReLU or Activation folded in)."""
@@ -287,6 +288,7 @@ class Linear(Layer):
         self._fold_bias(scale, shift)
 
     def _fold_bias(self, scale, shift) -> None:
+        self.scaled = True
         bias = self.bias if self.bias is not None else np.zeros_like(shift)
         self.bias = (bias * scale + shift).astype(np.float32)
 
