@@ -489,6 +489,8 @@ def show_adaptation(answer: dict) -> None:
     text = answer["description"][0].upper() + answer["description"][1:] + "."
     if answer["used"] < total:
         text += f" The most recent {answer['used']:,} of your {total:,} corrections adapt it."
+    if not answer.get("converged", True):
+        text += " The re-fit was still improving when it stopped: the answers shown are the best it found."
     element("adaptation-status").textContent = (
         text
         if total

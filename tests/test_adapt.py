@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import DEFAULT_MODEL, ROOT, sample_files
 from rendernet import load_model, preprocess
-from rendernet.adapt import MAX_CORRECTIONS, Adaptation, adapt_head, encode_features, fit_softmax, read_corrections
+from rendernet.adapt import MAX_CORRECTIONS, Adaptation, adapt_head, encode_features, fit_softmax, newton, read_corrections
 from rendernet.errors import ModelError
 
 import build
@@ -144,7 +144,10 @@ def test_two_classes_take_a_shortcut_to_the_same_head():
     counts = np.bincount(labels)
     weights = 40 / (2 * counts[labels])
     stiffness = 0.7 * (np.sqrt(weights @ inputs**2 / 40) + 1e-6) ** 2
-    general = fit_softmax(inputs, labels, weights, np.hstack([BASE_KERNEL, BASE_BIAS[:, None]]).astype(np.float64), stiffness)
+    general, converged = fit_softmax(
+        inputs, labels, weights, np.hstack([BASE_KERNEL, BASE_BIAS[:, None]]).astype(np.float64), stiffness
+    )
+    assert converged
     np.testing.assert_allclose(kernel_t, general[:, :-1], atol=1e-5)
     np.testing.assert_allclose(bias, general[:, -1], atol=1e-5)
 
@@ -302,3 +305,61 @@ def test_balanced_weights_give_every_class_and_every_source_within_it_the_same_s
     assert balanced_weights(labels, 2).tolist() == [4 / 6] * 3 + [2.0]  # what Keras' class_weight gave
     assert balanced_weights(labels, 2, ["a", "a", "b", "c"]).tolist() == [0.5, 0.5, 1.0, 2.0]
     assert balanced_weights(np.array([0, 0]), 2).tolist() == [1.0, 1.0]  # a class absent: the present ones share
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x: x.__setitem__((2, 3), np.nan), "correction 3: features hold a value that is not a finite number"),
+        (lambda x: x.__setitem__((0, 0), np.inf), "correction 1: features hold a value that is not a finite number"),
+    ],
+)
+def test_a_non_finite_feature_is_refused_naming_the_correction(change, message):
+    examples, labels = toy_domain(np.random.default_rng(5), 6, SHIFT)
+    change(examples)
+    with pytest.raises(ModelError, match=message):
+        adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels)
+    with pytest.raises(ModelError, match="correction 2: features hold 7 values, the model's head reads 8"):
+        adapt_head(BASE_KERNEL, BASE_BIAS, [np.zeros(8), np.zeros(7)], [0, 1])
+
+
+def quadratic(curvature):
+    """sum((x - target)^2), with a Hessian that claims `curvature` (the truth is 2)."""
+    target = np.array([3.0, -2.0])
+    return target, lambda x: (float(np.sum((x - target) ** 2)), 2 * (x - target), lambda: curvature * np.eye(2))
+
+
+def test_newton_never_takes_a_step_that_raises_the_objective_and_reports_a_cap():
+    target, overshooting = quadratic(0.2)  # every full step goes 10x too far: halved until it lowers the objective
+    x, converged = newton(overshooting, np.zeros(2))
+    assert converged and np.allclose(x, target, atol=1e-3)
+
+    target, timid = quadratic(200.0)  # each step goes 1 % of the way: still improving after NEWTON_STEPS steps
+    x, converged = newton(timid, np.zeros(2))
+    assert not converged and np.sum((x - target) ** 2) < np.sum(target**2)
+
+    def uphill(x):  # the gradient points the wrong way: no step along it lowers the objective, the start is kept
+        return float(np.sum(x**2)), -np.ones(2), lambda: np.eye(2)
+
+    x, converged = newton(uphill, np.zeros(2))
+    assert converged and np.array_equal(x, np.zeros(2))
+
+
+def test_a_singular_system_takes_the_least_squares_step():
+    def objective(x):  # flat along the second axis: a singular Hessian
+        return float((x[0] - 1) ** 2), np.array([2 * (x[0] - 1), 0.0]), lambda: np.array([[2.0, 0.0], [0.0, 0.0]])
+
+    x, converged = newton(objective, np.zeros(2))
+    assert converged and np.allclose(x, [1.0, 0.0])
+
+
+def test_the_adapt_command_reports_whether_the_fit_converged(tmp_path, capsys):
+    from rendernet.cli import main
+
+    examples = tmp_path / "examples"
+    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:1])):
+        (examples / label).mkdir(parents=True)
+        for path in paths:
+            (examples / label / path.name).write_bytes(path.read_bytes())
+    assert main(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
+    assert json.loads(capsys.readouterr().out)["converged"] is True

@@ -70,6 +70,30 @@ def adaptable_head(model):
 # ---------------------------------------------------------------- the fit
 
 
+class HeadFit(tuple):
+    """adapt_head's answer: unpacks as (kernel_t, bias); `converged` is False when Newton's method reached
+    NEWTON_STEPS still improving (the head is then the best it found, and the CLI and the page say so)."""
+
+    def __new__(cls, kernel_t, bias, converged: bool = True):
+        fit = super().__new__(cls, (kernel_t, bias))
+        fit.converged = converged
+        return fit
+
+
+def check_examples(features, count: int, size: int) -> np.ndarray:
+    """The examples' features as (count, size) float64; ModelError naming the first correction that has the wrong
+    number of values or a value that is not a finite number (one such value would make the whole head NaN)."""
+    rows = [np.asarray(row, dtype=np.float64).ravel() for row in features] if count else []
+    for index, row in enumerate(rows):
+        if row.size != size:
+            raise ModelError(f"correction {index + 1}: features hold {row.size} values, the model's head reads {size}")
+        if not np.all(np.isfinite(row)):
+            raise ModelError(f"correction {index + 1}: features hold a value that is not a finite number")
+    if len(rows) != count:
+        raise ModelError(f"{len(rows)} feature vectors for {count} labels")
+    return np.array(rows).reshape(count, size)
+
+
 def adapt_head(
     kernel_t: np.ndarray,
     bias: np.ndarray,
@@ -91,12 +115,13 @@ def adapt_head(
     reference examples' loss enters less its slope at the base head (a Bregman divergence): it holds the head
     to what it answered on them, and never pulls it toward a better fit of them, so no correction = the base
     head, and a correction moves it only as far as the reference examples' answers allow.
-    Returns (kernel_t, bias) as float32; the base arrays themselves when there are no examples."""
+    Returns a HeadFit, (kernel_t, bias) as float32; the base arrays themselves when there are no examples.
+    ModelError names a correction whose features are not `features` finite numbers."""
     labels = np.asarray(labels, dtype=int)
     if len(labels) == 0:
-        return kernel_t, bias
+        return HeadFit(kernel_t, bias)
     classes, size = kernel_t.shape
-    features = np.asarray(features, dtype=np.float64).reshape(len(labels), size)
+    features = check_examples(features, len(labels), size)
     corrections = len(labels)
     if reference is None:
         anchor = ANCHOR if anchor is None else anchor
@@ -115,13 +140,13 @@ def adapt_head(
     if classes == 2:
         # The loss depends only on the difference of the two rows; the penalty is least when they move by
         # opposite halves of its change: a logistic regression on the difference, with half the stiffness.
-        difference = fit_logistic(inputs, labels, weights, base[1] - base[0], stiffness / 2, offset, rehearsed)
+        difference, converged = fit_logistic(inputs, labels, weights, base[1] - base[0], stiffness / 2, offset, rehearsed)
         head = base + np.outer([-0.5, 0.5], difference - (base[1] - base[0]))
     else:
-        head = fit_softmax(inputs, labels, weights, base, stiffness, rehearsed)
+        head, converged = fit_softmax(inputs, labels, weights, base, stiffness, rehearsed)
     if reference is not None and known_margin is not None:
         head = keep_what_it_knew(base, head, inputs[rehearsed], labels[rehearsed], offset, known_margin)
-    return head[:, :size].astype(np.float32), head[:, size].astype(np.float32)
+    return HeadFit(head[:, :size].astype(np.float32), head[:, size].astype(np.float32), converged)
 
 
 def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: float, steps: int = 30):
@@ -156,11 +181,14 @@ def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: f
     return base + low * (head - base)
 
 
-def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
+def newton(objective, start: np.ndarray, rehearsed=None) -> tuple:
     """Minimise a convex objective(x) -> (value, gradient, hessian()) by Newton's method with backtracking; the
     Hessian, the costly part, is a function, computed only for the points a step starts from. With
     `rehearsed` (a mask of the examples; objective(x, mask) gives their loss alone), the objective is tilted by
-    that loss's slope at `start`, so that start is the minimum while no other example pulls."""
+    that loss's slope at `start`, so that start is the minimum while no other example pulls.
+    Returns (x, converged). A step that does not lower the objective is halved, and never taken when even a
+    small part of it does not: the search ends there (x is then as low as the arithmetic allows). A singular
+    Hessian takes the least-squares step. converged is False when NEWTON_STEPS steps all still improved."""
     if rehearsed is not None and rehearsed.any():
         slope, untilted = objective(start, rehearsed)[1], objective
 
@@ -171,22 +199,26 @@ def newton(objective, start: np.ndarray, rehearsed=None) -> np.ndarray:
     x = start.copy()
     value, gradient, hessian = objective(x)
     for _ in range(NEWTON_STEPS):
-        step = np.linalg.solve(hessian(), -gradient)
-        length = 1.0
-        while True:  # a step that does not lower the objective is halved
-            new = objective(x + length * step)
-            if new[0] <= value or length < 1e-4:
-                break
+        system = hessian()
+        try:
+            step = np.linalg.solve(system, -gradient)
+        except np.linalg.LinAlgError:  # singular: the least-squares step
+            step = np.linalg.lstsq(system, -gradient, rcond=None)[0]
+        length, new = 1.0, objective(x + step)
+        while not new[0] <= value:  # also when it is NaN
             length /= 2
+            if length < 1e-4:
+                return x, True
+            new = objective(x + length * step)
         improvement = value - new[0]
         x, (value, gradient, hessian) = x + length * step, new
         if improvement < TOLERANCE:
-            break
-    return x
+            return x, True
+    return x, False
 
 
-def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, rehearsed=None) -> np.ndarray:
-    """Two classes: the logit difference's weights (size + 1,), from `base`; an example's margin is measured from
+def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, rehearsed=None) -> tuple:
+    """Two classes: (the logit difference's weights (size + 1,), converged), from `base`; an example's margin is measured from
     `offset` (the threshold's logit); the `rehearsed` examples' loss is tilted (newton). The Hessian's product,
     the costly part, runs in float32 through the forward pass's matmul (einsum in Pyodide, which has no BLAS): it
     only steers the steps; the gradient, in float64, decides where they end."""
@@ -213,8 +245,8 @@ def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, 
     return newton(objective, base, rehearsed)
 
 
-def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> np.ndarray:
-    """Any number of classes: the whole head (classes, size + 1), from `base`; the `rehearsed` examples' loss is
+def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> tuple:
+    """Any number of classes: (the whole head (classes, size + 1), converged), from `base`; the `rehearsed` examples' loss is
     tilted (newton)."""
     classes, width = base.shape
     target = np.eye(classes)[labels]
@@ -245,7 +277,8 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> np.
 
         return value, gradient, hessian
 
-    return newton(objective, base.ravel(), rehearsed).reshape(base.shape)
+    flat, converged = newton(objective, base.ravel(), rehearsed)
+    return flat.reshape(base.shape), converged
 
 
 # ---------------------------------------------------------------- corrections
@@ -347,6 +380,7 @@ class Adaptation:
         self.corrected = {}  # row id -> its entry in corrections (this visit's rows only)
         self.history = []  # earlier (corrections, corrected), for undo
         self.decoded = {}  # a correction's features text -> its values (checked once, by decode_features)
+        self.converged = True  # the last re-fit's (HeadFit.converged)
 
     def remember(self, row, features: np.ndarray) -> None:
         self.rows[row] = np.asarray(features, np.float32)
@@ -444,9 +478,9 @@ class Adaptation:
                 self.decoded[text] = decode_features(text, size)
         features = np.array([self.decoded[entry["features"]] for entry in used]).reshape(len(used), size)
         labels = np.array([self.model.classes.index(entry["label"]) for entry in used], dtype=int)
-        self.model.set_head(
-            *adapt_head(*self.base, features, labels, reference=self.model.reference, threshold=self.model.threshold)
-        )
+        fit = adapt_head(*self.base, features, labels, reference=self.model.reference, threshold=self.model.threshold)
+        self.model.set_head(*fit)
+        self.converged = fit.converged
 
     def counts(self) -> dict:
         return correction_counts([self.model.classes.index(entry["label"]) for entry in self.used()], self.model.classes)
@@ -468,6 +502,7 @@ class Adaptation:
             "corrected": {str(row): entry["label"] for row, entry in self.corrected.items()},
             "reference_examples": 0 if self.model.reference is None else len(self.model.reference[1]),
             "base_weights_sha256": self.model.manifest["weights"]["sha256"],
+            "converged": self.converged,
         }
 
     def probabilities(self) -> dict:

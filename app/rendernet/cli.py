@@ -116,7 +116,7 @@ def positive_int(text: str) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from .adapt import adapt_head, adaptable_head, adapted_model_files, correction_counts, merge_corrections
+    from .adapt import NEWTON_STEPS, adapt_head, adaptable_head, adapted_model_files, correction_counts, merge_corrections
 
     base, out = Path(args.model), Path(args.out)
     if out.exists() and out.resolve() == base.resolve():
@@ -134,9 +134,14 @@ def cmd_adapt(args) -> int:
             file=sys.stderr,
         )
     features, labels = entries_arrays(model, entries)
-    kernel_t, bias = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor, model.reference, model.threshold)
+    fit = adapt_head(dense.kernel_t, dense.bias, features, labels, args.anchor, model.reference, model.threshold)
+    if not fit.converged:
+        print(
+            f"warning: the fit was still improving after {NEWTON_STEPS} Newton steps; the head written is the best found",
+            file=sys.stderr,
+        )
     corrections = correction_counts(labels, model.classes)
-    adapted = adapted_model_files(model, read_model_files(base), kernel_t, bias, corrections)
+    adapted = adapted_model_files(model, read_model_files(base), *fit, corrections)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in adapted.items():
         (out / name).write_bytes(data)
@@ -152,6 +157,7 @@ def cmd_adapt(args) -> int:
                 "merged_from": len(lists),
                 "conflicts": len(conflicts),
                 "reference_examples": 0 if model.reference is None else len(model.reference[1]),
+                "converged": fit.converged,
             }
         )
     )
