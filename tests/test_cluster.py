@@ -3,9 +3,11 @@ the local run, in order, and none lost or repeated when a worker is killed mid-r
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -172,3 +174,88 @@ def test_training_features_on_the_cluster_are_the_local_ones(cluster, tmp_path):
             assert np.array_equal(local_rows, remote_rows) and local.shape == remote.shape
             np.testing.assert_allclose(local, remote, rtol=0, atol=TOLERANCE)
     assert len(local) == 3 * len(train_examples) > 0
+
+
+def test_a_worker_with_other_rendernet_code_is_named_on_connect(cluster, tmp_path):
+    """A worker whose `rendernet` is a copy with one line changed (same version): connect names it and closes."""
+    from rendernet.cluster import connect
+    from rendernet.errors import DataError
+
+    altered = tmp_path / "site"
+    shutil.copytree(ROOT / "app" / "rendernet", altered / "rendernet")
+    with open(altered / "rendernet" / "decision.py", "a") as handle:
+        handle.write("\n# a local change\n")
+    environment = dict(os.environ, PYTHONPATH=f"{altered}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            cluster.scheduler_address,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            "altered",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(3, timeout=60)
+            address = next(address for address, info in client.scheduler_info()["workers"].items() if info["name"] == "altered")
+        with pytest.raises(DataError) as error:
+            connect(cluster.scheduler_address)
+        assert f"the Dask worker {address} runs other rendernet code than this client" in str(error.value)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_an_exception_on_a_worker_is_that_file_s_row(cluster, tmp_path):
+    """Whatever a file's task raises on a worker (a decoder bug, say) is that file's error row, not the run's end."""
+    from rendernet.cluster import outcome
+
+    with distributed.Client(cluster) as client:
+        broken = client.submit(lambda: (_ for _ in ()).throw(ValueError("a decoder bug")), pure=False)
+        row = outcome(client, None, "x.jpg", broken, distributed.KilledWorker)
+    assert row == {"file": "x.jpg", "error": "on the cluster: ValueError: a decoder bug"}
+
+
+def test_a_lost_scheduler_ends_the_run_with_one_line_and_keeps_the_rows(tmp_path):
+    script = tmp_path / "cluster.py"
+    script.write_text(
+        "import time, distributed\n"
+        "if __name__ == '__main__':\n"
+        "    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host='127.0.0.1',"
+        " dashboard_address=None) as cluster:\n"
+        "        print(cluster.scheduler_address, flush=True)\n"
+        "        time.sleep(600)\n"
+    )
+    scheduler = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        address = scheduler.stdout.readline().strip()
+        names = [str(path) for path in sample_files()[:40]] * 5
+        run = subprocess.Popen(
+            [sys.executable, "-m", "rendernet.cli", "classify", "--scheduler", address, *names],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = run.stdout.readline()  # the run is under way
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        lost_at = time.monotonic()
+        rest, errors = run.communicate(timeout=60)
+        assert time.monotonic() - lost_at < 30
+    finally:
+        if scheduler.poll() is None:
+            os.killpg(scheduler.pid, signal.SIGKILL)
+    rows = [json.loads(line) for line in [first, *rest.splitlines()]]
+    assert run.returncode == 1 and 1 <= len(rows) < len(names)
+    assert [row["file"] for row in rows] == names[: len(rows)] and all("label" in row for row in rows), rows
+    assert errors.strip().count("\n") == 0 and errors.startswith("error: lost the Dask scheduler"), errors

@@ -14,15 +14,23 @@ crash, memory) can be given up with it: every file given up is submitted once mo
 gets the error row CLUSTER_WORKER_DIED; the run goes on.
 
 Needs the `cluster` extra (`pip install "rendernet[cluster]"`, dask[distributed]) on the client and on every
-worker, with the same version of rendernet: tasks refer to this module's functions by name.
+worker, with the same rendernet: tasks refer to this module's functions by name. `connect` checks it (Dask's
+get_versions for the version, `core_fingerprint` for the code) and names the first worker that differs.
+
+Any other exception a file's task raises on a worker is that file's error row. A scheduler lost mid-run ends the
+run with one line (DataError) once Dask gives up reconnecting; the rows already given are kept.
 """
 
 import hashlib
+import logging
 from collections import deque
+from concurrent.futures import CancelledError
+from pathlib import Path
 
 from .batch import classify_path, printable
 from .errors import DataError, ModelError
 from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, read_model_files
+from .version import __version__
 
 ALLOCATOR_KEEPS_BYTES = 2**30  # see keep_freed_memory
 IN_FLIGHT_PER_THREAD = 4  # files queued per worker thread: enough to keep every worker busy, few to redo if one dies
@@ -67,16 +75,56 @@ def classify_on_worker(files: dict, name: str) -> dict:
     return classify_path(model_on_worker(files), name)
 
 
+def core_fingerprint() -> dict:
+    """This process's rendernet: its version and the sha256 of its core package's files (name and bytes of each)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"version": __version__, "core_sha256": digest.hexdigest()}
+
+
+def check_workers(client) -> None:
+    """DataError naming the first worker whose rendernet is not this client's: another version (Dask's
+    get_versions), none, or other code under the same version (core_fingerprint)."""
+    mine = core_fingerprint()
+    workers = client.get_versions(packages=["rendernet"])["workers"]
+    for address, info in sorted(workers.items()):
+        theirs = info.get("packages", {}).get("rendernet")
+        if theirs != mine["version"]:
+            raise DataError(
+                f"the Dask worker {address} has rendernet {theirs or 'not installed'}, this client {mine['version']}: "
+                "install the same rendernet on every worker"
+            )
+    for address, theirs in sorted(client.run(core_fingerprint, on_error="return").items()):
+        if theirs != mine:
+            found = f"{type(theirs).__name__}: {theirs}" if isinstance(theirs, Exception) else f"core {theirs['core_sha256'][:12]}"
+            raise DataError(
+                f"the Dask worker {address} runs other rendernet code than this client ({found}; here core "
+                f"{mine['core_sha256'][:12]}): install the same rendernet on every worker"
+            )
+
+
 def connect(scheduler: str):
-    """A dask.distributed Client of the scheduler at `scheduler` (tcp://HOST:8786); DataError when unreachable."""
+    """A dask.distributed Client of the scheduler at `scheduler` (tcp://HOST:8786) whose workers run this client's
+    rendernet (check_workers); DataError when unreachable or when a worker differs. For the command line: Dask's own
+    log lines (tracebacks from its background threads when the scheduler goes) are silenced, since what they
+    mean reaches the user as rendernet's one-line messages."""
     try:
         from dask.distributed import Client
     except ImportError:
         raise DataError('--scheduler needs Dask: pip install "rendernet[cluster]" (dask[distributed])') from None
+    for handler in logging.getLogger("distributed").handlers:  # Dask's own; its child loggers propagate to them
+        handler.setLevel(logging.CRITICAL)
     try:
-        return Client(scheduler, timeout=CONNECT_SECONDS)
+        client = Client(scheduler, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError, ValueError) as error:
         raise DataError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
+    try:
+        check_workers(client)
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def classify_on_cluster(scheduler, model, names):
@@ -87,6 +135,7 @@ def classify_on_cluster(scheduler, model, names):
     files = read_model_files(model)
     if not {MANIFEST_FILE, WEIGHTS_FILE} <= set(files):
         raise ModelError(f"{model} has no {MANIFEST_FILE} or {WEIGHTS_FILE}")
+    model_on_worker(files)  # checked here first: a bad model is one line, not an error on every file
     client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
     try:
         shared = client.submit(model_files, files, pure=False)  # a task, not scattered data: if every worker that
@@ -113,12 +162,18 @@ def submitted_in_order(client, calls, per_thread: int):
 
 
 def outcome(client, shared, name: str, future, killed_worker) -> dict:
-    """The file's row; a file Dask gave up on is submitted once more (it may only have waited behind a killer)."""
-    try:
-        return future.result()
-    except killed_worker:
-        pass
-    try:
-        return client.submit(classify_on_worker, shared, name, pure=False).result()
-    except killed_worker:
-        return {"file": printable(name), "error": CLUSTER_WORKER_DIED}
+    """The file's row; a file Dask gave up on is submitted once more (it may only have waited behind a killer). An
+    exception the task raised is the file's error row; a lost scheduler ends the run (DataError)."""
+    for attempt in range(2):
+        try:
+            return (future if attempt == 0 else client.submit(classify_on_worker, shared, name, pure=False)).result()
+        except killed_worker:
+            continue
+        except (CancelledError, OSError, TimeoutError) as error:
+            if client.status == "running":
+                return {"file": printable(name), "error": f"on the cluster: {type(error).__name__}: {error}"}
+            reason = getattr(error, "reason", None) or type(error).__name__
+            raise DataError(f"lost the Dask scheduler ({reason}): the rows above were classified, the rest were not") from None
+        except Exception as error:  # raised by the task on a worker: this file's row, and the run goes on
+            return {"file": printable(name), "error": f"on the cluster: {type(error).__name__}: {error}"}
+    return {"file": printable(name), "error": CLUSTER_WORKER_DIED}
