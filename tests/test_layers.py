@@ -163,3 +163,15 @@ def test_default_architecture_random_weights(tmp_path):
     batch = rng.integers(0, 256, (4, 200, 200, 3)).astype(np.uint8)
     check_parity(model, numpy_model, batch.astype(np.float32), tmp_path)
     np.testing.assert_allclose(numpy_model.forward(batch), numpy_model.forward(batch.astype(np.float32)))
+
+
+def test_relu_on_the_bits_is_the_float_relu():
+    """relu_bits (ReLU and ReLU6 as an integer clip of the float32 bits) equals NumPy's float clip, infinities,
+    zeros of both signs and the limit itself included."""
+    from rendernet.layers import SIX_BITS, relu_bits
+
+    values = np.random.default_rng(0).normal(0, 5, 10_000).astype(np.float32)
+    values[:6] = [np.inf, -np.inf, -0.0, 0.0, 6.0, np.nextafter(np.float32(6), np.float32(7))]
+    for limit, expected in ((None, np.maximum(values, 0)), (SIX_BITS, np.clip(values, 0, 6))):
+        found = relu_bits(values.copy(), limit)
+        assert found.dtype == np.float32 and np.array_equal(found, expected)

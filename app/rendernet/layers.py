@@ -75,9 +75,25 @@ ACTIVATIONS = {  # Keras's activations by name, as Keras 3 computes them
     "hard_swish": lambda x: x * _hard_sigmoid(x),
     "tanh": np.tanh,
 }
+SIX_BITS = np.float32(6.0).view(np.int32)
+
+
+def relu_bits(x: np.ndarray, limit=None) -> np.ndarray:
+    """ReLU (up to `limit`, a float32's bits as int32) of a float32 array, in place, on its bits seen as int32:
+    a negative float is a negative int32, and non-negative floats order as their bits do, so the integer clip is
+    the float one (exactly, for the finite values and infinities a forward pass holds). In Pyodide's NumPy, without
+    SIMD, it takes 0.49 ms on 112x112x96 where np.clip takes 6.0 (natively both 0.08)."""
+    bits = x.view(np.int32)
+    if limit is None:
+        np.maximum(bits, 0, out=bits)
+    else:
+        np.clip(bits, 0, limit, out=bits)
+    return x
+
+
 IN_PLACE = {  # for an array no other layer reads (a Linear's output)
-    "relu": lambda x: np.maximum(x, 0.0, out=x),
-    "relu6": lambda x: np.clip(x, 0.0, 6.0, out=x),
+    "relu": relu_bits,
+    "relu6": lambda x: relu_bits(x, SIX_BITS),
 }
 
 
