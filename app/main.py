@@ -251,6 +251,7 @@ async def start_worker(slot: int, why=None) -> None:
     info = await load_model(await window.rendernetNewWorker(slot), None, slot)
     if "error" in info:
         raise RuntimeError(info["error"])
+    page.workers[slot].warm_up()  # not awaited: OpenBLAS, then the decoders' first use
     if not page.adaptable:
         return
     if slot == 0:  # the corrections are kept in the browser; the rows' features in the page
@@ -931,6 +932,7 @@ async def start() -> None:
         hooks.timings = to_js(timings)
         hooks.time_forward = create_proxy(lambda repeats=30: page.worker.time_forward(repeats))
         hooks.profile = create_proxy(lambda repeats=5: page.worker.profile(repeats))
+        hooks.matmul = create_proxy(lambda: page.worker.matmul())
         hooks.time_adaptation = create_proxy(lambda rows, corrections: page.worker.time_adaptation(rows, corrections))
         hooks.modules = create_proxy(lambda: page.worker.modules())
         hooks.memory = create_proxy(lambda: page.worker.memory())

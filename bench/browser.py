@@ -309,6 +309,7 @@ def main() -> None:
         batch_ms = page.evaluate("performance.now()") - batch_started
         batch_long_tasks = [duration for start, duration in page.evaluate("window.longTasks") if start >= batch_started]
         rows = [json.loads(row.get_attribute("data-result")) for row in page.query_selector_all("#results tbody tr")]
+        matmul = page.evaluate("window.rendernet_debug.matmul()")
         litert_pixels = classify_file(model, images[-1].name, images[-1].read_bytes())[1]
         forward, litert_times, ratios = [], [], []
         for _ in range(FORWARD_ROUNDS):
@@ -375,6 +376,7 @@ def main() -> None:
         for native, row in zip(jpeg_native, jpeg_rows, strict=True)
     )
     results = {
+        "matmul_in_the_page": matmul,
         "pool_100_photos": pool,
         "ready_seconds": {
             "fresh_profile": round(fresh, 3),
@@ -454,7 +456,8 @@ def main() -> None:
     for name, values in per_image.items():
         print(f"{name:<36}{values['p50']:>8.2f}{values['p95']:>8.2f}")
     print(
-        f"NumPy pass in Pyodide / LiteRT.js: x{results['numpy_to_litert_js_ratio']} (median of {FORWARD_ROUNDS} "
+        f"NumPy pass in Pyodide (matrix products: {matmul}) / LiteRT.js: x{results['numpy_to_litert_js_ratio']} "
+        f"(median of {FORWARD_ROUNDS} "
         f"alternating rounds: {results['numpy_to_litert_js_ratio_by_round']}; outputs differ by at most "
         f"{results['litert_js_vs_numpy_max_probability_difference']:.1e})"
     )

@@ -27,13 +27,13 @@ import build
 
 @pytest.fixture(scope="module")
 def pyodide_dir(tmp_path_factory):
-    """A --pyodide-dir folder: the runtime files and the two wheels, fetched through the build cache."""
+    """A --pyodide-dir folder: the runtime files, the two wheels and OpenBLAS, fetched through the build cache."""
     folder = tmp_path_factory.mktemp("pyodide")
     runtime = build.npm_package(build.PYODIDE_NPM, build.DEFAULT_CACHE, tmp_path_factory.mktemp("unpacked"))
     for name in build.RUNTIME_SHA256:
         shutil.copyfile(runtime / name, folder / name)
-    for wheel in build.pypi_wheels(build.DEFAULT_CACHE).glob("*.whl"):
-        shutil.copyfile(wheel, folder / wheel.name)
+    for package in build.pypi_wheels(build.DEFAULT_CACHE).glob("*.*"):
+        shutil.copyfile(package, folder / package.name)
     return folder
 
 
@@ -50,7 +50,8 @@ def test_bundle_from_a_local_pyodide_dir(tmp_path, pyodide_dir, capsys):
     assert top == {"index.html", "index.html.gz", "sw.js", "sw.js.gz", "pyodide", "pyscript", "app", ".rendernet"}
     runtime, app = next(dist.glob("pyodide-*")), next(dist.glob("app-*"))
     lock = json.loads((runtime / "pyodide-lock.json").read_text())
-    assert sorted(lock["packages"]) == ["numpy", "pillow"]
+    assert sorted(lock["packages"]) == ["numpy", "openblas", "pillow"]
+    assert build.sha256_file(runtime / lock["packages"]["openblas"]["file_name"]) == lock["packages"]["openblas"]["sha256"]
     worker = json.loads((app / "worker.json").read_text())
     assert worker["interpreter"] == f"../{runtime.name}/pyodide.mjs" and worker["packages_cache"] == "passthrough"
     pyscript = next(dist.glob("pyscript-*"))
@@ -84,7 +85,7 @@ def test_runtime_is_trimmed_to_the_listed_files_and_the_lock_knows_the_new_wheel
     listed = build.page_modules()
     shipped = stored_files(runtime / "python_stdlib.zip")
     assert "json/__init__.py" in shipped and "xmlrpc/client.py" not in shipped and shipped <= listed
-    for entry in lock["packages"].values():
+    for entry in (entry for entry in lock["packages"].values() if entry["package_type"] == "package"):
         wheel = runtime / entry["file_name"]
         assert build.sha256_file(wheel) == entry["sha256"]  # Pyodide refuses a wheel that does not match
         assert stored_files(wheel) <= listed

@@ -403,6 +403,7 @@ def test_redeploy_is_seen_on_the_next_load_and_a_failed_update_keeps_the_old_ver
 FAILED = "body[data-state=failed]"
 BUNDLE_FILES = [
     "pyodide-*/numpy-*.whl",
+    "pyodide-*/openblas-*.zip",
     "pyodide-*/pyodide.asm.wasm",
     "pyodide-*/python_stdlib.zip",
     "pyodide-*/pyodide-lock.json",
@@ -1026,3 +1027,20 @@ def test_a_converted_kerasjs_model_runs_in_the_page(browser, tmp_path):
         assert hint.startswith("Heatmaps and corrections are not offered: its output is not a Dense layer")
         assert page.page.is_disabled("#show-heatmap") and page.page.locator("#adaptation").is_hidden()
         assert page.errors == []
+
+
+def test_after_ready_the_forward_pass_runs_on_pyodide_s_openblas_and_matches_native(site, browser):
+    """The worker loads Pyodide's OpenBLAS after ready (checked by loadPackage against the lock, after the integrity
+    gate); the matrix products then go through its sgemm, and the page still answers as the CLI does within 1e-5."""
+    page = Page(browser, site, path="/?debug")
+    deadline = time.monotonic() + 60
+    while page.page.evaluate("window.rendernet_debug.matmul()") != "openblas":
+        assert time.monotonic() < deadline, "OpenBLAS was not loaded within 60 s of ready"
+        time.sleep(0.2)
+    files = sample_files("real")[::20][:3] + sample_files("render")[::20][:3]
+    rows = page.upload(files, len(files))
+    model = load_model(DEFAULT_MODEL)
+    for path, row in zip(files, rows, strict=True):
+        native = model.classify(preprocess(path, 224))["probabilities"]["render"]
+        assert abs(row["probabilities"]["render"] - native) < 1e-5, path.name
+    assert page.errors == []

@@ -23,6 +23,7 @@ WORKER_CALLS = (
     "memory",
     "time_adaptation",  # ?debug hooks: benchmarks and tests
     "time_forward",
+    "matmul",
     "profile",
     "modules",
     "crash",
