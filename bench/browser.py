@@ -74,8 +74,10 @@ pyodide.FS.mkdirTree("/home/pyodide/rendernet");
 for (const name of __CORE__) pyodide.FS.writeFile(`/home/pyodide/rendernet/${name}`, await bytes(`rendernet/${name}`));
 pyodide.globals.set("manifest", await bytes("model/model.json"));
 pyodide.globals.set("weights", await bytes("model/weights.npz"));
+pyodide.globals.set("reference", __REFERENCE__ ? await bytes("model/reference.npz") : null);
 pyodide.runPython("import sys; sys.path.insert(0, '/home/pyodide'); from PIL import Image; "
-  + "from rendernet.model import model_from_bytes; model = model_from_bytes(manifest.to_bytes(), weights.to_bytes())");
+  + "from rendernet.model import model_from_bytes; "
+  + "model = model_from_bytes(manifest.to_bytes(), weights.to_bytes(), reference and reference.to_bytes())");
 postMessage("ready");
 """  # what the app's worker does before ready (the bundle's trimmed runtime, NumPy, Pillow, the core, the model), in a
 #     plain module worker: no PyScript, no MicroPython, no service worker, no integrity gate
@@ -143,7 +145,10 @@ def add_same_work_floor(dist: Path) -> None:
     folder.mkdir()
     (folder / "index.html").write_text(SAME_WORK_PAGE)
     (folder / "worker.js").write_text(
-        SAME_WORK_WORKER.replace("__PYODIDE__", pyodide).replace("__APP__", app).replace("__CORE__", json.dumps(core))
+        SAME_WORK_WORKER.replace("__PYODIDE__", pyodide)
+        .replace("__APP__", app)
+        .replace("__CORE__", json.dumps(core))
+        .replace("__REFERENCE__", json.dumps((dist / app / "model" / "reference.npz").exists()))
     )
 
 
