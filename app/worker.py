@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from pyodide.ffi import create_proxy
 from pyodide.http import pyfetch
-from rendernet.adapt import Adaptation, adapted_model_files, decode_features, encode_features
+from rendernet.adapt import Adaptation, adapted_model_files, decode_features, encode_features, parse_document
 from rendernet.calls import WORKER_CALLS
 from rendernet.classify import classify_file
 from rendernet.errors import ModelError
@@ -214,21 +214,12 @@ async def reset() -> str:
     return adaptation_answer(**await saved())
 
 
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a corrections file larger than this is refused before it is parsed
-
-
 async def add_corrections(name: str, text: str) -> str:
     """Merge a corrections file (a colleague's download) into this browser's corrections: re-fit, re-score, keep.
     A file that cannot be used changes nothing and says why ("added_problem")."""
     name, text = str(name), str(text)
     try:
-        if len(text) > MAX_FILE_BYTES:
-            raise ModelError(f"it is {len(text) / 1e6:.0f} MB; a corrections file is at most {MAX_FILE_BYTES / 1e6:.0f} MB")
-        try:
-            document = json.loads(text)
-        except (ValueError, RecursionError) as error:
-            raise ModelError(f"it is not a corrections file (JSON): {str(error)[:200]}") from None
-        added = state["adaptation"].add(document)
+        added = state["adaptation"].add(parse_document(text))
     except ModelError as error:
         return adaptation_answer(added_problem=f"{name} could not be added: {error}")
     return adaptation_answer(added={**added, "file": name}, **await saved())
@@ -322,30 +313,42 @@ async def saved() -> dict:
     return {}
 
 
+def kept_document(value) -> dict:
+    """A value kept in IndexedDB as the corrections document it should be; ModelError saying why it is not (not
+    text, or what parse_document refuses)."""
+    if not isinstance(value, str):
+        raise ModelError(f"the kept corrections are not text but {getattr(value, 'typeof', type(value).__name__)}")
+    try:
+        return parse_document(value)
+    except ModelError as error:
+        raise ModelError(f"the kept corrections: {error}") from None
+
+
 async def restore() -> str:
     """Bring back the corrections kept for this model, and list the kept ones it cannot use: made with another
-    model, or damaged (set aside under their own key, never deleted)."""
+    model, or damaged (set aside under their own key, the original value as it was, never deleted)."""
     adaptation, sha256 = state["adaptation"], state["model"].manifest["weights"]["sha256"]
     answer = {"others": []}
     try:
         transaction, objects = await store()
         keys, values = settled(objects.getAllKeys()), settled(objects.getAll())  # both asked before any await
         keys, values = await keys, await values
-        stored = dict(zip(keys.to_py(), values.to_py(), strict=True))
-        if key_of(sha256) in stored:
+        keys = [str(key) for key in keys.to_py()]
+        if key_of(sha256) in keys:
+            original = values[keys.index(key_of(sha256))]  # a string, or the JS value itself (never converted)
             try:
-                adaptation.restore(json.loads(stored[key_of(sha256)]))
-            except (ValueError, TypeError, RecursionError, ModelError) as error:
-                answer["problem"] = str(error) or "the kept corrections are nested too deeply"
+                adaptation.restore(kept_document(original))
+            except (ValueError, TypeError, ModelError) as error:
+                answer["problem"] = str(error)
                 aside = f"set-aside:{sha256}:{time.strftime('%Y-%m-%dT%H-%M-%S')}"
                 transaction, objects = await store("readwrite")
-                objects.put(stored.pop(key_of(sha256)), aside)
+                objects.put(original, aside)
                 objects.delete(key_of(sha256))
                 await settled(transaction, "oncomplete", "onabort")
-                stored[aside] = None
-        for key in sorted(stored):
+                keys[keys.index(key_of(sha256))] = aside
+        for key in sorted(keys):
             if key != key_of(sha256):
-                answer["others"].append({"key": str(key), "damaged": str(key).startswith("set-aside:")})
+                answer["others"].append({"key": key, "damaged": key.startswith("set-aside:")})
     except Exception as error:
         answer.update(not_kept(error))
     return adaptation_answer(**answer)
@@ -355,7 +358,12 @@ async def kept(key: str) -> str:
     """The text kept under `key` (for the page's "Download" of corrections it cannot use)."""
     _, objects = await store()
     value = await settled(objects.get(str(key)))
-    return "" if value is None else str(value)
+    if value is None or isinstance(value, str):
+        return value or ""
+    try:
+        return str(js.JSON.stringify(value))  # a value that is not text, kept as it was found
+    except Exception:
+        return str(value)
 
 
 def matmul() -> str:

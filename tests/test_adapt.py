@@ -2,6 +2,7 @@
 anchored to the base head; NumPy only."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -363,3 +364,29 @@ def test_the_adapt_command_reports_whether_the_fit_converged(tmp_path, capsys):
             (examples / label / path.name).write_bytes(path.read_bytes())
     assert main(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
     assert json.loads(capsys.readouterr().out)["converged"] is True
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000, "nested more than 16 deep"),
+        ('{"a": "[[[[[[[[[[[[[[[[[[[[", "b": [' + "[" * 20, "nested more than 16 deep"),  # brackets in strings do not count
+        ("{not json", "not a corrections file (JSON)"),
+        (" " * (64 * 1024 * 1024 + 1), "a corrections document is at most 67 MB"),
+    ],
+)
+def test_a_corrections_document_is_parsed_within_bounds(text, message):
+    from rendernet.adapt import parse_document
+
+    with pytest.raises(ModelError, match=re.escape(message)):
+        parse_document(text)
+    assert parse_document('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[", "b": [[1]]}') == {"a": "[" * 24, "b": [[1]]}
+
+
+def test_the_adapt_command_refuses_a_deeply_nested_document_in_one_line(tmp_path, capsys):
+    from rendernet.cli import main
+
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    assert main(["adapt", "--examples", str(tmp_path / "deep.json"), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nested more than 16 deep" in error and not (tmp_path / "out").exists()

@@ -808,7 +808,7 @@ def test_one_correction_keeps_the_other_kind_and_a_colleague_s_file_is_added(sit
             ),
             "features hold 5 values",
         ),
-        "not-json.json": ("{" * 100_000, "not a corrections file"),
+        "not-json.json": ("{" * 100_000, "nested more than 16 deep"),
         "many.json": (
             json.dumps(dict(json.loads(theirs.read_text()), corrections=[entry] * 100_000)),
             "at most",
@@ -1044,3 +1044,32 @@ def test_after_ready_the_forward_pass_runs_on_pyodide_s_openblas_and_matches_nat
         native = model.classify(preprocess(path, 224))["probabilities"]["render"]
         assert abs(row["probabilities"]["render"] - native) < 1e-5, path.name
     assert page.errors == []
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ({"format": "rendernet-corrections", "corrections": []}, "the kept corrections are not text but object"),
+        (42, "the kept corrections are not text but int"),
+        ("[" * 100_000, "the kept corrections: it is nested more than 16 deep"),
+    ],
+    ids=["object", "number", "deeply-nested"],
+)
+def test_a_kept_value_the_page_cannot_read_is_set_aside_as_it_was(site, browser, value, problem):
+    """A stored value that is not a corrections document the page can parse within bounds (not text, deep nesting):
+    the page says why, sets the original aside under its own key (downloadable as it was), and is ready with the
+    shipped model; the next visit is ready too."""
+    page = Page(browser, site)
+    sha256 = load_model(DEFAULT_MODEL).manifest["weights"]["sha256"]
+    keep(page, f"corrections:{sha256}", value)
+    page = Page(browser, site)
+    assert problem in page.page.inner_text("#kept-elsewhere")
+    assert page.page.inner_text("#adaptation-status").startswith("The shipped model answers")
+    with page.page.expect_download() as download:
+        page.page.get_by_text("Download the set-aside corrections").click()
+    kept = Path(download.value.path()).read_text()
+    assert kept == (value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+    again = Page(browser, site)
+    assert again.page.inner_text("#adaptation-status").startswith("The shipped model answers")
+    assert "label" in again.upload(sample_files("real")[:1], 1)[0]
+    assert page.errors == [] and again.errors == []

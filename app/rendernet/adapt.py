@@ -33,6 +33,7 @@ import binascii
 import copy
 import io
 import json
+import re
 
 import numpy as np
 
@@ -55,6 +56,9 @@ NEWTON_STEPS = 25
 TOLERANCE = 1e-7  # stop when a Newton step lowers the objective by less than this
 MAX_CORRECTIONS = 1000  # the most recent ones adapt the page's head (Newton's cost grows with their number)
 MAX_ADDED = 20_000  # the most corrections one file may add in the page (each is checked and kept)
+MAX_DOCUMENT_CHARS = 64 * 1024 * 1024  # a corrections document longer than this is refused before it is parsed
+MAX_DEPTH = 16  # a corrections document nests 3 deep; one nested deeper is refused before it is parsed
+JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a JSON string (skipped whole) or a bracket
 CORRECTIONS_FORMAT, CORRECTIONS_VERSION = "rendernet-corrections", 1
 
 
@@ -282,6 +286,30 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> tup
 
 
 # ---------------------------------------------------------------- corrections
+
+
+def parse_document(text) -> object:
+    """The JSON of a corrections document (str or bytes), parsed within bounds; ModelError saying why not: longer
+    than MAX_DOCUMENT_CHARS, nested deeper than MAX_DEPTH, or not JSON. The depth is measured before parsing,
+    since Pyodide's parser exhausts the WebAssembly stack on deep nesting ("Maximum call stack size exceeded")
+    instead of raising RecursionError."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise ModelError(f"it is {len(text) / 1e6:.0f} MB; a corrections document is at most {MAX_DOCUMENT_CHARS / 1e6:.0f} MB")
+    depth = 0
+    for token in JSON_NESTING.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ModelError(f"it is nested more than {MAX_DEPTH} deep; a corrections document nests 3 deep")
+        elif bracket in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ModelError(f"it is not a corrections file (JSON): {str(error)[:200]}") from None
 
 
 def encode_features(vector: np.ndarray) -> str:

@@ -166,15 +166,12 @@ def cmd_adapt(args) -> int:
 
 def example_entries(model, examples, skipped: list) -> list:
     """Corrections entries from a corrections file (the page's download) or a folder EXAMPLES/<class>/<images>."""
-    from .adapt import encode_features, read_corrections
+    from .adapt import encode_features, parse_document, read_corrections
     from .batch import printable
 
     if examples.is_file():
         try:
-            document = json.loads(examples.read_bytes())
-        except (ValueError, RecursionError) as error:
-            raise DataError(f"{examples} is not a corrections file (JSON): {error}") from None
-        try:
+            document = parse_document(examples.read_bytes())
             read_corrections(document, model)  # checks every entry
         except RendernetError as error:
             raise DataError(f"{examples}: {error}") from None
