@@ -106,3 +106,27 @@ def test_a_zip_of_two_models_is_refused(tmp_path, entries, message):
         for entry in entries:
             zipped.writestr(entry, (DEFAULT_MODEL / entry.split("/")[1]).read_bytes())
     refused_everywhere(archive, message)
+
+
+def test_an_adapted_model_that_changed_more_than_its_head_is_refused(tmp_path):
+    """An adapted model names its base's weights sha256; when that base is the shipped model (at hand), every array
+    but the head's must be the shipped model's. A `rendernet adapt` result passes; one with a backbone array
+    altered (and its own sha256 updated) is refused everywhere, in one line."""
+    from rendernet.cli import main
+
+    examples = tmp_path / "examples"
+    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:2])):
+        (examples / label).mkdir(parents=True)
+        for path in paths:
+            shutil.copyfile(path, examples / label / path.name)
+    assert main(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
+    load_model(tmp_path / "adapted")
+    build.check_model(tmp_path / "adapted")
+
+    def alter_the_backbone(arrays):
+        key = next(key for key in arrays if key.startswith("stem/"))
+        arrays[key] = arrays[key].copy()
+        arrays[key].flat[0] += 1
+
+    altered = with_weights(shutil.copytree(tmp_path / "adapted", tmp_path / "altered"), alter_the_backbone)
+    refused_everywhere(altered, "but its stem/kernel is not that model's: an adaptation changes the head only")

@@ -61,7 +61,7 @@ def test_the_installed_command_classifies_from_any_folder(wheel, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"] in ("real", "render")
     where = subprocess.run(
-        [sys.executable, "-c", "import rendernet.cli; print(rendernet.cli.default_model())"],
+        [sys.executable, "-c", "import rendernet.manifest; print(rendernet.manifest.default_model())"],
         cwd=elsewhere,
         env=environment,
         capture_output=True,

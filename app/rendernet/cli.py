@@ -14,17 +14,9 @@ from pathlib import Path
 from .adapt import ANCHOR, REFERENCE_ANCHOR
 from .decision import SURE
 from .errors import DataError, RendernetError
+from .manifest import default_model
 from .model import load_model, read_model_files
 from .version import __version__
-
-
-def default_model() -> str:
-    """The shipped model: inside the installed package (package data), or the checkout's models/default."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "default_model", here.parents[1] / "models" / "default"):
-        if (folder / "model.json").is_file():
-            return str(folder)
-    return "models/default"  # not found: load_model names it
 
 
 def cmd_classify(args) -> int:

@@ -239,6 +239,15 @@ def unpacked_size_check(archive: zipfile.ZipFile, where: str) -> None:
         raise ModelError(f"{where} unpacks to {total / 1e6:,.0f} MB; a model's files hold at most {MAX_MODEL_BYTES / 1e6:,.0f} MB")
 
 
+def default_model() -> str:
+    """The shipped model: inside the installed package (package data), or the checkout's models/default."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "default_model", here.parents[1] / "models" / "default"):
+        if (folder / MANIFEST_FILE).is_file():
+            return str(folder)
+    return "models/default"  # not found: load_model names it
+
+
 def read_model_files(path, names=MODEL_FILES) -> dict:
     """The named files of a model: a folder, or a .zip that holds them at its top or in one folder (the page's
     "Download the adapted model"). {name: bytes} for those present; ModelError when it cannot be read."""

@@ -26,6 +26,7 @@ from .manifest import (
     REFERENCE_FILE,
     WEIGHTS_FILE,
     check_weights,
+    default_model,
     read_manifest,
     read_model_files,
     unpacked_size_check,
@@ -251,9 +252,30 @@ def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes, reference_byte
 
 def load_model(path) -> Model:
     """Load a model folder holding model.json and weights.npz (and reference.npz when it declares one), or a .zip
-    of one."""
+    of one. An adapted model whose base is the shipped model is checked against it (check_adapted_base)."""
     files = read_model_files(path)
     missing = [name for name in (MANIFEST_FILE, WEIGHTS_FILE) if name not in files]
     if missing:
         raise ModelError(f"{path} has no {' or '.join(missing)}" if Path(path).exists() else f"{path} does not exist")
-    return model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE], files.get(REFERENCE_FILE))
+    model = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE], files.get(REFERENCE_FILE))
+    check_adapted_base(model, files[WEIGHTS_FILE], default_model())
+    return model
+
+
+def check_adapted_base(model: Model, weights_bytes: bytes, base) -> None:
+    """ModelError when `model` says it was adapted from the model folder `base` (model.json's
+    adapted.base_weights_sha256 is that model's weights sha256) but holds other weights than the base's anywhere
+    but in its head: an adaptation re-fits the head only. Nothing to check when the base is another model."""
+    claimed = model.manifest.get("adapted", {}).get("base_weights_sha256")
+    base_files = read_model_files(base, (MANIFEST_FILE, WEIGHTS_FILE)) if claimed and Path(base).exists() else {}
+    if not base_files or read_manifest(base_files[MANIFEST_FILE])["weights"]["sha256"] != claimed:
+        return
+    base_arrays = read_weights(base_files[WEIGHTS_FILE], read_manifest(base_files[MANIFEST_FILE]))
+    arrays = read_weights(weights_bytes, model.manifest)
+    head = model.head().name if model.head() is not None else None
+    for key, values in base_arrays.items():
+        if key.rsplit("/", 1)[0] != head and not (key in arrays and np.array_equal(arrays[key], values)):
+            raise ModelError(
+                f"model.json says it was adapted from the shipped model ({claimed[:12]}…), but its {key} is not that "
+                "model's: an adaptation changes the head only; the file is altered or mislabelled"
+            )
