@@ -57,6 +57,8 @@ class Page:
         self.base_model = "The shipped model"  # what answers without corrections
         self.changes, self.adapting = [], False  # changes of the corrections, applied one at a time
         self.channel = None  # a BroadcastChannel to the site's other tabs (their corrections are kept in one place)
+        self.head, self.head_version = None, 0  # the head last shown, and how many times it changed
+        self.rescoring, self.rescore_wanted, self.rescore_task = False, False, None  # rescore_all's state
 
     def sure(self) -> float:
         return int(element("sure-threshold").value) / 100
@@ -235,10 +237,11 @@ async def load_model(worker, timings=None, slot: int = 0) -> dict:
     await call(worker.ready, WORKER_SECONDS, "Starting the worker", slot)
     if timings is not None:
         timings["worker_ready"] = js.performance.now()
-    page.workers[slot] = worker.sync
+    info = json.loads(await call(worker.sync.load(page.model_url), MODEL_SECONDS, "Loading the model", slot))
+    page.workers[slot] = worker.sync  # only now: a new head sent to a worker without its model would fail there
     if slot == 0:
         page.worker = worker.sync
-    return json.loads(await call(worker.sync.load(page.model_url), MODEL_SECONDS, "Loading the model", slot))
+    return info
 
 
 async def start_worker(slot: int, why=None) -> None:
@@ -355,6 +358,8 @@ def add_row(answer: dict) -> None:
         correction_cell(result),
     )
     page.rows.append((result, row))
+    if page.adaptable and "features" in answer and answer.get("head_version", page.head_version) != page.head_version:
+        rescore_all()  # scored with a head that has changed since the file was sent (a correction meanwhile)
     if element("sort-by").value == "confidence":
         sort_rows()
     else:
@@ -362,6 +367,27 @@ def add_row(answer: dict) -> None:
     for button in ("download-csv", "clear"):
         element(button).disabled = False
     summarize()
+
+
+def rescore_all() -> None:
+    """Every row again with the current head (the page's worker knows every row's features): one request at a time,
+    and one more when a row arrived while it ran (that row's features may have reached the worker after it)."""
+    page.rescore_wanted = True
+    if page.rescoring:
+        return
+    page.rescoring = True
+
+    async def run():
+        try:
+            while page.rescore_wanted:
+                page.rescore_wanted = False
+                show_adaptation(json.loads(await call(page.worker.rescore(), MODEL_SECONDS, "Re-scoring the rows")))
+        except Exception as error:
+            notice(f"The rows could not be re-scored with your corrections: {error}")
+        finally:
+            page.rescoring = False
+
+    page.rescore_task = asyncio.create_task(run())  # held, so it is not garbage-collected
 
 
 def show_large(row: int) -> None:
@@ -465,6 +491,8 @@ def taken_elsewhere(event) -> None:
 def show_adaptation(answer: dict) -> None:
     """Redraw every row with its new probabilities, mark those whose answer changed, show the summary."""
     probabilities, corrected = answer["probabilities"], answer["corrected"]
+    if answer["head"] != page.head:  # a file sent to a worker before this is scored with the old head (add_row)
+        page.head, page.head_version = answer["head"], page.head_version + 1
     for helper in page.workers[1:]:  # the pool's other workers classify with the same head
         if helper is not None:
             helper.set_head(answer["head"])
@@ -671,8 +699,10 @@ async def help_with_batch(slot: int) -> None:
 async def drain(slot: int) -> None:
     while page.queue and not page.cancelled and page.workers[slot] is not None:
         file, row = page.queue.pop(0)
+        version = page.head_version
         answer = await classify(file, row, slot)
         answer["result"]["row"] = row
+        answer["head_version"] = version
         deliver(row, answer, slot)
         page.done += 1
         update_batch()

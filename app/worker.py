@@ -183,6 +183,11 @@ def adaptation_answer(**extra) -> str:
     return json.dumps({**extra, **adaptation.summary(), "probabilities": adaptation.probabilities(), "head": head()})
 
 
+def rescore() -> str:
+    """What the page shows after a change, asked again: every row's probabilities with the current head."""
+    return adaptation_answer()
+
+
 def head() -> str:
     """The current head (adapted or shipped) as JSON: kernel_t and bias, each base64 float32 (encode_features)."""
     dense = state["model"].head()

@@ -1073,3 +1073,23 @@ def test_a_kept_value_the_page_cannot_read_is_set_aside_as_it_was(site, browser,
     assert again.page.inner_text("#adaptation-status").startswith("The shipped model answers")
     assert "label" in again.upload(sample_files("real")[:1], 1)[0]
     assert page.errors == [] and again.errors == []
+
+
+def test_a_correction_during_a_two_worker_batch_reaches_every_row(site, browser, tmp_path):
+    """Corrections made while two workers classify a batch: files already sent to a worker are scored with the old
+    head; every row ends with the adapted model's answer (the exported model's, natively, within 1e-5)."""
+    page = Page(browser, site, path="/?debug&workers=2")
+    files = (sample_files("real")[::2][:30] + sample_files("render")[::2][:30])[::-1]
+    page.page.set_input_files("#file-input", [str(path) for path in files])
+    page.page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 4", timeout=60_000)
+    correct(page, 0, "real", 1)  # while the rest of the batch is in flight on both workers
+    correct(page, 1, "real", 2)
+    batch_finished(page, len(files))
+    page.page.wait_for_timeout(1000)  # a last rescore, if a stale row arrived at the end
+    adapted = load_model(adapted_model(page, tmp_path))
+    rows = page.rows()
+    assert [row["file"] for row in rows] == [path.name for path in files]
+    for path, row in zip(files, rows, strict=True):
+        native = adapted.forward(preprocess(path, 224)[None])[0]
+        assert abs(row["probabilities"]["render"] - native[1]) < 1e-5, path.name
+    assert page.errors == []

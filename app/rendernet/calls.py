@@ -15,6 +15,7 @@ WORKER_CALLS = (
     "forget_rows",
     "remember",
     "restore",  # the kept corrections, at start and when another tab changed them
+    "rescore",  # every row's probabilities again (a row scored with an older head arrived)
     "head",  # the adapted head, for the pool's other workers
     "set_head",
     "kept",
