@@ -42,6 +42,16 @@ def sample_files(class_name=None) -> list:
     return sorted(SAMPLE_DIR.glob(pattern))
 
 
+def example_folder(folder, real: int = 2, render: int = 2):
+    """A folder of labelled examples, folder/<class>/<image>, with the first sample images of each class (for
+    `rendernet adapt --examples`)."""
+    for label, count in (("real", real), ("render", render)):
+        (folder / label).mkdir(parents=True)
+        for path in sample_files(label)[:count]:
+            shutil.copyfile(path, folder / label / path.name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_images():
     files = sample_files()

@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_MODEL, ROOT, sample_files
+from conftest import DEFAULT_MODEL, ROOT, example_folder, sample_files
 from rendernet import load_model, preprocess
 from rendernet.adapt import MAX_CORRECTIONS, Adaptation, adapt_head, encode_features, fit_softmax, newton, read_corrections
 from rendernet.errors import ModelError
@@ -99,12 +99,7 @@ def rendernet(*arguments):
 
 
 def test_rendernet_adapt_writes_a_model_every_tool_accepts(tmp_path):
-    examples = tmp_path / "examples"
-    chosen = {"real": sample_files("real")[:3], "render": sample_files("render")[:3]}
-    for name, paths in chosen.items():
-        (examples / name).mkdir(parents=True)
-        for path in paths:
-            shutil.copyfile(path, examples / name / path.name)
+    examples = example_folder(tmp_path / "examples", 3, 3)
     (examples / "real" / "notes.txt").write_text("not an image")
     result = rendernet("adapt", "--model", DEFAULT_MODEL, "--examples", examples, "--out", tmp_path / "mine")
     assert result.returncode == 0, result.stderr
@@ -115,8 +110,8 @@ def test_rendernet_adapt_writes_a_model_every_tool_accepts(tmp_path):
     assert manifest["adapted"]["corrections"] == {"real": 3, "render": 3} and "metrics" not in manifest
     assert build.check_model(tmp_path / "mine")["classes"] == ["real", "render"]
     gains = []  # the corrected images move towards their class; one already near certain may give up a hair
-    for name, paths in chosen.items():
-        for path in paths:
+    for name in ("real", "render"):
+        for path in sorted((examples / name).glob("*.webp")):
             pixels = preprocess(path, base.input_size)
             before, after = base.forward(pixels[None])[0], adapted.forward(pixels[None])[0]
             index = base.classes.index(name)
@@ -357,11 +352,7 @@ def test_a_singular_system_takes_the_least_squares_step():
 def test_the_adapt_command_reports_whether_the_fit_converged(tmp_path, capsys):
     from rendernet.cli import main
 
-    examples = tmp_path / "examples"
-    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:1])):
-        (examples / label).mkdir(parents=True)
-        for path in paths:
-            (examples / label / path.name).write_bytes(path.read_bytes())
+    examples = example_folder(tmp_path / "examples", 2, 1)
     assert main(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
     assert json.loads(capsys.readouterr().out)["converged"] is True
 

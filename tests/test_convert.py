@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import sample_files
+from conftest import example_folder, sample_files
 from PIL import Image
 from rendernet import load_model
 from rendernet.errors import RendernetError
@@ -473,10 +473,6 @@ def test_a_head_written_as_dense_then_activation_can_be_adapted(tmp_path):
     convert(tmp_path / "m.keras", tmp_path / "out", CLASSES, input_range="unit")
     model = load_model(tmp_path / "out")
     assert model.head() is not None and adaptable_head(model).name == "logits"
-    examples = tmp_path / "examples"
-    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:2])):
-        (examples / label).mkdir(parents=True)
-        for path in paths:
-            (examples / label / path.name).write_bytes(path.read_bytes())
+    examples = example_folder(tmp_path / "examples")
     assert main(["adapt", "--model", str(tmp_path / "out"), "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
     assert load_model(tmp_path / "adapted").manifest["adapted"]["corrections"] == {"real": 2, "render": 2}

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_MODEL, ROOT, sample_files
+from conftest import DEFAULT_MODEL, ROOT, example_folder, sample_files
 from rendernet import load_model
 from rendernet.errors import ModelError
 from rendernet.manifest import sha256_bytes
@@ -114,11 +114,7 @@ def test_an_adapted_model_that_changed_more_than_its_head_is_refused(tmp_path):
     altered (and its own sha256 updated) is refused everywhere, in one line."""
     from rendernet.cli import main
 
-    examples = tmp_path / "examples"
-    for label, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:2])):
-        (examples / label).mkdir(parents=True)
-        for path in paths:
-            shutil.copyfile(path, examples / label / path.name)
+    examples = example_folder(tmp_path / "examples")
     assert main(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0
     load_model(tmp_path / "adapted")
     build.check_model(tmp_path / "adapted")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chromium import CHROMIUM, CHROMIUM_FLAGS, LONG_TASKS, READY
-from conftest import DEFAULT_MODEL, sample_files
+from conftest import DEFAULT_MODEL, example_folder, sample_files
 from PIL import Image
 from rendernet import decide, load_model, preprocess
 
@@ -854,11 +854,7 @@ def test_file_evidence_is_shown_and_a_thumbnail_opens_large(site, browser, tmp_p
 def test_a_site_built_from_an_adapted_model_says_so(browser, tmp_path):
     """build.py --model adapted.zip (the page's download): the page says which model answers, About names the base."""
     model = load_model(DEFAULT_MODEL)
-    examples = tmp_path / "examples"
-    for name, paths in (("real", sample_files("real")[:2]), ("render", sample_files("render")[:1])):
-        (examples / name).mkdir(parents=True)
-        for path in paths:
-            shutil.copyfile(path, examples / name / path.name)
+    examples = example_folder(tmp_path / "examples", 2, 1)
     from rendernet.cli import main as rendernet
 
     assert rendernet(["adapt", "--examples", str(examples), "--out", str(tmp_path / "adapted")]) == 0

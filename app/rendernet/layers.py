@@ -544,28 +544,33 @@ def _edges(value, name: str, key: str) -> tuple:
     raise ModelError(f"layer {name!r}: {key}={value!r} is not a count, (rows, columns) or ((top, bottom), (left, right))")
 
 
-class ZeroPadding2D(Layer):
-    keras_type = "ZeroPadding2D"
+class _Edges(Layer):
+    """A layer that adds or removes rows and columns at the edges: `edges` ((top, bottom), (left, right))."""
+
+    edges_key, edges_default = "", 0
 
     @classmethod
     def check(cls, config, name):
         super().check(config, name)
-        _edges(config.get("padding", 1), name, "padding")
+        _edges(config.get(cls.edges_key, cls.edges_default), name, cls.edges_key)
+
+    def __init__(self, name, config, weights):
+        super().__init__(name, config, weights)
+        self.edges = _edges(config.get(self.edges_key, self.edges_default), name, self.edges_key)
+
+
+class ZeroPadding2D(_Edges):
+    keras_type, edges_key, edges_default = "ZeroPadding2D", "padding", 1
 
     def __call__(self, x):
-        return pad_edges(x, _edges(self.config.get("padding", 1), self.name, "padding"))
+        return pad_edges(x, self.edges)
 
 
-class Cropping2D(Layer):
-    keras_type = "Cropping2D"
-
-    @classmethod
-    def check(cls, config, name):
-        super().check(config, name)
-        _edges(config.get("cropping", 0), name, "cropping")
+class Cropping2D(_Edges):
+    keras_type, edges_key = "Cropping2D", "cropping"
 
     def __call__(self, x):
-        (top, bottom), (left, right) = _edges(self.config.get("cropping", 0), self.name, "cropping")
+        (top, bottom), (left, right) = self.edges
         return x[:, top : x.shape[1] - bottom, left : x.shape[2] - right]
 
 
