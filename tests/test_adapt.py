@@ -131,17 +131,21 @@ def test_the_head_alone_on_pooled_features_gives_the_forward_pass():
         np.testing.assert_allclose(explanation.probabilities, model.forward(pixels[None])[0], atol=1e-6)
 
 
-def test_two_classes_take_a_shortcut_to_the_same_head():
-    """Two classes fit a logistic regression on the logit difference; the general softmax fit agrees."""
+@pytest.mark.parametrize("count, width", [(40, 8), (6, 40)], ids=["more-examples-than-weights", "wide-head"])
+def test_two_classes_take_a_shortcut_to_the_same_head(count, width):
+    """Two classes fit a logistic regression on the logit difference (its Newton steps through the full system, or
+    for a wide head and few examples through the Woodbury identity's small one); the general softmax fit agrees."""
     rng = np.random.default_rng(3)
-    examples, labels = toy_domain(rng, 40, SHIFT)
-    kernel_t, bias = adapt_head(BASE_KERNEL, BASE_BIAS, examples, labels, anchor=0.7)
-    inputs = np.hstack([examples, np.ones((40, 1))]).astype(np.float64)
+    examples, labels = toy_domain(rng, count, SHIFT)
+    examples = np.hstack([examples, rng.normal(0, 1, (count, width - 8))]).astype(np.float32)
+    base_kernel = np.hstack([BASE_KERNEL, rng.normal(0, 0.1, (2, width - 8))]).astype(np.float32)
+    kernel_t, bias = adapt_head(base_kernel, BASE_BIAS, examples, labels, anchor=0.7)
+    inputs = np.hstack([examples, np.ones((count, 1))]).astype(np.float64)
     counts = np.bincount(labels)
-    weights = 40 / (2 * counts[labels])
-    stiffness = 0.7 * (np.sqrt(weights @ inputs**2 / 40) + 1e-6) ** 2
+    weights = count / (2 * counts[labels])
+    stiffness = 0.7 * (np.sqrt(weights @ inputs**2 / count) + 1e-6) ** 2
     general, converged = fit_softmax(
-        inputs, labels, weights, np.hstack([BASE_KERNEL, BASE_BIAS[:, None]]).astype(np.float64), stiffness
+        inputs, labels, weights, np.hstack([base_kernel, BASE_BIAS[:, None]]).astype(np.float64), stiffness
     )
     assert converged
     np.testing.assert_allclose(kernel_t, general[:, :-1], atol=1e-5)
@@ -322,7 +326,7 @@ def test_a_non_finite_feature_is_refused_naming_the_correction(change, message):
 def quadratic(curvature):
     """sum((x - target)^2), with a Hessian that claims `curvature` (the truth is 2)."""
     target = np.array([3.0, -2.0])
-    return target, lambda x: (float(np.sum((x - target) ** 2)), 2 * (x - target), lambda: curvature * np.eye(2))
+    return target, lambda x: (float(np.sum((x - target) ** 2)), 2 * (x - target), lambda rhs: rhs / curvature)
 
 
 def test_newton_never_takes_a_step_that_raises_the_objective_and_reports_a_cap():
@@ -335,15 +339,18 @@ def test_newton_never_takes_a_step_that_raises_the_objective_and_reports_a_cap()
     assert not converged and np.sum((x - target) ** 2) < np.sum(target**2)
 
     def uphill(x):  # the gradient points the wrong way: no step along it lowers the objective, the start is kept
-        return float(np.sum(x**2)), -np.ones(2), lambda: np.eye(2)
+        return float(np.sum(x**2)), -np.ones(2), lambda rhs: rhs
 
     x, converged = newton(uphill, np.zeros(2))
     assert converged and np.array_equal(x, np.zeros(2))
 
 
 def test_a_singular_system_takes_the_least_squares_step():
+    from rendernet.adapt import solve_dense
+
     def objective(x):  # flat along the second axis: a singular Hessian
-        return float((x[0] - 1) ** 2), np.array([2 * (x[0] - 1), 0.0]), lambda: np.array([[2.0, 0.0], [0.0, 0.0]])
+        singular = np.array([[2.0, 0.0], [0.0, 0.0]])
+        return float((x[0] - 1) ** 2), np.array([2 * (x[0] - 1), 0.0]), lambda rhs: solve_dense(singular, rhs)
 
     x, converged = newton(objective, np.zeros(2))
     assert converged and np.allclose(x, [1.0, 0.0])

@@ -186,28 +186,24 @@ def keep_what_it_knew(base, head, inputs, labels, offset: float, known_margin: f
 
 
 def newton(objective, start: np.ndarray, rehearsed=None) -> tuple:
-    """Minimise a convex objective(x) -> (value, gradient, hessian()) by Newton's method with backtracking; the
-    Hessian, the costly part, is a function, computed only for the points a step starts from. With
+    """Minimise a convex objective(x) -> (value, gradient, solve) by Newton's method with backtracking; solve(rhs)
+    gives the Hessian's inverse times rhs, the costly part, computed only for the points a step starts from. With
     `rehearsed` (a mask of the examples; objective(x, mask) gives their loss alone), the objective is tilted by
     that loss's slope at `start`, so that start is the minimum while no other example pulls.
     Returns (x, converged). A step that does not lower the objective is halved, and never taken when even a
-    small part of it does not: the search ends there (x is then as low as the arithmetic allows). A singular
-    Hessian takes the least-squares step. converged is False when NEWTON_STEPS steps all still improved."""
+    small part of it does not: the search ends there (x is then as low as the arithmetic allows). converged is
+    False when NEWTON_STEPS steps all still improved."""
     if rehearsed is not None and rehearsed.any():
         slope, untilted = objective(start, rehearsed)[1], objective
 
         def objective(x):
-            value, gradient, hessian = untilted(x)
-            return value - slope @ (x - start), gradient - slope, hessian
+            value, gradient, solve = untilted(x)
+            return value - slope @ (x - start), gradient - slope, solve
 
     x = start.copy()
-    value, gradient, hessian = objective(x)
+    value, gradient, solve = objective(x)
     for _ in range(NEWTON_STEPS):
-        system = hessian()
-        try:
-            step = np.linalg.solve(system, -gradient)
-        except np.linalg.LinAlgError:  # singular: the least-squares step
-            step = np.linalg.lstsq(system, -gradient, rcond=None)[0]
+        step = solve(-gradient)
         length, new = 1.0, objective(x + step)
         while not new[0] <= value:  # also when it is NaN
             length /= 2
@@ -215,19 +211,30 @@ def newton(objective, start: np.ndarray, rehearsed=None) -> tuple:
                 return x, True
             new = objective(x + length * step)
         improvement = value - new[0]
-        x, (value, gradient, hessian) = x + length * step, new
+        x, (value, gradient, solve) = x + length * step, new
         if improvement < TOLERANCE:
             return x, True
     return x, False
 
 
+def solve_dense(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """system^-1 rhs; the least-squares solution when the system is singular."""
+    try:
+        return np.linalg.solve(system, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(system, rhs, rcond=None)[0]
+
+
 def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, rehearsed=None) -> tuple:
     """Two classes: (the logit difference's weights (size + 1,), converged), from `base`; an example's margin is measured from
-    `offset` (the threshold's logit); the `rehearsed` examples' loss is tilted (newton). The Hessian's product,
-    the costly part, runs in float32 through the forward pass's matmul (einsum in Pyodide, which has no BLAS): it
-    only steers the steps; the gradient, in float64, decides where they end."""
+    `offset` (the threshold's logit); the `rehearsed` examples' loss is tilted (newton). The Hessian is
+    diag(stiffness) + X^T C X (X: the N examples' inputs, C their curvatures): with fewer examples than
+    weights (a wide head, few corrections) its inverse is taken through the N x N system of the Woodbury
+    identity, else through the full one. Its products, the costly part, run in float32 through the forward pass's
+    matmul: they only steer the steps; the gradient, in float64, decides where they end."""
     sign = np.where(labels == 1, 1.0, -1.0)
-    packed = pack(np.ascontiguousarray(inputs.T, dtype=np.float32))
+    wide = len(inputs) < inputs.shape[1]  # fewer examples than weights: the Woodbury identity's N x N system
+    packed = pack(np.ascontiguousarray(inputs if wide else inputs.T, dtype=np.float32))
 
     def objective(row, only=None):  # only: a mask of the examples whose loss alone is wanted (no penalty)
         margin = sign * (inputs @ row - offset)
@@ -240,11 +247,18 @@ def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, 
         if only is not None:
             return value, gradient, None
 
-        def hessian():
-            curvature = (inputs.T * (weights * p_wrong * (1 - p_wrong))).astype(np.float32)
-            return matmul(curvature, packed).astype(np.float64) + np.diag(stiffness)
+        curvature = weights * p_wrong * (1 - p_wrong)
 
-        return value, gradient, hessian
+        def solve(rhs):
+            if not wide:
+                hessian = matmul((inputs.T * curvature).astype(np.float32), packed).astype(np.float64)
+                return solve_dense(hessian + np.diag(stiffness), rhs)
+            scaled = inputs / stiffness  # X D^-1
+            gram = matmul(scaled.astype(np.float32), packed).astype(np.float64)  # X D^-1 X^T
+            y = rhs / stiffness
+            return y - scaled.T @ solve_dense(np.eye(len(inputs)) + curvature[:, None] * gram, curvature * (inputs @ y))
+
+        return value, gradient, solve
 
     return newton(objective, base, rehearsed)
 
@@ -269,7 +283,7 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> tup
         if only is not None:
             return value, gradient, None
 
-        def hessian():
+        def solve(rhs):
             blocks = np.diag(penalty)
             for c in range(classes):
                 for d in range(c, classes):
@@ -277,9 +291,9 @@ def fit_softmax(inputs, labels, weights, base, stiffness, rehearsed=None) -> tup
                     blocks[c * width : (c + 1) * width, d * width : (d + 1) * width] += block
                     if d != c:
                         blocks[d * width : (d + 1) * width, c * width : (c + 1) * width] += block.T
-            return blocks
+            return solve_dense(blocks, rhs)
 
-        return value, gradient, hessian
+        return value, gradient, solve
 
     flat, converged = newton(objective, base.ravel(), rehearsed)
     return flat.reshape(base.shape), converged
