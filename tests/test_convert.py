@@ -292,15 +292,21 @@ def transfer_model():
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", bias_initializer="ones")(x))
 
 
-def test_an_h5_transfer_model_with_a_sigmoid_unit(tmp_path):
+@pytest.mark.parametrize("dtype, tolerance", [("float16", 2e-3), ("int8", 0.1)])
+def test_an_h5_transfer_model_with_a_sigmoid_unit(tmp_path, dtype, tolerance):
+    """Stored as float16 or int8 (per output channel): the converted model is the quantized one, checked against
+    Keras holding the same values (max_difference_to_keras), and near the original float32 network."""
     network = transfer_model()
     network.save(tmp_path / "mine.h5")
-    report = convert(tmp_path / "mine.h5", tmp_path / "out", CLASSES, input_range="signed", weights_dtype="float16")
+    report = convert(tmp_path / "mine.h5", tmp_path / "out", CLASSES, input_range="signed", weights_dtype=dtype)
     assert report["source"]["format"] == "h5" and "Dense(2, softmax)" in report["changed"]
+    assert report["max_difference_to_keras"] < 1e-5
     model = load_model(tmp_path / "out")
+    kernels = [layer["weights"]["kernel"] for layer in model.manifest["layers"] if "kernel" in layer["weights"]]
+    assert {spec["dtype"] for spec in kernels} == {dtype}
     batch = pixels(3)
     p = network.predict(batch / 127.5 - 1, verbose=0)[:, 0]
-    assert np.abs(model.forward(batch) - np.stack([1 - p, p], axis=1)).max() < 2e-3  # float16 kernels
+    assert np.abs(model.forward(batch) - np.stack([1 - p, p], axis=1)).max() < tolerance
     assert model.head() is not None and any("/" in layer.name for layer, _ in model.layers)  # nested names
 
 
