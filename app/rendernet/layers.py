@@ -89,33 +89,6 @@ def _softmax(x):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def _hard_sigmoid(x):
-    """Keras 3's hard sigmoid, relu6(x + 3) / 6 (Keras 2's was clip(0.2 x + 0.5, 0, 1): not this one)."""
-    return np.clip(x + np.float32(3.0), 0.0, 6.0) * np.float32(1 / 6)
-
-
-def _elu(x):
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
-
-
-ACTIVATIONS = {  # Keras's activations by name, as Keras 3 computes them
-    "linear": lambda x: x,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "relu6": lambda x: np.clip(x, 0.0, 6.0),
-    "leaky_relu": lambda x: np.where(x > 0, x, np.float32(0.2) * x),
-    "elu": _elu,
-    "selu": lambda x: np.float32(1.0507009873554805) * np.where(x > 0, x, np.float32(1.6732632423543772) * _elu(x)),
-    "sigmoid": _sigmoid,
-    "hard_sigmoid": _hard_sigmoid,
-    "softmax": _softmax,
-    "softplus": lambda x: np.logaddexp(x, np.float32(0.0)).astype(x.dtype),
-    "softsign": lambda x: x / (1 + np.abs(x)),
-    "swish": lambda x: x * _sigmoid(x),
-    "silu": lambda x: x * _sigmoid(x),
-    "hard_silu": lambda x: x * _hard_sigmoid(x),
-    "hard_swish": lambda x: x * _hard_sigmoid(x),
-    "tanh": np.tanh,
-}
 SIX_BITS = np.float32(6.0).view(np.int32)
 
 
@@ -132,6 +105,33 @@ def relu_bits(x: np.ndarray, limit=None) -> np.ndarray:
     return x
 
 
+def _hard_sigmoid(x):
+    """Keras 3's hard sigmoid, relu6(x + 3) / 6 (Keras 2's was clip(0.2 x + 0.5, 0, 1): not this one)."""
+    return np.clip(x + np.float32(3.0), 0.0, 6.0) * np.float32(1 / 6)
+
+
+def _elu(x):
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+ACTIVATIONS = {  # Keras's activations by name, as Keras 3 computes them
+    "linear": lambda x: x,
+    "relu": lambda x: relu_bits(x.astype(np.float32)),  # astype: a copy, the input is another layer's
+    "relu6": lambda x: relu_bits(x.astype(np.float32), SIX_BITS),
+    "leaky_relu": lambda x: np.where(x > 0, x, np.float32(0.2) * x),
+    "elu": _elu,
+    "selu": lambda x: np.float32(1.0507009873554805) * np.where(x > 0, x, np.float32(1.6732632423543772) * _elu(x)),
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "softmax": _softmax,
+    "softplus": lambda x: np.logaddexp(x, np.float32(0.0)).astype(x.dtype),
+    "softsign": lambda x: x / (1 + np.abs(x)),
+    "swish": lambda x: x * _sigmoid(x),
+    "silu": lambda x: x * _sigmoid(x),
+    "hard_silu": lambda x: x * _hard_sigmoid(x),
+    "hard_swish": lambda x: x * _hard_sigmoid(x),
+    "tanh": np.tanh,
+}
 IN_PLACE = {  # for an array no other layer reads (a Linear's output)
     "relu": relu_bits,
     "relu6": lambda x: relu_bits(x, SIX_BITS),
@@ -276,7 +276,20 @@ class InputPixels(Rescaling):
         return super().__call__(x[..., ::-1] if self.config.get("channel_order") == "BGR" else x)
 
 
-class Normalization(Layer):
+class _ChannelAffine(Layer):
+    """A per-channel affine map x * scale + shift (scale and shift set by the subclass), on the channel axis only."""
+
+    @classmethod
+    def check(cls, config, name):
+        super().check(config, name)
+        if config.get("axis", -1) not in (-1, 3, [-1], [3], (-1,), (3,)):
+            raise ModelError(f"layer {name!r}: only {cls.keras_type} on the channel axis is supported")
+
+    def __call__(self, x):
+        return x * self.scale + self.shift
+
+
+class Normalization(_ChannelAffine):
     """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel; mean and variance from its
     config when it was given them, else from its weights."""
 
@@ -287,8 +300,6 @@ class Normalization(Layer):
         super().check(config, name)
         if config.get("invert"):
             raise ModelError(f"layer {name!r}: Normalization with invert=True is not supported")
-        if config.get("axis", -1) not in (-1, 3, [-1], [3], (-1,), (3,)):
-            raise ModelError(f"layer {name!r}: only Normalization on the channel axis is supported")
 
     def __init__(self, name, config, weights):
         super().__init__(name, config, weights)
@@ -301,9 +312,6 @@ class Normalization(Layer):
         mean, variance = stats
         self.scale = (1 / np.maximum(np.sqrt(variance), np.float32(1e-7))).astype(np.float32)
         self.shift = (-mean * self.scale).astype(np.float32)
-
-    def __call__(self, x):
-        return x * self.scale + self.shift
 
 
 class Linear(Layer):
@@ -464,17 +472,10 @@ class Dense(Linear):
         return self.epilogue(matmul(x.reshape(-1, x.shape[-1]), self.packed()), (*x.shape[:-1], -1))
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(_ChannelAffine):
     """Inference-mode batch norm as a per-channel affine map; usually folded into the layer before."""
 
     keras_type = "BatchNormalization"
-
-    @classmethod
-    def check(cls, config, name):
-        super().check(config, name)
-        axis = config.get("axis", -1)
-        if axis not in (-1, 3, [-1], [3]):
-            raise ModelError(f"layer {name!r}: only BatchNormalization on the channel axis is supported")
 
     def __init__(self, name, config, weights):
         super().__init__(name, config, weights)
@@ -483,9 +484,6 @@ class BatchNormalization(Layer):
         beta = self.weights.get("beta", np.zeros_like(mean))
         self.scale = (gamma / np.sqrt(variance + np.float32(config["epsilon"]))).astype(np.float32)
         self.shift = (beta - mean * self.scale).astype(np.float32)
-
-    def __call__(self, x):
-        return x * self.scale + self.shift
 
 
 class _Pooling(Layer):
@@ -625,10 +623,10 @@ class ReLU(Layer):
         return {None: "relu", 6: "relu6"}.get(self.config.get("max_value"))
 
     def __call__(self, x):
+        if self.activation_name() is not None:
+            return ACTIVATIONS[self.activation_name()](x)
         limit = self.config.get("max_value")
         slope, threshold = self.config.get("negative_slope") or 0.0, self.config.get("threshold") or 0.0
-        if slope == 0.0 and threshold == 0.0:
-            return np.maximum(x, 0.0) if limit is None else np.clip(x, 0.0, np.float32(limit))
         y = np.where(x >= threshold, x, np.float32(slope) * (x - np.float32(threshold))).astype(np.float32)
         return y if limit is None else np.minimum(y, np.float32(limit))
 
@@ -742,4 +740,4 @@ LAYER_TYPES = {
         Concatenate,
     )
 }
-FOLDABLE = (Linear,)  # layer classes a following BatchNormalization folds into
+FOLDABLE = (Linear,)  # layer classes a following BatchNormalization, ReLU or Activation folds into
