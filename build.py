@@ -257,11 +257,9 @@ def check_model(model_dir: Path) -> dict:
                 raise ModelError(f"{model_dir}/metrics.json is not valid JSON: {error}") from None
             check_metrics(metrics, f"{model_dir}/metrics.json")
         if importlib.util.find_spec("numpy"):
-            from rendernet.manifest import default_model
-            from rendernet.model import check_adapted_base, model_from_bytes  # NumPy's part of the core
+            from rendernet.model import model_from_files  # NumPy's part of the core, found through the imported package
 
-            model = model_from_bytes(files["model.json"], files["weights.npz"], files.get("reference.npz"))
-            check_adapted_base(model, files["weights.npz"], default_model())
+            model_from_files(files)
         else:
             check_weights(manifest, files["weights.npz"], f"{model_dir}/weights.npz")
             if "reference" in manifest:

@@ -14,18 +14,17 @@ writes a model folder that `rendernet classify`, `evaluate`, `build.py --model` 
    (`pipeline`: the same computation in Keras; `--tflite` writes it as model.tflite and model.keras).
 """
 
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 from rendernet.manifest import CROPS, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE
-from rendernet.model import model_from_bytes
+from rendernet.model import model_files, model_from_bytes
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
 
 from .errors import ConvertError
-from .export import QUANTIZATIONS, export_tflite, numpy_manifest, round_weights, write_numpy
+from .export import QUANTIZATIONS, export_tflite, numpy_manifest, round_weights
 from .kerasjs import is_kerasjs, load_kerasjs
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -101,15 +100,16 @@ def pixels_layer(manifest: dict, input_range: str) -> None:
     )
 
 
-def to_probabilities(manifest: dict, arrays: dict) -> str | None:
-    """Make the output one probability per class (see step 4); returns what was changed, in words, or None."""
+def to_probabilities(manifest: dict, arrays: dict) -> tuple:
+    """Make the output one probability per class (see step 4): (what was added, "sigmoid", "softmax" or None; the
+    change in words, or None)."""
     layers = {layer["name"]: layer for layer in manifest["layers"]}
     last = layers[manifest["output"]]
     while last["type"] in PASS_THROUGH:
         last = layers[last["inputs"][0]]
     activation = last["config"].get("activation") if last["type"] != "Softmax" else "softmax"
     if activation in ENDS_IN_PROBABILITIES and not (activation == "sigmoid" and last["output_shape"][-1] == 1):
-        return None
+        return None, None
     if activation == "sigmoid":
         if last["type"] != "Dense":
             raise ConvertError(
@@ -126,25 +126,25 @@ def to_probabilities(manifest: dict, arrays: dict) -> str | None:
         arrays[f"{last['name']}/bias"] = np.concatenate([np.zeros_like(bias), bias])
         last["weights"] = {"kernel": {"shape": list(kernel.shape), "dtype": dtype}, "bias": {"shape": [2], "dtype": "float32"}}
         last["config"]["activation"], last["output_shape"] = "softmax", [2]
-        return f"the final Dense(1, sigmoid) {last['name']!r} became the equal Dense(2, softmax): [1 - p, p]"
+        return "sigmoid", f"the final Dense(1, sigmoid) {last['name']!r} became the equal Dense(2, softmax): [1 - p, p]"
     spec = {"name": "probabilities", "type": "Softmax", "config": {}, "inputs": [manifest["output"]], "weights": {}}
     manifest["layers"].append(dict(spec, output_shape=manifest["layers"][-1]["output_shape"], macs=0))
     manifest["output"] = "probabilities"
-    return "the model ends in logits: a Softmax layer was added"
+    return "softmax", "the model ends in logits: a Softmax layer was added"
 
 
-def pipeline(model: keras.Model, input_range: str, change) -> keras.Model:
-    """The Keras model of what the converted one computes, 0-255 RGB pixels in, probabilities out: the oracle the
-    conversion is checked against, and what --tflite writes."""
+def pipeline(model: keras.Model, input_range: str, added) -> keras.Model:
+    """The Keras model of what the converted one computes, 0-255 RGB pixels in, probabilities out (`added`: what
+    to_probabilities added): the oracle the conversion is checked against, and what --tflite writes."""
     pixels = keras.Input(model.input_shape[1:])
     x = pixels
     if INPUT_RANGES[input_range] is not None:
         order, scale, offset = INPUT_RANGES[input_range]
         x = keras.layers.Rescaling(scale, offset)(keras.ops.flip(x, axis=-1) if order == "BGR" else x)
     y = model(x)
-    if change and "sigmoid" in change:
+    if added == "sigmoid":
         y = keras.layers.Concatenate()([1.0 - y, y])
-    elif change:
+    elif added == "softmax":
         y = keras.layers.Softmax()(y)
     return keras.Model(pixels, y, name=f"{model.name}_pipeline")
 
@@ -176,19 +176,17 @@ def convert(
         raise ConvertError(f"--input-range must be one of {', '.join(INPUT_RANGES)}")
     if INPUT_RANGES[input_range] is not None:
         pixels_layer(manifest, input_range)
-    change = to_probabilities(manifest, arrays)
+    added, change = to_probabilities(manifest, arrays)
     manifest.update(
         crop=crop,
         preprocessing=f"{preprocessing_rule(size, crop)}; the network gets them as {input_range!r}",
         source={"format": kind, "file": Path(source).name, "input_range": input_range, "keras_version": keras.__version__},
     )
 
-    with tempfile.TemporaryDirectory() as scratch:  # written and read back as every reader will
-        write_numpy(scratch, manifest, arrays)
-        files = {name: (Path(scratch) / name).read_bytes() for name in (MANIFEST_FILE, WEIGHTS_FILE)}
-    converted = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])
+    files = model_files(manifest, arrays)
+    converted = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE])  # read back as every reader will
     pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    oracle = pipeline(model, input_range, change)
+    oracle = pipeline(model, input_range, added)
     difference = float(np.abs(converted.forward(pixels) - oracle.predict(pixels, verbose=0)).max())
     if not difference <= MAX_DIFFERENCE:
         raise ConvertError(f"the converted model differs from Keras by {difference:.2g} on random images; nothing written")

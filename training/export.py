@@ -9,7 +9,6 @@ quantized to float16 or int8.
 
 import contextlib
 import io
-import json
 from collections import namedtuple
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import numpy as np
 from rendernet import __version__
 from rendernet.errors import ModelError
 from rendernet.layers import LAYER_TYPES
-from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME, MANIFEST_FILE, WEIGHTS_FILE, sha256_bytes
+from rendernet.manifest import FORMAT_NAME, FORMAT_VERSION, INPUT_NAME
+from rendernet.model import model_files
 from rendernet.preprocess import preprocessing_rule
 from rendernet.weights import channel_axes, decode, encode
 
@@ -251,13 +251,9 @@ def numpy_manifest(model: keras.Model, classes, threshold=None, extra=None, weig
 def write_numpy(folder, manifest: dict, arrays: dict) -> dict:
     """Write weights.npz and model.json (its "weights" entry filled in) into `folder`; returns the manifest."""
     folder = Path(folder)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # uncompressed: it is small, and the server's gzip does better
-    weights_bytes = buffer.getvalue()
-    manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights_bytes), "bytes": len(weights_bytes)}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / WEIGHTS_FILE).write_bytes(weights_bytes)
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name, data in model_files(manifest, arrays).items():
+        (folder / name).write_bytes(data)
     return manifest
 
 

@@ -31,7 +31,6 @@ Never pixels: a feature vector cannot be turned back into the image.
 import base64
 import binascii
 import copy
-import io
 import json
 import re
 
@@ -39,9 +38,9 @@ import numpy as np
 
 from .errors import ModelError
 from .layers import matmul, pack
-from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE, sha256_bytes
+from .manifest import MANIFEST_FILE, REFERENCE_FILE, WEIGHTS_FILE
 from .metrics import balanced_weights
-from .model import read_weights
+from .model import model_files, read_weights
 from .report import model_description
 from .version import __version__
 
@@ -576,9 +575,6 @@ def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -
     layer = next(spec for spec in manifest["layers"] if spec["name"] == dense.name)
     for name, spec in layer["weights"].items():
         layer["weights"][name] = {"shape": spec["shape"], "dtype": "float32"} if isinstance(spec, dict) else spec
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    weights = buffer.getvalue()
     manifest.pop("metrics", None)
     manifest["adapted"] = {
         "base_weights_sha256": manifest["weights"]["sha256"],
@@ -586,9 +582,8 @@ def adapted_model_files(model, files: dict, kernel_t, bias, corrections: dict) -
         "anchor": ANCHOR if model.reference is None else REFERENCE_ANCHOR,
         "reference_examples": 0 if model.reference is None else len(model.reference[1]),
     }
-    manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights), "bytes": len(weights)}
     manifest["rendernet_version"] = __version__
-    adapted = {MANIFEST_FILE: json.dumps(manifest, indent=1).encode(), WEIGHTS_FILE: weights}
+    adapted = model_files(manifest, arrays)
     if REFERENCE_FILE in files and "reference" in manifest:
         adapted[REFERENCE_FILE] = files[REFERENCE_FILE]
     return adapted

@@ -204,6 +204,11 @@ def check_metrics(metrics, where: str = "metrics.json") -> dict:
     return metrics
 
 
+def manifest_bytes(manifest: dict) -> bytes:
+    """model.json's bytes as every writer (train, convert, adapt, reference) writes them."""
+    return (json.dumps(manifest, indent=1) + "\n").encode()
+
+
 def sha256_bytes(data: bytes) -> str:
     """The digest model.json records for weights.npz (`weights.sha256`)."""
     return hashlib.sha256(data).hexdigest()

@@ -27,8 +27,10 @@ from .manifest import (
     WEIGHTS_FILE,
     check_weights,
     default_model,
+    manifest_bytes,
     read_manifest,
     read_model_files,
+    sha256_bytes,
     unpacked_size_check,
 )
 from .reference import read_reference
@@ -232,10 +234,20 @@ def read_weights(weights_bytes: bytes, manifest: dict, where: str = WEIGHTS_FILE
     return arrays
 
 
-def model_from_bytes(manifest_bytes: bytes, weights_bytes: bytes, reference_bytes: bytes | None = None) -> Model:
+def model_files(manifest: dict, arrays: dict) -> dict:
+    """{model.json: bytes, weights.npz: bytes} of `arrays` ({"<layer>/<weight>": array}) under `manifest`, whose
+    "weights" entry (file, sha256, bytes) is filled in: the writer read_weights and model_from_bytes read back."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # uncompressed: it is small, and the server's gzip does better
+    weights = buffer.getvalue()
+    manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights), "bytes": len(weights)}
+    return {MANIFEST_FILE: manifest_bytes(manifest), WEIGHTS_FILE: weights}
+
+
+def model_from_bytes(manifest_text: bytes, weights_bytes: bytes, reference_bytes: bytes | None = None) -> Model:
     """Build a Model from its files' contents (the browser fetches them as bytes). reference.npz is required when
     model.json declares it, and becomes model.reference: (features, labels) for the adaptation, else None."""
-    manifest = read_manifest(manifest_bytes)
+    manifest = read_manifest(manifest_text)
     weights = read_weights(weights_bytes, manifest)
     try:
         model = Model(manifest, weights)
@@ -257,6 +269,12 @@ def load_model(path) -> Model:
     missing = [name for name in (MANIFEST_FILE, WEIGHTS_FILE) if name not in files]
     if missing:
         raise ModelError(f"{path} has no {' or '.join(missing)}" if Path(path).exists() else f"{path} does not exist")
+    return model_from_files(files)
+
+
+def model_from_files(files: dict) -> Model:
+    """A Model from its files ({name: bytes}, as read_model_files gives them), with load_model's checks: an adapted
+    model whose base is the shipped model is checked against it."""
     model = model_from_bytes(files[MANIFEST_FILE], files[WEIGHTS_FILE], files.get(REFERENCE_FILE))
     check_adapted_base(model, files[WEIGHTS_FILE], default_model())
     return model
@@ -268,9 +286,10 @@ def check_adapted_base(model: Model, weights_bytes: bytes, base) -> None:
     but in its head: an adaptation re-fits the head only. Nothing to check when the base is another model."""
     claimed = model.manifest.get("adapted", {}).get("base_weights_sha256")
     base_files = read_model_files(base, (MANIFEST_FILE, WEIGHTS_FILE)) if claimed and Path(base).exists() else {}
-    if not base_files or read_manifest(base_files[MANIFEST_FILE])["weights"]["sha256"] != claimed:
+    base_manifest = read_manifest(base_files[MANIFEST_FILE]) if base_files else None
+    if base_manifest is None or base_manifest["weights"]["sha256"] != claimed:
         return
-    base_arrays = read_weights(base_files[WEIGHTS_FILE], read_manifest(base_files[MANIFEST_FILE]))
+    base_arrays = read_weights(base_files[WEIGHTS_FILE], base_manifest)
     arrays = read_weights(weights_bytes, model.manifest)
     head = model.head().name if model.head() is not None else None
     for key, values in base_arrays.items():

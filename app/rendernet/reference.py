@@ -88,14 +88,13 @@ def read_reference(data: bytes, manifest: dict, size: int) -> tuple:
 def write_reference(folder, manifest: dict, features, labels, sources, seed: int = 0) -> dict:
     """Choose a reference set among these examples (choose_reference), write it as folder/reference.npz, declare
     it in `manifest` (written back to folder/model.json) and return the manifest."""
-    import json
     from pathlib import Path
 
-    from .manifest import MANIFEST_FILE, check_manifest
+    from .manifest import MANIFEST_FILE, check_manifest, manifest_bytes
 
     chosen = choose_reference(labels, sources, len(manifest["classes"]), seed)
     data, entry = reference_files(np.asarray(features)[chosen], np.asarray(labels)[chosen], manifest["classes"])
     manifest = check_manifest({**manifest, "reference": entry, "rendernet_version": __version__})
     (Path(folder) / REFERENCE_FILE).write_bytes(data)
-    (Path(folder) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    (Path(folder) / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     return manifest
