@@ -139,26 +139,24 @@ def view(name: str, data) -> str:
     return json.dumps(answer)
 
 
-async def warm_up() -> str:
+async def warm_up() -> None:
     """Load Pyodide's OpenBLAS for the forward pass's matrix products (layers.use_blas; loadPackage checks the file
     against the lock's sha256, after the integrity gate), then classify a small JPEG and a small WebP, as a file
     would be: the first image of a visit otherwise pays for NumPy's and the decoders' first use (about twice a warm
-    one). The page runs it right after ready, without waiting: a file chosen meanwhile runs without BLAS. Answers
-    "blas" or why not (the pass then keeps NumPy's own loops)."""
+    one). The page runs it right after ready, without waiting: a file chosen meanwhile runs without BLAS. Why
+    OpenBLAS could not be used, if it could not, is kept for `matmul` (the pass then keeps NumPy's own loops)."""
     import pyodide_js
     from rendernet.layers import use_blas
 
     try:
         await pyodide_js.loadPackage("openblas")
         use_blas()
-        blas = "blas"
     except Exception as error:  # a page without the library still classifies, at NumPy's speed
-        blas = f"no blas: {error}"
+        state["no_blas"] = str(error)
     for format in ("JPEG", "WEBP"):
         buffer = io.BytesIO()
         Image.new("RGB", (320, 240), (128, 128, 128)).save(buffer, format)
         classify_bytes("warm-up", buffer.getvalue())
-    return blas
 
 
 def to_csv(results: str, sure: float) -> str:
@@ -372,10 +370,11 @@ async def kept(key: str) -> str:
 
 
 def matmul() -> str:
-    """What the forward pass's matrix products run on: "openblas" once warm_up has loaded it, else "einsum"."""
+    """What the forward pass's matrix products run on: "openblas" once warm_up has loaded it, else "einsum" (and
+    why, when loading it failed)."""
     from rendernet.layers import BLAS
 
-    return "openblas" if BLAS else "einsum"
+    return "openblas" if BLAS else "einsum" + (f" (OpenBLAS could not be loaded: {state['no_blas']})" if "no_blas" in state else "")
 
 
 def time_forward(repeats: int = 30) -> str:

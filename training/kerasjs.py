@@ -26,7 +26,8 @@ from .export import leaf_layers
 
 FILES = ("model.json", "metadata.json", "weights.buf")
 MAX_JSON_BYTES = 64 * 1000 * 1000
-CONTAINERS = ("Sequential", "Model", "Functional", "InputLayer")
+MODEL_CLASSES = ("Sequential", "Model", "Functional")  # a model, used as the whole or as a layer
+CONTAINERS = (*MODEL_CLASSES, "InputLayer")  # the layer classes not in keras.layers by these names
 
 
 def is_kerasjs(path) -> bool:
@@ -46,16 +47,21 @@ def read_json(path: Path):
         raise ConvertError(f"{path} is nested too deeply to be a Keras model's JSON") from None
 
 
-def layer_entries(config: dict) -> list:
-    """The layer entries of a Keras 2 model config (nested models walked into)."""
+def layer_list(config: dict) -> list:
+    """A Keras 2 model config's own layer entries: its "config" is the list (Sequential, Keras 2.0.x) or holds it."""
     inner = config.get("config")
     layers = inner if isinstance(inner, list) else inner.get("layers", []) if isinstance(inner, dict) else None
     if not isinstance(layers, list) or not all(isinstance(entry, dict) for entry in layers):
         raise ConvertError(f"model.json: {config.get('class_name')!r} has no list of layers")
+    return layers
+
+
+def layer_entries(config: dict) -> list:
+    """The layer entries of a Keras 2 model config (nested models walked into)."""
     found = []
-    for entry in layers:
+    for entry in layer_list(config):
         found.append(entry)
-        if entry.get("class_name") in CONTAINERS[:3]:
+        if entry.get("class_name") in MODEL_CLASSES:
             found += layer_entries(entry)
     return found
 
@@ -63,7 +69,7 @@ def layer_entries(config: dict) -> list:
 def keras3_config(config) -> dict:
     """A Keras 2 model config as Keras 3's legacy deserializer reads it: a Sequential's list of layers in an
     object, its first layer's batch_input_shape as an InputLayer; every layer class checked first."""
-    if not isinstance(config, dict) or config.get("class_name") not in CONTAINERS[:3]:
+    if not isinstance(config, dict) or config.get("class_name") not in MODEL_CLASSES:
         raise ConvertError("model.json is not a Keras model config ({'class_name': 'Sequential' or 'Model', ...})")
     for entry in layer_entries(config):
         kind, name = entry.get("class_name"), entry.get("config", {}).get("name", "?")
@@ -86,9 +92,7 @@ def keras3_config(config) -> dict:
     inner = config["config"]
     if config["class_name"] != "Sequential":
         return config
-    layers = [
-        dict(entry, config=dict(entry.get("config", {}))) for entry in (inner if isinstance(inner, list) else inner["layers"])
-    ]
+    layers = [dict(entry, config=dict(entry.get("config", {}))) for entry in layer_list(config)]
     if layers and "batch_input_shape" in layers[0]["config"]:
         shape = layers[0]["config"].pop("batch_input_shape")
         layers.insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input", "dtype": "float32"}})

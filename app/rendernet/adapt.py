@@ -234,6 +234,9 @@ def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, 
     sign = np.where(labels == 1, 1.0, -1.0)
     wide = len(inputs) < inputs.shape[1]  # fewer examples than weights: the Woodbury identity's N x N system
     packed = pack(np.ascontiguousarray(inputs if wide else inputs.T, dtype=np.float32))
+    if wide:  # the same at every step: X D^-1 and X D^-1 X^T
+        scaled = inputs / stiffness
+        gram = matmul(scaled.astype(np.float32), packed).astype(np.float64)
 
     def objective(row, only=None):  # only: a mask of the examples whose loss alone is wanted (no penalty)
         margin = sign * (inputs @ row - offset)
@@ -252,8 +255,6 @@ def fit_logistic(inputs, labels, weights, base, stiffness, offset: float = 0.0, 
             if not wide:
                 hessian = matmul((inputs.T * curvature).astype(np.float32), packed).astype(np.float64)
                 return solve_dense(hessian + np.diag(stiffness), rhs)
-            scaled = inputs / stiffness  # X D^-1
-            gram = matmul(scaled.astype(np.float32), packed).astype(np.float64)  # X D^-1 X^T
             y = rhs / stiffness
             return y - scaled.T @ solve_dense(np.eye(len(inputs)) + curvature[:, None] * gram, curvature * (inputs @ y))
 
