@@ -37,12 +37,14 @@ async function verified(url, sha256) {
     if (!response) continue;
     if (!response.ok) {
       problem = `is missing (HTTP ${response.status})`;
-      continue;
-    }
-    if (sha256 === null || hex(await crypto.subtle.digest("SHA-256", await response.clone().arrayBuffer())) === sha256) {
+    } else if (sha256 === null || hex(await crypto.subtle.digest("SHA-256", await response.clone().arrayBuffer())) === sha256) {
       return response;
+    } else {
+      problem = "does not match the build's sha256 (altered, or from another version of the site)";
     }
-    problem = "does not match the build's sha256 (altered, or from another version of the site)";
+    // A response left unread holds the HTTP cache's lock on its URL: the next source's fetch would wait on it
+    // (a deploy caught half-way hung the install at "Checking the app's files").
+    await response.body?.cancel();
   }
   throw new Error(`${url.replace(/^\.\//, "") || "index.html"} ${problem}`);
 }

@@ -400,6 +400,31 @@ def test_redeploy_is_seen_on_the_next_load_and_a_failed_update_keeps_the_old_ver
             browser.set_offline(False)
 
 
+def test_a_half_finished_deploy_is_named_at_once_and_the_finished_one_starts(browser, tmp_path):
+    """v1 visited; v2's page and service worker uploaded, its app folder not yet: each visit names the first
+    missing file within 10 s (never a hang); once the upload is finished, the next visit runs v2."""
+    dist = build_site(tmp_path / "dist")
+    staged = build_site(tmp_path / "v2", model_with_threshold(tmp_path / "model-v2", 0.25))
+    with serving(dist) as url:
+        Page(browser, url).page.close()
+        for path in staged.iterdir():  # the upload, caught half-way: every top-level file, no new folder
+            if path.is_file():
+                shutil.copyfile(path, dist / path.name)
+        for _ in range(2):
+            page = Page(browser, url, wait_for=FAILED)
+            status = page.page.inner_text("#load-status")
+            assert re.search(r"app-\w+/\S+ is missing \(HTTP 404\)", status), status
+            assert page.ready_at < 10_000, f"named after {page.ready_at / 1000:.1f} s"
+            page.page.close()
+        for path in staged.iterdir():
+            if path.is_dir() and not (dist / path.name).exists():
+                shutil.copytree(path, dist / path.name)
+        page = Page(browser, url)
+        page.page.click("#about summary")
+        assert "Decision threshold\t0.25" in page.page.inner_text("#about-body")
+        assert "label" in page.upload([sample_files("render")[1]], 1)[0]
+
+
 FAILED = "body[data-state=failed]"
 BUNDLE_FILES = [
     "pyodide-*/numpy-*.whl",
