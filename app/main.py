@@ -42,6 +42,7 @@ class Page:
     def __init__(self):
         self.worker = None  # slot 0: it also holds the adaptation (every row's features, the corrections)
         self.workers = [None] * MAX_WORKERS  # by slot; None: not started, or could not be restarted
+        self.restart_problem = ""  # why a worker could not be restarted, the last time one could not
         self.pool_size, self.peak_memory = 1, {}
         self.model_url = None
         self.classes, self.threshold = [], None
@@ -235,6 +236,7 @@ async def call(promise, seconds: int, what: str, slot: int = 0):
 async def load_model(worker, timings=None, slot: int = 0) -> dict:
     """Start using a worker once its Python is ready: load the model into it; its description (or {"error"})."""
     await call(worker.ready, WORKER_SECONDS, "Starting the worker", slot)
+    window.rendernetWatchLife(slot)  # not awaited: it takes a few ms beside the model's load
     if timings is not None:
         timings["worker_ready"] = js.performance.now()
     info = json.loads(await call(worker.sync.load(page.model_url), MODEL_SECONDS, "Loading the model", slot))
@@ -259,14 +261,16 @@ async def start_worker(slot: int, why=None) -> None:
         return
     if slot == 0:  # the corrections are kept in the browser; the rows' features in the page
         for result, row in page.rows:
-            if row.dataset.features:
-                page.worker.remember(result["row"], row.dataset.features)
+            if row.hasAttribute("data-features"):  # an error row has none (MicroPython: no attribute, not undefined)
+                page.worker.remember(result["row"], row.getAttribute("data-features"))
         show_adaptation(json.loads(await call(page.worker.restore(), MODEL_SECONDS, "Restoring your corrections")))
     else:
         page.workers[slot].set_head(await call(page.worker.head(), MODEL_SECONDS, "Reading the adapted head"))
 
 
 async def worker_alive(slot: int) -> bool:
+    if window.rendernetGone(slot):  # it ended: no need to wait for a ping
+        return False
     try:
         await call(page.workers[slot].ping(), PING_SECONDS, "The worker", slot)
         return True
@@ -669,7 +673,7 @@ async def run_queue() -> None:
         for slot in list(page.helpers):
             await page.helpers.pop(slot)
         if page.queue:  # every worker is gone: the rest of the batch cannot run
-            notice("The page's worker could not be restarted; reload the page to classify more images.")
+            notice(f"The page's worker could not be restarted ({page.restart_problem}); reload the page to classify more images.")
             for file, row in page.queue:
                 deliver(
                     row,
@@ -677,7 +681,7 @@ async def run_queue() -> None:
                         "result": {
                             "file": file.name,
                             "row": row,
-                            "error": "not classified: the page's worker could not be restarted",
+                            "error": f"not classified: the page's worker could not be restarted ({page.restart_problem})",
                         }
                     },
                 )
@@ -715,8 +719,9 @@ async def drain(slot: int) -> None:
 async def try_start(slot: int, why=None) -> None:
     try:
         await start_worker(slot, why)
-    except Exception:  # this slot is done; a batch with no worker left ends with error rows (run_queue)
+    except Exception as error:  # this slot is done; a batch with no worker left ends with error rows (run_queue)
         page.workers[slot] = None
+        page.restart_problem = str(error)
 
 
 def deliver(row: int, answer, slot: int = 0) -> None:
@@ -739,6 +744,11 @@ async def classify(file, row: int, slot: int = 0) -> dict:
         data = js.Uint8Array.new(await file.arrayBuffer())
     except Exception as error:
         return {"result": {"file": file.name, "error": f"the browser could not read the file ({error})"}}
+    if window.rendernetGone(slot):  # it died between two files: this one never reached it
+        await try_start(slot, "The worker stopped")
+    if page.workers[slot] is None:
+        problem = f"not classified: the page's worker could not be restarted ({page.restart_problem})"
+        return {"result": {"file": file.name, "error": problem}}
     try:
         return json.loads(await call(page.workers[slot].classify(file.name, data, row), FILE_SECONDS, "Classifying", slot))
     except Exception as error:

@@ -430,6 +430,13 @@ def ping() -> str:
     return "pong"
 
 
+def hold(name: str) -> None:
+    """Hold the Web Lock `name` for as long as this worker lives: the browser releases it when the worker ends,
+    which is how the page notices at once that it died (index.html's rendernetWatchLife)."""
+    forever = create_proxy(lambda resolve, reject: None)  # a promise never settled: the lock is never given back
+    js.navigator.locks.request(name, create_proxy(lambda lock: js.Promise.new(forever)))
+
+
 def crash() -> None:
     """Stop this worker as a crash would, with no answer to anything (the site tests' ?debug hook)."""
     import js

@@ -21,6 +21,7 @@ WORKER_CALLS = (
     "kept",
     "adapted_model",
     "ping",
+    "hold",  # a Web Lock for the worker's life: the page notices at once when it ends
     "memory",
     "time_adaptation",  # ?debug hooks: benchmarks and tests
     "time_forward",
