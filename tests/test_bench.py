@@ -9,7 +9,8 @@ from conftest import ROOT
 SCRIPTS = sorted(path for path in (ROOT / "bench").glob("*.py") if "__main__" in path.read_text())
 
 
-NEEDS = {"cluster": "distributed", "test_crops": "keras", "forward": "keras", "feature_ceiling": "keras"}  # extras imported at start
+# NEEDS: the extras a script imports at start
+NEEDS = {"cluster": "distributed", "test_crops": "keras", "forward": "keras", "feature_ceiling": "keras"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[script.stem for script in SCRIPTS])
