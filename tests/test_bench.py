@@ -9,7 +9,7 @@ from conftest import ROOT
 SCRIPTS = sorted(path for path in (ROOT / "bench").glob("*.py") if "__main__" in path.read_text())
 
 
-# NEEDS: the extras a script imports at start
+# The extras each script imports at start: without them its test is skipped.
 NEEDS = {"cluster": "distributed", "test_crops": "keras", "forward": "keras", "feature_ceiling": "keras"}
 
 
