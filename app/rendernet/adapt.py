@@ -59,6 +59,12 @@ MAX_DOCUMENT_CHARS = 64 * 1024 * 1024  # a corrections document longer than this
 MAX_DEPTH = 16  # a corrections document nests 3 deep; one nested deeper is refused before it is parsed
 JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a JSON string (skipped whole) or a bracket
 CORRECTIONS_FORMAT, CORRECTIONS_VERSION = "rendernet-corrections", 1
+# Two feature vectors this close (Euclidean distance over the larger norm) are one image: the page's two matrix
+# products (einsum before OpenBLAS has loaded, sgemm after) and the CLI's BLAS give the same image's features
+# within 3.3e-6 of each other (the sample's images), while two different sample images are at least 0.38 apart.
+# JPEG decoders differ more (Pyodide's Pillow and the native wheel): the same JPEG may count twice across them.
+SAME_IMAGE = 1e-3
+PAIRS_AT_ONCE = 65_536  # candidate pairs compared at once by same_images (bounded memory)
 
 
 def adaptable_head(model):
@@ -381,22 +387,55 @@ def read_corrections(document, model) -> tuple:
     return features, labels
 
 
+def same_images(features) -> np.ndarray:
+    """For each of N feature vectors (N, F), the index of the first one showing the same image (within SAME_IMAGE):
+    itself when none before it does. Candidates are the pairs whose norms are within SAME_IMAGE (sorted by norm), so
+    the cost grows with N times the vectors of nearly equal norm, not N squared."""
+    features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    norms = np.linalg.norm(features, axis=1)
+    order = np.argsort(norms, kind="stable")
+    ends = np.searchsorted(norms[order], norms[order] * (1 + SAME_IMAGE) + 1e-12, side="right")
+    counts = ends - np.arange(len(order)) - 1  # the vectors after each one (in norm order) that may be the same
+    first = np.arange(len(features))
+    starts = np.cumsum(counts) - counts
+    for begin in range(0, int(counts.sum()), PAIRS_AT_ONCE):
+        pair = np.arange(begin, min(begin + PAIRS_AT_ONCE, int(counts.sum())))
+        left = np.searchsorted(starts + counts, pair, side="right")  # the sorted position each pair starts from
+        a, b = order[left], order[left + 1 + pair - starts[left]]
+        close = np.linalg.norm(features[a] - features[b], axis=1) <= SAME_IMAGE * np.maximum(norms[a], norms[b])
+        for i, j in zip(a[close], b[close], strict=True):  # join the two groups under their first index
+            i, j = _root(first, i), _root(first, j)
+            first[max(i, j)] = min(i, j)
+    return np.array([_root(first, index) for index in range(len(first))], dtype=int)
+
+
+def _root(first: np.ndarray, index: int) -> int:
+    while first[index] != index:
+        index = first[index]
+    return int(index)
+
+
+def entry_features(entries) -> np.ndarray:
+    """The feature vectors of checked corrections entries (read_corrections), as (N, F)."""
+    return np.array([np.frombuffer(base64.b64decode(entry["features"]), dtype="<f4") for entry in entries], dtype=np.float32)
+
+
 def merge_corrections(*lists) -> tuple:
-    """Several people's corrections (lists of document entries) as one list: an image (its features) counts once;
-    when two entries label it differently, the newest (largest "time") is kept. Returns (entries, conflicts),
-    conflicts a list of (kept entry, dropped entry) with different labels. Order: first seen, so a merge is
-    deterministic."""
+    """Several people's corrections (lists of checked document entries) as one list: an image counts once (its
+    features the same within SAME_IMAGE, whichever matrix product computed them); when two entries label it
+    differently, the newest (largest "time") is kept. Returns (entries, conflicts), conflicts a list of (kept
+    entry, dropped entry) with different labels. Order: first seen, so a merge is deterministic."""
+    entries = [entry for items in lists for entry in items]
     merged, conflicts = {}, []
-    for entries in lists:
-        for entry in entries:
-            kept = merged.get(entry["features"])
-            if kept is None:
-                merged[entry["features"]] = entry
-                continue
-            newer, older = (entry, kept) if float(entry.get("time", 0)) > float(kept.get("time", 0)) else (kept, entry)
-            if newer["label"] != older["label"]:
-                conflicts.append((newer, older))
-            merged[entry["features"]] = newer
+    for entry, image in zip(entries, same_images(entry_features(entries)) if entries else [], strict=True):
+        kept = merged.get(image)
+        if kept is None:
+            merged[image] = entry
+            continue
+        newer, older = (entry, kept) if float(entry.get("time", 0)) > float(kept.get("time", 0)) else (kept, entry)
+        if newer["label"] != older["label"]:
+            conflicts.append((newer, older))
+        merged[image] = newer
     return list(merged.values()), conflicts
 
 
@@ -479,15 +518,19 @@ class Adaptation:
         self.refit()
 
     def _mark_rows(self) -> None:
-        """Rows of this visit whose image has a correction are marked corrected (the stored or added ones)."""
-        by_features = {entry["features"]: entry for entry in self.corrections}
+        """Rows of this visit whose image has a correction are marked corrected (the stored or added ones): the
+        same image within SAME_IMAGE, as merge_corrections counts it."""
+        rows = list(self.rows)
+        if not rows or not self.corrections:
+            self.corrected = {}
+            return
+        features = np.vstack([entry_features(self.corrections), np.array([self.rows[row] for row in rows])])
+        images = same_images(features)
         self.corrected = {
-            row: by_features[entry["features"]] for row, entry in self.corrected.items() if entry["features"] in by_features
+            row: self.corrections[image]
+            for row, image in zip(rows, images[len(self.corrections) :], strict=True)
+            if image < len(self.corrections)
         }
-        for row, features in self.rows.items():
-            entry = by_features.get(encode_features(features))
-            if entry is not None:
-                self.corrected[row] = entry
 
     def add(self, document) -> dict:
         """Merge the corrections of another document made with this model (a colleague's download): an image
