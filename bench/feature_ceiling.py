@@ -5,10 +5,11 @@
 The domain of bench/adapt.py (the 22 reserved interior photographs, 60 Blender rooms of unseen seeds) through the
 shipped model's frozen EfficientNet-Lite0 (ImageNet weights), read at several layers: the shipped cut
 (block11_add, 112 channels) pooled by mean, by mean + standard deviation + maximum, and the deeper layers
-(block15_add, block16_project, head), mean-pooled. For each, leave one out: a logistic regression (features
-standardised by the committed sample's, classes balanced, L2 penalty 10) fitted on the 81 other images scores the
-one left out. That is every other image of the domain corrected, with no prior and no reference set: an upper
-bound on what corrections can reach (docs/adaptation.md). Needs the training extra (Keras).
+(block15_add, block16_project, head), mean-pooled. For each, leave one out: a head fitted from zero on the 81
+other images (rendernet.adapt.adapt_head, as bench/adapt.py fits its stand-in heads: classes balanced, penalty
+ANCHOR times each feature's typical value, no reference set) scores the one left out. That is every other image
+of the domain corrected, with no prior: an upper bound on what corrections can reach (docs/adaptation.md). Needs
+the training extra (Keras).
 """
 
 import argparse
@@ -26,11 +27,12 @@ import keras
 from adapt import held_out_rooms
 from independent import gather_interiors_and_icons
 from rendernet import load_model, preprocess
+from rendernet.adapt import adapt_head
 from rendernet_train.cli import DEFAULT_CACHE
 from rendernet_train.efficientnet import backbone_layers, load_pretrained
 
 LAYERS = ("block11_add", "block15_add", "block16_project", "head")
-PENALTY = 10.0
+ANCHOR = 10.0  # the fit's penalty (bench/adapt.py's stand-ins, fitted to tell every source apart, use 100)
 
 
 def pooled(model, paths, size, crop) -> list:
@@ -42,31 +44,16 @@ def pooled(model, paths, size, crop) -> list:
     ]
 
 
-def logistic(features, labels, weights) -> np.ndarray:
-    """Newton's method on the weighted, L2-penalised (not the bias) logistic loss: the weights and bias."""
-    inputs = np.hstack([features, np.ones((len(features), 1))])
-    penalty = PENALTY * np.r_[np.ones(features.shape[1]), 0.0]
-    row = np.zeros(inputs.shape[1])
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-np.clip(inputs @ row, -30, 30)))
-        step = np.linalg.solve(
-            (inputs.T * (weights * p * (1 - p))) @ inputs + np.diag(penalty) + 1e-9 * np.eye(len(row)),
-            inputs.T @ (weights * (p - labels)) + penalty * row,
-        )
-        row -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return row
-
-
 def leave_one_out(real, render) -> tuple:
-    features, labels = np.vstack([real, render]), np.repeat([0.0, 1.0], [len(real), len(render)])
-    weights = np.where(labels == 1, 0.5 / labels.mean(), 0.5 / (1 - labels.mean()))
+    """Recall of each class, each image scored by a head fitted from zero on all the others."""
+    features, labels = np.vstack([real, render]), np.repeat([0, 1], [len(real), len(render)])
+    zero = (np.zeros((2, features.shape[1]), np.float32), np.zeros(2, np.float32))
     right = []
     for index in range(len(labels)):
         others = np.arange(len(labels)) != index
-        row = logistic(features[others], labels[others], weights[others])
-        right.append((np.r_[features[index], 1.0] @ row >= 0) == labels[index])
+        kernel_t, bias = adapt_head(*zero, features[others], labels[others], ANCHOR)[:2]
+        logits = features[index] @ kernel_t.T + bias
+        right.append(int(logits[1] > logits[0]) == labels[index])
     right = np.array(right)
     return float(right[labels == 0].mean()), float(right[labels == 1].mean())
 
@@ -88,18 +75,15 @@ def main() -> None:
     gather_interiors_and_icons(reserved, Path(args.cache))
     real = sorted((reserved / "real").iterdir())
     rooms = held_out_rooms(args.rooms, Path(args.cache))
-    manifest = json.loads((ROOT / "data" / "sample" / "manifest.json").read_text())
-    sample = [ROOT / "data" / "sample" / entry["path"] for entry in manifest["files"]]
     names = [f"{LAYERS[0]} mean", f"{LAYERS[0]} mean+std+max"] + [f"{name} mean" for name in LAYERS[1:]]
-    columns = zip(*(pooled(model, paths, size, shipped.crop) for paths in (real, rooms, sample)), strict=True)
-    print(f"{len(real)} real rooms, {len(rooms)} rendered rooms; leave one out, penalty {PENALTY:g}")
+    columns = zip(*(pooled(model, paths, size, shipped.crop) for paths in (real, rooms)), strict=True)
+    print(f"{len(real)} real rooms, {len(rooms)} rendered rooms; leave one out, anchor {ANCHOR:g}")
     print(f"{'features':28s} {'width':>5}  {'real rooms':>10}  {'rendered rooms':>14}")
     report = {}
-    for name, (real_features, room_features, sample_features) in zip(names, columns, strict=True):
-        mean, spread = sample_features.mean(0), sample_features.std(0) + 1e-6
-        recall = leave_one_out((real_features - mean) / spread, (room_features - mean) / spread)
-        report[name] = {"width": sample_features.shape[1], "real": recall[0], "render": recall[1]}
-        print(f"{name:28s} {sample_features.shape[1]:5d}  {recall[0]:10.3f}  {recall[1]:14.3f}")
+    for name, (real_features, room_features) in zip(names, columns, strict=True):
+        recall = leave_one_out(real_features, room_features)
+        report[name] = {"width": real_features.shape[1], "real": recall[0], "render": recall[1]}
+        print(f"{name:28s} {real_features.shape[1]:5d}  {recall[0]:10.3f}  {recall[1]:14.3f}")
     print(json.dumps(report))
 
 
