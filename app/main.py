@@ -681,7 +681,7 @@ async def run_queue() -> None:
                         "result": {
                             "file": file.name,
                             "row": row,
-                            "error": f"not classified: the page's worker could not be restarted ({page.restart_problem})",
+                            "error": not_restarted(),
                         }
                     },
                 )
@@ -724,6 +724,11 @@ async def try_start(slot: int, why=None) -> None:
         page.restart_problem = str(error)
 
 
+def not_restarted() -> str:
+    """The error row of a file no worker could take."""
+    return f"not classified: the page's worker could not be restarted ({page.restart_problem})"
+
+
 def deliver(row: int, answer, slot: int = 0) -> None:
     """Show the answers in the order the files were added (None: a file cancelled before it ran)."""
     if answer is not None and slot != 0 and "features" in answer and page.worker is not None:
@@ -747,8 +752,7 @@ async def classify(file, row: int, slot: int = 0) -> dict:
     if window.rendernetGone(slot):  # it died between two files: this one never reached it
         await try_start(slot, "The worker stopped")
     if page.workers[slot] is None:
-        problem = f"not classified: the page's worker could not be restarted ({page.restart_problem})"
-        return {"result": {"file": file.name, "error": problem}}
+        return {"result": {"file": file.name, "error": not_restarted()}}
     try:
         return json.loads(await call(page.workers[slot].classify(file.name, data, row), FILE_SECONDS, "Classifying", slot))
     except Exception as error:
